@@ -1,0 +1,21 @@
+"""Python clients of workpools (they import only `schemas`)."""
+
+from client.errors import (
+    Forbidden,
+    InvalidRequest,
+    ObjectAlreadyExists,
+    ObjectNotFound,
+    ServiceUnavailable,
+    WorkPoolsError,
+)
+from client.work_pools import WorkPoolClient
+
+__all__ = [
+    "Forbidden",
+    "InvalidRequest",
+    "ObjectAlreadyExists",
+    "ObjectNotFound",
+    "ServiceUnavailable",
+    "WorkPoolClient",
+    "WorkPoolsError",
+]

@@ -1,0 +1,97 @@
+"""Builds one workpools replica: the broker, its subscribers, and the background loops."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from faststream import FastStream
+from faststream.redis import RedisBroker, RedisRouter
+from faststream.specification import AsyncAPI
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.exceptions import ResponseError
+
+from handlers import work_pools, work_queues, workers
+from handlers.errors import error_middleware
+from handlers.outbox import EventRelay
+from handlers.rpc import rpc_subscriber
+from handlers.settings import Settings
+from handlers.wire import JSONEnvelope
+from schemas.channels import Channels
+from services.db import Database
+
+log = logging.getLogger("workpools")
+
+
+def _retry() -> Retry:
+    return Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), 5)
+
+
+async def create_groups(redis: Redis, streams: list[str], group: str) -> None:
+    """Create consumer groups at the stream start, so requests sent before the first replica
+    started are served too (FastStream would create them at `$`)."""
+    for stream in streams:
+        try:
+            await redis.xgroup_create(stream, group, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+
+def build_app(settings: Settings, *, db: Database | None = None) -> FastStream:
+    channels = Channels(settings.prefix)
+    db = db or Database(settings.database_url, pool_size=settings.db_pool_size)
+    broker = RedisBroker(
+        settings.redis_url,
+        message_format=JSONEnvelope,
+        middlewares=[error_middleware()],
+        retry=_retry(),
+        log_level=logging.DEBUG,
+        client_name=f"workpools-{settings.consumer_name}",
+        max_connections=64 + 16 * len(channels.all_rpc_streams()),
+        socket_keepalive=True,
+        health_check_interval=30,
+    )
+    router = RedisRouter()
+    subscribe = rpc_subscriber(router, channels, settings)
+    for module in (work_pools, work_queues, workers):
+        module.register(subscribe, db)
+    broker.include_router(router)
+
+    redis = Redis.from_url(settings.redis_url, retry=_retry(), client_name=f"workpools-{settings.consumer_name}-bg")
+    relay = EventRelay(db, redis, channels.events, settings.events_maxlen)
+    db.after_events = relay.flush
+    tasks: list[asyncio.Task] = []
+
+    app = FastStream(
+        broker,
+        specification=AsyncAPI(
+            title="workpools",
+            version="0.1.0",
+            description="Prefect-compatible work pools, queues and workers over Redis streams.",
+        ),
+        logger=log,
+    )
+
+    @app.on_startup
+    async def prepare() -> None:
+        await create_groups(redis, channels.all_rpc_streams(), channels.rpc_group)
+
+    @app.after_startup
+    async def start_loops() -> None:
+        tasks.append(asyncio.create_task(relay.sweep(settings.outbox_sweep_seconds)))
+
+    @app.on_shutdown
+    async def stop_loops() -> None:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    @app.after_shutdown
+    async def close() -> None:
+        await redis.aclose()
+        await db.dispose()
+
+    return app

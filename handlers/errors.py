@@ -1,0 +1,38 @@
+"""The one table from exceptions to reply statuses; every request gets an answer."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from faststream import ExceptionMiddleware
+from faststream.redis import RedisResponse
+from pydantic import ValidationError
+
+from handlers.wire import respond
+from services.errors import WorkPoolsError
+
+log = logging.getLogger("workpools")
+
+
+def error_reply(status: int, detail: object) -> RedisResponse:
+    return respond(status, {"detail": detail})
+
+
+def error_middleware() -> ExceptionMiddleware:
+    errors = ExceptionMiddleware()
+
+    @errors.add_handler(WorkPoolsError, publish=True)
+    async def service_error(exc: WorkPoolsError) -> RedisResponse:
+        return error_reply(exc.status, exc.detail)
+
+    @errors.add_handler(ValidationError, publish=True)
+    async def invalid_request(exc: ValidationError) -> RedisResponse:
+        return error_reply(422, json.loads(exc.json(include_url=False)))
+
+    @errors.add_handler(Exception, publish=True)
+    async def unexpected(exc: Exception) -> RedisResponse:
+        log.error("unexpected error while handling a request", exc_info=exc)
+        return error_reply(500, "Internal Server Error")
+
+    return errors

@@ -1,0 +1,32 @@
+"""Service configuration, from `WORKPOOLS_*` environment variables (pydantic-settings)."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_consumer() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="WORKPOOLS_", extra="ignore")
+
+    redis_url: str = "redis://localhost:6379/0"
+    database_url: str = "postgresql+asyncpg://postgres@localhost:5432/workpools"
+    prefix: str = "workpools"
+    consumer_name: str = Field(default_factory=_default_consumer)
+    """This replica's name in the consumer groups (unique per process)."""
+    rpc_concurrency: int = 16
+    """Requests handled at once per operation stream by one replica."""
+    db_pool_size: int = 10
+    events_maxlen: int = 100_000
+    """`{prefix}.events` is trimmed to about this many entries."""
+    requests_maxlen: int = 10_000
+    """Each request stream is trimmed to about this many entries by the client."""
+    outbox_sweep_seconds: float = 2.0
+    """How often each replica publishes events left in the outbox by a replica that died."""

@@ -1,0 +1,26 @@
+"""FastStream message format for the JSON envelope of `schemas.wire` (language-neutral)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from faststream.redis import RedisResponse
+from faststream.redis.parser.binary import BinaryMessageFormatV1
+
+from schemas import wire
+
+
+class JSONEnvelope(BinaryMessageFormatV1):
+    """Writes `{"data": ..., "headers": ...}` JSON; reads it, FastStream's binary format, or raw JSON."""
+
+    @classmethod
+    async def encode(cls, *, message: Any, reply_to: str | None, headers: dict[str, Any] | None,
+                     correlation_id: str, serializer: Any = None, codec: Any = None) -> bytes:
+        msg = await cls.build(message=message, reply_to=reply_to, headers=headers,
+                              correlation_id=correlation_id, serializer=serializer, codec=codec)
+        return wire.encode_raw(msg.data, {k: str(v) for k, v in msg.headers.items()})
+
+
+def respond(status: int, body: Any = None) -> RedisResponse:
+    """A reply in the JSON envelope, with its HTTP-like status header."""
+    return RedisResponse(body, headers={"status": str(status)}, message_format=JSONEnvelope)

@@ -1,0 +1,124 @@
+"""The database boundary: engine, transactions, the event outbox, and driver errors -> service errors."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+import asyncpg
+from sqlalchemy import delete, insert, select, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from services.errors import INTEGRITY_CONFLICT, Conflict, Unavailable
+from services.tables import event_outbox
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@dataclass
+class Tx:
+    """One open transaction: its connection, the time it runs at, and the events it emits."""
+
+    conn: AsyncConnection
+    now: datetime
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+    def emit(self, event: dict[str, Any]) -> None:
+        self.events.append(event)
+
+    async def execute(self, statement, params=None):
+        return await self.conn.execute(statement, params)
+
+
+def translate(exc: DBAPIError) -> Exception:
+    """Map a driver error to the service's vocabulary, once, here."""
+    if isinstance(exc, IntegrityError):
+        log.warning("integrity conflict: %s", exc.orig)
+        return Conflict(INTEGRITY_CONFLICT)
+    if isinstance(exc, (OperationalError, InterfaceError)) or exc.connection_invalidated:
+        return Unavailable("Service Unavailable")
+    return exc
+
+
+class Database:
+    """Owns the engine. `transaction()` commits the work and its events atomically (outbox)."""
+
+    def __init__(self, url: str, *, clock: Clock = utcnow, pool_size: int = 10) -> None:
+        self.url = url
+        self.clock = clock
+        self.engine: AsyncEngine = create_async_engine(
+            url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=False
+        )
+        self.after_events: Callable[[], Awaitable[None]] | None = None
+        """Called after a commit that wrote events (the relay publishes them)."""
+
+    @asynccontextmanager
+    async def transaction(self, now: datetime | None = None) -> AsyncIterator[Tx]:
+        try:
+            async with self.engine.begin() as conn:
+                tx = Tx(conn, now or self.clock())
+                yield tx
+                if tx.events:
+                    await conn.execute(insert(event_outbox), [{"event": e} for e in tx.events])
+        except DBAPIError as exc:
+            raise translate(exc) from exc
+        except (OSError, asyncpg.PostgresConnectionError) as exc:
+            raise Unavailable("Service Unavailable") from exc
+        if tx.events and self.after_events is not None:
+            await self.after_events()
+
+    @asynccontextmanager
+    async def take_outbox(self, batch: int = 500) -> AsyncIterator[list[dict[str, Any]]]:
+        """Remove up to `batch` events from the outbox, oldest first; restored if the block fails."""
+        async with self.engine.begin() as conn:
+            picked = (
+                select(event_outbox.c.seq)
+                .order_by(event_outbox.c.seq)
+                .limit(batch)
+                .with_for_update(skip_locked=True)
+                .scalar_subquery()
+            )
+            rows = await conn.execute(
+                delete(event_outbox).where(event_outbox.c.seq.in_(picked)).returning(event_outbox)
+            )
+            yield [row.event for row in sorted(rows, key=lambda r: r.seq)]
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+
+
+async def ensure_database(url: str) -> None:
+    """Create the database named in `url` when it does not exist (safe when replicas race)."""
+    target = make_url(url)
+    admin = target.set(database="postgres", drivername="postgresql")
+    dsn = admin.render_as_string(hide_password=False)
+    try:
+        conn = await asyncpg.connect(dsn)
+    except Exception as exc:  # noqa: BLE001 - report the server we could not reach, not a traceback
+        raise Unavailable(f"PostgreSQL is not reachable: {type(exc).__name__}") from exc
+    try:
+        exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", target.database)
+        if not exists:
+            try:
+                await conn.execute(f'CREATE DATABASE "{target.database}"')
+            except (asyncpg.DuplicateDatabaseError, asyncpg.UniqueViolationError):
+                pass
+    finally:
+        await conn.close()
+
+
+async def ping(db: Database) -> None:
+    async with db.engine.connect() as conn:
+        await conn.execute(text("SELECT 1"))

@@ -1,0 +1,78 @@
+"""Prefect's filter objects and limits, turned into SQL conditions."""
+
+from __future__ import annotations
+
+from sqlalchemy import and_, false, or_, true
+from sqlalchemy.sql import ColumnElement
+
+from schemas.common import DEFAULT_LIMIT
+from schemas.work_pools import WorkPoolFilter
+from schemas.work_queues import WorkQueueFilter
+from schemas.workers import WorkerFilter
+from services.errors import Invalid
+from services.tables import work_pool, work_queue, worker
+
+
+def check_limit(limit: int | None) -> int:
+    if limit is None:
+        return DEFAULT_LIMIT
+    if limit < 0:
+        raise Invalid("Invalid limit: must be greater than or equal to 0.")
+    if limit > DEFAULT_LIMIT:
+        raise Invalid(f"Invalid limit: must be less than or equal to {DEFAULT_LIMIT}.")
+    return limit
+
+
+def _combine(operator: str, conditions: list[ColumnElement]) -> ColumnElement:
+    if not conditions:
+        return true()
+    return (or_ if operator == "or_" else and_)(*conditions)
+
+
+def pool_condition(f: WorkPoolFilter | None) -> ColumnElement:
+    if f is None:
+        return true()
+    conditions = []
+    if f.id is not None and f.id.any_ is not None:
+        conditions.append(work_pool.c.id.in_(f.id.any_))
+    if f.name is not None and f.name.any_ is not None:
+        conditions.append(work_pool.c.name.in_(f.name.any_))
+    if f.type is not None and f.type.any_ is not None:
+        conditions.append(work_pool.c.type.in_(f.type.any_))
+    return _combine(f.operator, conditions)
+
+
+def queue_condition(f: WorkQueueFilter | None) -> ColumnElement:
+    if f is None:
+        return true()
+    conditions = []
+    if f.id is not None and f.id.any_ is not None:
+        conditions.append(work_queue.c.id.in_(f.id.any_))
+    if f.name is not None:
+        name = []
+        if f.name.any_ is not None:
+            name.append(work_queue.c.name.in_(f.name.any_))
+        if f.name.startswith_ is not None:
+            # ILIKE 'prefix%' as in Prefect (so `_` and `%` inside a prefix are wildcards)
+            prefixes = [work_queue.c.name.ilike(f"{p}%") for p in f.name.startswith_]
+            name.append(or_(*prefixes) if prefixes else false())
+        if name:
+            conditions.append(and_(*name))
+    return _combine(f.operator, conditions)
+
+
+def worker_condition(f: WorkerFilter | None) -> ColumnElement:
+    if f is None:
+        return true()
+    conditions = []
+    if f.last_heartbeat_time is not None:
+        if f.last_heartbeat_time.before_ is not None:
+            conditions.append(worker.c.last_heartbeat_time <= f.last_heartbeat_time.before_)
+        if f.last_heartbeat_time.after_ is not None:
+            conditions.append(worker.c.last_heartbeat_time >= f.last_heartbeat_time.after_)
+    if f.status is not None:
+        if f.status.any_ is not None:
+            conditions.append(worker.c.status.in_([s.value for s in f.status.any_]))
+        if f.status.not_any_:
+            conditions.append(worker.c.status.not_in([s.value for s in f.status.not_any_]))
+    return _combine(f.operator, conditions)

@@ -1,0 +1,166 @@
+"""Work queues of a pool: create, read, filter, update, delete (spec §2.9–§2.13, §3.2, §6)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+from uuid import uuid4
+
+from sqlalchemy import case, delete, func, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+from schemas.common import WorkQueueStatus
+from schemas.work_queues import WorkQueue, WorkQueueCreate, WorkQueueFilter, WorkQueueUpdate
+from services import events
+from services.db import Database, Tx
+from services.errors import AlreadyExists, Conflict, queue_not_found
+from services.filters import check_limit, queue_condition
+from services.priorities import first_free_priority, rebalance
+from services.tables import flow_run, work_pool, work_queue
+from services.work_pools import ACTIVE_STATES, get_pool, lock_pool
+
+RECENTLY_POLLED = timedelta(seconds=60)
+UPDATE_EVENT_FIELDS = ("name", "description", "concurrency_limit", "priority")
+
+_queue_active = (
+    select(func.count())
+    .where(flow_run.c.work_queue_id == work_queue.c.id, flow_run.c.state_type.in_(ACTIVE_STATES))
+    .scalar_subquery()
+)
+QUEUE_COLUMNS = (
+    work_queue,
+    work_pool.c.name.label("work_pool_name"),
+    case((work_queue.c.concurrency_limit.is_(None), None), else_=_queue_active).label("active_slots"),
+)
+QUEUES = select(*QUEUE_COLUMNS).join(work_pool, work_pool.c.id == work_queue.c.work_pool_id)
+
+
+async def _pool_priorities(tx: Tx, pool_id: Any) -> list[tuple[Any, int]]:
+    rows = await tx.execute(
+        select(work_queue.c.id, work_queue.c.priority).where(work_queue.c.work_pool_id == pool_id)
+    )
+    return [(row.id, row.priority) for row in rows]
+
+
+async def _apply_rebalance(tx: Tx, pool_id: Any, target: Any) -> None:
+    for queue_id, priority in rebalance(await _pool_priorities(tx, pool_id), target).items():
+        await tx.execute(
+            update(work_queue).where(work_queue.c.id == queue_id).values(priority=priority, updated=tx.now)
+        )
+
+
+async def create_work_queue(db: Database, work_pool_name: str, data: WorkQueueCreate) -> WorkQueue:
+    async with db.transaction() as tx:
+        pool = (await lock_pool(tx, work_pool_name))._mapping
+        existing = await _pool_priorities(tx, pool["id"])
+        priority = data.priority or first_free_priority([p for _, p in existing])
+        values = {
+            **data.model_dump(mode="json"),
+            "id": uuid4(),
+            "created": tx.now,
+            "updated": tx.now,
+            "work_pool_id": pool["id"],
+            "priority": priority,
+            # Prefect leaves a queue created paused NOT_READY (spec §9.5); we follow the Recommendation.
+            "status": WorkQueueStatus.PAUSED if data.is_paused else WorkQueueStatus.NOT_READY,
+        }
+        inserted = await tx.execute(
+            pg_insert(work_queue)
+            .values(values)
+            .on_conflict_do_nothing(index_elements=["work_pool_id", "name"])
+            .returning(work_queue.c.id)
+        )
+        if inserted.first() is None:
+            raise AlreadyExists(
+                f"A work queue with this name already exists in work pool {work_pool_name!r}."
+            )
+        if data.priority is not None:
+            await _apply_rebalance(tx, pool["id"], values["id"])
+        tx.emit(events.queue_event("created", values, pool, tx.now))
+        row = (await tx.execute(QUEUES.where(work_queue.c.id == values["id"]))).first()
+    return WorkQueue.model_validate(row._mapping)
+
+
+async def read_work_queue(db: Database, work_pool_name: str, name: str) -> WorkQueue:
+    async with db.transaction() as tx:
+        row = (
+            await tx.execute(QUEUES.where(work_pool.c.name == work_pool_name, work_queue.c.name == name))
+        ).first()
+    if row is None:
+        raise queue_not_found(work_pool_name, name)
+    return WorkQueue.model_validate(row._mapping)
+
+
+async def read_work_queues(
+    db: Database,
+    work_pool_name: str,
+    work_queue_filter: WorkQueueFilter | None = None,
+    limit: int | None = None,
+    offset: int = 0,
+) -> list[WorkQueue]:
+    limit = check_limit(limit)
+    async with db.transaction() as tx:
+        pool = await get_pool(tx, work_pool_name)
+        rows = await tx.execute(
+            QUEUES.where(work_queue.c.work_pool_id == pool.id, queue_condition(work_queue_filter))
+            .order_by(work_queue.c.priority)
+            .offset(offset)
+            .limit(limit)
+        )
+        return [WorkQueue.model_validate(row._mapping) for row in rows]
+
+
+async def _find_queue(tx: Tx, pool: Any, work_pool_name: str, name: str) -> Any:
+    queue = (
+        await tx.execute(
+            select(work_queue)
+            .where(work_queue.c.work_pool_id == pool["id"], work_queue.c.name == name)
+            .with_for_update()
+        )
+    ).mappings().first()
+    if queue is None:
+        raise queue_not_found(work_pool_name, name)
+    return queue
+
+
+def _unpause_status(queue: Any, changes: dict[str, Any], now: Any) -> WorkQueueStatus:
+    last_polled = changes["last_polled"] if "last_polled" in changes else queue["last_polled"]
+    if last_polled is not None and now - last_polled <= RECENTLY_POLLED:
+        return WorkQueueStatus.READY
+    return WorkQueueStatus.NOT_READY
+
+
+async def update_work_queue(db: Database, work_pool_name: str, name: str, data: WorkQueueUpdate) -> None:
+    fields = data.model_fields_set
+    changes = {field: getattr(data, field) for field in fields}
+    if "filter" in changes and data.filter is not None:
+        changes["filter"] = data.filter.model_dump(mode="json")
+    async with db.transaction() as tx:
+        pool = (await lock_pool(tx, work_pool_name))._mapping
+        queue = await _find_queue(tx, pool, work_pool_name, name)
+        status = None
+        if "is_paused" in fields:
+            if data.is_paused and queue["status"] != WorkQueueStatus.PAUSED:
+                status = WorkQueueStatus.PAUSED
+            elif not data.is_paused and queue["status"] == WorkQueueStatus.PAUSED:
+                status = _unpause_status(queue, changes, tx.now)
+        values = {**changes, "updated": tx.now, **({"status": status} if status else {})}
+        await tx.execute(update(work_queue).where(work_queue.c.id == queue["id"]).values(values))
+        current = {**queue, **changes}
+        payload = events.updated_payload(queue, changes, UPDATE_EVENT_FIELDS)
+        if payload:
+            tx.emit(events.queue_event("updated", current, pool, tx.now, payload=payload))
+        if "priority" in fields:
+            await _apply_rebalance(tx, pool["id"], queue["id"])
+        if status:
+            tx.emit(events.queue_event(events.STATUS_EVENT[status], current, pool, tx.now))
+
+
+async def delete_work_queue(db: Database, work_pool_name: str, name: str) -> None:
+    async with db.transaction() as tx:
+        pool = (await lock_pool(tx, work_pool_name))._mapping
+        queue = await _find_queue(tx, pool, work_pool_name, name)
+        if queue["id"] == pool["default_queue_id"]:
+            raise Conflict("Can't delete a pool's default queue.")
+        tx.emit(events.queue_event("deleted", queue, pool, tx.now))
+        await tx.execute(delete(work_queue).where(work_queue.c.id == queue["id"]))
