@@ -6,20 +6,23 @@ import asyncio
 import logging
 
 from faststream import FastStream
-from faststream.redis import RedisBroker, RedisRouter
+from faststream.redis import RedisBroker, RedisRouter, StreamSub
 from faststream.specification import AsyncAPI
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ResponseError
 
-from handlers import work_pools, work_queues, workers
+from handlers import readiness, scheduling, work_pools, work_queues, workers
 from handlers.errors import error_middleware
+from handlers.foreman import Lease, run_foreman
 from handlers.outbox import EventRelay
 from handlers.rpc import rpc_subscriber
 from handlers.settings import Settings
 from handlers.wire import JSONEnvelope
 from schemas.channels import Channels
+from schemas.scheduling import ReadyMark
+from services.foreman import ForemanRules
 from services.db import Database
 
 log = logging.getLogger("workpools")
@@ -58,6 +61,15 @@ def build_app(settings: Settings, *, db: Database | None = None) -> FastStream:
     subscribe = rpc_subscriber(router, channels, settings)
     for module in (work_pools, work_queues, workers):
         module.register(subscribe, db)
+    ready = router.publisher(
+        stream=StreamSub(channels.ready, maxlen=settings.ready_maxlen),
+        message_format=JSONEnvelope,
+        schema=ReadyMark,
+        title=f"{channels.ready}:publish",
+        description="One ready mark per poll, after the poll's commit.",
+    )
+    scheduling.register(subscribe, db, ready.publish)
+    readiness.register(router, channels, settings, db)
     broker.include_router(router)
 
     redis = Redis.from_url(settings.redis_url, retry=_retry(), client_name=f"workpools-{settings.consumer_name}-bg")
@@ -78,10 +90,20 @@ def build_app(settings: Settings, *, db: Database | None = None) -> FastStream:
     @app.on_startup
     async def prepare() -> None:
         await create_groups(redis, channels.all_rpc_streams(), channels.rpc_group)
+        await create_groups(redis, [channels.ready], channels.ready_group)
 
     @app.after_startup
     async def start_loops() -> None:
         tasks.append(asyncio.create_task(relay.sweep(settings.outbox_sweep_seconds)))
+        if settings.foreman_enabled:
+            lease = Lease(redis, channels.foreman_lease, settings.consumer_name, settings.foreman_lease_seconds)
+            rules = ForemanRules(
+                settings.foreman_inactivity_heartbeat_multiple,
+                settings.foreman_fallback_heartbeat_interval_seconds,
+                settings.foreman_deployment_last_polled_timeout_seconds,
+                settings.foreman_work_queue_last_polled_timeout_seconds,
+            )
+            tasks.append(asyncio.create_task(run_foreman(db, lease, rules, settings.foreman_loop_seconds)))
 
     @app.on_shutdown
     async def stop_loops() -> None:

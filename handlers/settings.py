@@ -28,5 +28,17 @@ class Settings(BaseSettings):
     """`{prefix}.events` is trimmed to about this many entries."""
     requests_maxlen: int = 10_000
     """Each request stream is trimmed to about this many entries by the client."""
+    ready_maxlen: int = 100_000
+    """`{prefix}.ready` is trimmed to about this many entries."""
+    ready_batch: int = 500
+    """Ready marks merged into one transaction at most."""
+    foreman_enabled: bool = True
+    foreman_loop_seconds: float = 15.0
+    foreman_lease_seconds: float = 30.0
+    """A foreman whose replica died is replaced within about this long."""
+    foreman_inactivity_heartbeat_multiple: int = 3
+    foreman_fallback_heartbeat_interval_seconds: int = 30
+    foreman_deployment_last_polled_timeout_seconds: int = 60
+    foreman_work_queue_last_polled_timeout_seconds: int = 60
     outbox_sweep_seconds: float = 2.0
     """How often each replica publishes events left in the outbox by a replica that died."""

@@ -26,6 +26,12 @@ class Op(StrEnum):
     WORKER_HEARTBEAT = "worker_heartbeat"
     READ_WORKERS = "read_workers"
     DELETE_WORKER = "delete_worker"
+    CREATE_DEPLOYMENT = "create_deployment"
+    READ_DEPLOYMENT = "read_deployment"
+    CREATE_FLOW_RUN = "create_flow_run"
+    READ_FLOW_RUN = "read_flow_run"
+    SET_FLOW_RUN_STATE = "set_flow_run_state"
+    GET_SCHEDULED_FLOW_RUNS = "get_scheduled_flow_runs"
 
 
 @dataclass(frozen=True)
@@ -45,6 +51,20 @@ class Channels:
     @property
     def events(self) -> str:
         return f"{self.prefix}.events"
+
+    @property
+    def ready(self) -> str:
+        """Ready marks published after each poll, read by the ready-marker consumer group."""
+        return f"{self.prefix}.ready"
+
+    @property
+    def ready_group(self) -> str:
+        return f"{self.prefix}.ready"
+
+    @property
+    def foreman_lease(self) -> str:
+        """Key held by the replica whose foreman loop is active."""
+        return f"{self.prefix}.foreman.lease"
 
     def all_rpc_streams(self) -> list[str]:
         return [self.rpc(op) for op in Op]

@@ -111,3 +111,17 @@ def updated_payload(before: Mapping[str, Any], changes: Mapping[str, Any], field
 
 def _jsonable(value: Any) -> Any:
     return str(value) if isinstance(value, (UUID, datetime)) else value
+
+
+def deployment_event(name: str, row: Mapping[str, Any], occurred: datetime) -> dict[str, Any]:
+    """`prefect.deployment.ready|not-ready`; `row` has the deployment with its queue and pool."""
+    related = []
+    if row.get("flow_id"):
+        related.append({"prefect.resource.id": f"prefect.flow.{row['flow_id']}", "prefect.resource.role": "flow"})
+    if row.get("queue_id"):
+        related.append({"prefect.resource.id": f"prefect.work-queue.{row['queue_id']}",
+                        "prefect.resource.name": row["queue_name"], "prefect.resource.role": "work-queue"})
+    if row.get("pool_id"):
+        related.append(pool_resource({"id": row["pool_id"], "name": row["pool_name"], "type": row["pool_type"]}))
+    resource = {"prefect.resource.id": f"prefect.deployment.{row['id']}", "prefect.resource.name": row["name"]}
+    return event(f"prefect.deployment.{name}", resource, occurred, related=related)

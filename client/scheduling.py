@@ -1,0 +1,52 @@
+"""Deployment, flow-run and poll methods of `WorkPoolClient` (Prefect's client names)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from client.payloads import payload
+from schemas.channels import Op
+from schemas.deployments import Deployment, DeploymentCreate
+from schemas.flow_runs import FlowRun, FlowRunCreate, OrchestrationResult, StateCreate
+from schemas.scheduling import WorkerFlowRun
+
+
+class SchedulingMethods:
+    async def _call(self, op: Op, body: dict[str, Any] | None) -> Any:  # provided by WorkPoolClient
+        raise NotImplementedError
+
+    async def create_deployment(self, deployment: DeploymentCreate | dict[str, Any]) -> Deployment:
+        return Deployment.model_validate(await self._call(Op.CREATE_DEPLOYMENT, payload(DeploymentCreate, deployment)))
+
+    async def read_deployment(self, deployment_id: UUID | str) -> Deployment:
+        return Deployment.model_validate(await self._call(Op.READ_DEPLOYMENT, {"deployment_id": str(deployment_id)}))
+
+    async def create_flow_run(self, flow_run: FlowRunCreate | dict[str, Any]) -> FlowRun:
+        return FlowRun.model_validate(await self._call(Op.CREATE_FLOW_RUN, payload(FlowRunCreate, flow_run)))
+
+    async def read_flow_run(self, flow_run_id: UUID | str) -> FlowRun:
+        return FlowRun.model_validate(await self._call(Op.READ_FLOW_RUN, {"flow_run_id": str(flow_run_id)}))
+
+    async def set_flow_run_state(self, flow_run_id: UUID | str, state: StateCreate | dict[str, Any]
+                                 ) -> OrchestrationResult:
+        body = {"flow_run_id": str(flow_run_id), "state": payload(StateCreate, state)}
+        return OrchestrationResult.model_validate(await self._call(Op.SET_FLOW_RUN_STATE, body))
+
+    async def get_scheduled_flow_runs_for_work_pool(
+        self,
+        work_pool_name: str,
+        work_queue_names: list[str] | None = None,
+        scheduled_before: datetime | None = None,
+        scheduled_after: datetime | None = None,
+        limit: int | None = None,
+    ) -> list[WorkerFlowRun]:
+        body = {
+            "work_pool_name": work_pool_name,
+            "work_queue_names": work_queue_names,
+            "scheduled_before": scheduled_before.isoformat() if scheduled_before else None,
+            "scheduled_after": scheduled_after.isoformat() if scheduled_after else None,
+            "limit": limit,
+        }
+        return [WorkerFlowRun.model_validate(item) for item in await self._call(Op.GET_SCHEDULED_FLOW_RUNS, body)]

@@ -1,0 +1,57 @@
+"""Runs the foreman tick on exactly one replica at a time, under a lease in Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from redis.asyncio import Redis
+
+from services import foreman
+from services.db import Database
+
+log = logging.getLogger("workpools.foreman")
+
+RENEW = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+    return redis.call('pexpire', KEYS[1], ARGV[2])
+end
+return redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) and 1 or 0
+"""
+RELEASE = """
+if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
+return 0
+"""
+
+
+class Lease:
+    """`holds()` takes or renews the lease; a holder that stops renewing loses it after `ttl`."""
+
+    def __init__(self, redis: Redis, key: str, owner: str, ttl: float) -> None:
+        self.redis, self.key, self.owner, self.ttl_ms = redis, key, owner, int(ttl * 1000)
+        self._renew = redis.register_script(RENEW)
+        self._release = redis.register_script(RELEASE)
+
+    async def holds(self) -> bool:
+        return bool(await self._renew(keys=[self.key], args=[self.owner, self.ttl_ms]))
+
+    async def release(self) -> None:
+        await self._release(keys=[self.key], args=[self.owner])
+
+
+async def run_foreman(db: Database, lease: Lease, rules: foreman.ForemanRules, every: float) -> None:
+    """Forever: when this replica holds the lease, run one tick; then wait a period."""
+    try:
+        while True:
+            try:
+                if await lease.holds():
+                    report = await foreman.run_once(db, rules)
+                    log.debug("foreman tick: %s", report)
+            except Exception:  # noqa: BLE001 - a failed tick is retried next period
+                log.warning("foreman tick failed", exc_info=True)
+            await asyncio.sleep(every)
+    finally:
+        try:
+            await asyncio.shield(lease.release())
+        except Exception:  # noqa: BLE001
+            log.debug("could not release the foreman lease", exc_info=True)

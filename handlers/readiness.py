@@ -1,0 +1,29 @@
+"""The ready-marker consumer: its own consumer group on `{prefix}.ready`, in batches."""
+
+from __future__ import annotations
+
+from faststream.redis import RedisRouter, StreamSub
+
+from handlers.settings import Settings
+from handlers.wire import JSONEnvelope
+from schemas.channels import Channels
+from schemas.scheduling import ReadyMark
+from services import readiness
+from services.db import Database
+
+
+def register(router: RedisRouter, channels: Channels, settings: Settings, db: Database) -> None:
+    @router.subscriber(
+        stream=StreamSub(
+            channels.ready,
+            group=channels.ready_group,
+            consumer=settings.consumer_name,
+            batch=True,
+            max_records=settings.ready_batch,
+        ),
+        message_format=JSONEnvelope,
+        title=channels.ready,
+        description="Ready marks published after each poll: queues and deployments marked polled / READY.",
+    )
+    async def apply_ready_marks(marks: list[ReadyMark]) -> None:
+        await readiness.apply_ready_marks(db, marks)

@@ -1,0 +1,169 @@
+"""Flow runs: create, read, and orchestrated state changes (spec §4.7, Prefect's core flow rules).
+
+The SCHEDULED -> PENDING step is a compare-and-set: the run row is locked while the rules are
+evaluated, so of two workers proposing PENDING for one run exactly one is accepted.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID, uuid4
+
+from sqlalchemy import insert, select, update
+
+from schemas.common import StateType
+from schemas.flow_runs import (
+    DEFAULT_STATE_NAMES,
+    TERMINAL_STATES,
+    FlowRun,
+    FlowRunCreate,
+    OrchestrationResult,
+    SetStateStatus,
+    State,
+    StateCreate,
+)
+from services.db import Database, Tx
+from services.deployments import resolve_queue
+from services.errors import Invalid, NotFound
+from services.tables import deployment, flow_run, work_queue
+
+NO_PENDING_FROM = frozenset({StateType.PENDING, StateType.RUNNING, StateType.CANCELLING, StateType.CANCELLED})
+
+
+def state_of(run: Any) -> State:
+    scheduled = run["next_scheduled_start_time"] if run["state_type"] == StateType.SCHEDULED else None
+    return State(
+        id=run["state_id"],
+        type=run["state_type"],
+        name=run["state_name"],
+        timestamp=run["state_timestamp"],
+        state_details={"scheduled_time": scheduled},
+    )
+
+
+def to_flow_run(run: Any, *, with_state: bool = True) -> FlowRun:
+    result = FlowRun.model_validate(dict(run))
+    if with_state:
+        result.state = state_of(run)
+    return result
+
+
+async def create_flow_run(db: Database, data: FlowRunCreate) -> FlowRun:
+    async with db.transaction() as tx:
+        queue_id, queue_name, deployment_id = None, None, data.deployment_id
+        if data.deployment_id is not None:
+            found = (
+                await tx.execute(select(deployment).where(deployment.c.id == data.deployment_id))
+            ).mappings().first()
+            if found is None:
+                raise NotFound("Deployment not found.")
+            queue_id = found["work_queue_id"]
+            flow_id = data.flow_id or found["flow_id"]
+        else:
+            flow_id = data.flow_id
+        if data.work_pool_name is not None:
+            _, queue = await resolve_queue(tx, data.work_pool_name, data.work_queue_name)
+            queue_id, queue_name = queue["id"], queue["name"]
+        elif data.work_queue_name is not None:
+            raise Invalid("A work_queue_name needs its work_pool_name.")
+        if queue_id is not None and queue_name is None:
+            queue_name = await _queue_name(tx, queue_id)
+        state = data.state
+        scheduled = data.next_scheduled_start_time
+        if state.type == StateType.SCHEDULED and scheduled is None:
+            details = state.state_details
+            scheduled = details.scheduled_time if details and details.scheduled_time else tx.now
+        run_id = uuid4()
+        values = {
+            "id": run_id,
+            "created": tx.now,
+            "updated": tx.now,
+            "name": data.name or f"run-{run_id.hex[:12]}",
+            "flow_id": flow_id,
+            "deployment_id": deployment_id,
+            "work_queue_id": queue_id,
+            "work_queue_name": queue_name,
+            "state_type": state.type,
+            "state_name": state.name or DEFAULT_STATE_NAMES[state.type],
+            "state_id": uuid4(),
+            "state_timestamp": tx.now,
+            "next_scheduled_start_time": scheduled,
+            "expected_start_time": scheduled,
+            "empirical_policy": data.empirical_policy.model_dump(mode="json"),
+            "parameters": data.parameters,
+            "job_variables": data.job_variables,
+            "tags": data.tags,
+        }
+        await tx.execute(insert(flow_run).values(values))
+        row = (await tx.execute(select(flow_run).where(flow_run.c.id == run_id))).mappings().one()
+    return to_flow_run(row)
+
+
+async def _queue_name(tx: Tx, queue_id: UUID) -> str | None:
+    return (await tx.execute(select(work_queue.c.name).where(work_queue.c.id == queue_id))).scalar()
+
+
+async def read_flow_run(db: Database, flow_run_id: UUID) -> FlowRun:
+    async with db.transaction() as tx:
+        row = (await tx.execute(select(flow_run).where(flow_run.c.id == flow_run_id))).mappings().first()
+    if row is None:
+        raise NotFound("Flow run not found.")
+    return to_flow_run(row)
+
+
+def judge(run: Any, proposed: StateCreate) -> tuple[SetStateStatus, str | None, StateType | None]:
+    """Prefect's core flow-run rules that matter for dispatch: (status, reason, state to set)."""
+    current = StateType(run["state_type"])
+    if current in TERMINAL_STATES:
+        if proposed.type in (StateType.CANCELLING, StateType.PAUSED, StateType.CRASHED):
+            return SetStateStatus.ABORT, f"Run is already in terminal state {current.value}.", None
+        if proposed.type == StateType.SCHEDULED and run["deployment_id"] is None:
+            return SetStateStatus.ABORT, "Cannot reschedule a run without an associated deployment.", None
+    if proposed.type == StateType.PENDING and current in NO_PENDING_FROM:
+        reason = f"This run is in a {current.value} state and cannot transition to a PENDING state."
+        return SetStateStatus.ABORT, reason, None
+    if proposed.type == StateType.SCHEDULED and proposed.name == "Late" and current != StateType.SCHEDULED:
+        return SetStateStatus.REJECT, "Only scheduled flows can be marked late.", None
+    if current == StateType.SCHEDULED and proposed.type == StateType.CANCELLING:
+        return SetStateStatus.REJECT, "Scheduled flow run has no infrastructure to terminate.", StateType.CANCELLED
+    return SetStateStatus.ACCEPT, None, proposed.type
+
+
+async def set_flow_run_state(db: Database, flow_run_id: UUID, proposed: StateCreate) -> OrchestrationResult:
+    async with db.transaction() as tx:
+        run = (
+            await tx.execute(select(flow_run).where(flow_run.c.id == flow_run_id).with_for_update())
+        ).mappings().first()
+        if run is None:
+            raise NotFound("Flow run not found.")
+        status, reason, new_type = judge(run, proposed)
+        if new_type is not None:
+            name = proposed.name if new_type == proposed.type and proposed.name else DEFAULT_STATE_NAMES[new_type]
+            values = _transition(run, new_type, name, proposed, tx.now)
+            run = (
+                await tx.execute(
+                    update(flow_run).where(flow_run.c.id == flow_run_id).values(values).returning(flow_run)
+                )
+            ).mappings().one()
+    details = {"reason": reason} if reason else {}
+    return OrchestrationResult(status=status, state=state_of(run), details=details)
+
+
+def _transition(run: Any, new_type: StateType, name: str, proposed: StateCreate, now: Any) -> dict[str, Any]:
+    values: dict[str, Any] = {
+        "state_type": new_type,
+        "state_name": name,
+        "state_id": uuid4(),
+        "state_timestamp": now,
+        "updated": now,
+    }
+    if new_type == StateType.SCHEDULED:
+        details = proposed.state_details
+        values["next_scheduled_start_time"] = details.scheduled_time if details and details.scheduled_time else now
+    if new_type == StateType.RUNNING:
+        values["run_count"] = run["run_count"] + 1
+        if run["start_time"] is None:
+            values["start_time"] = now
+    if new_type in TERMINAL_STATES:
+        values["end_time"] = now
+    return values
