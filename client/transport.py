@@ -9,7 +9,7 @@ import time
 import uuid
 from typing import Any
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -22,12 +22,18 @@ log = logging.getLogger("workpools.client")
 
 
 class RpcTransport:
-    def __init__(self, redis_url: str, prefix: str, *, timeout: float = 30.0, maxlen: int = 10_000) -> None:
+    def __init__(self, redis_url: str, prefix: str, *, timeout: float = 30.0, maxlen: int = 10_000,
+                 max_connections: int = 32) -> None:
         self.channels = Channels(prefix)
         self.timeout = timeout
         self.maxlen = maxlen
         self.reply_channel = self.channels.reply(uuid.uuid4().hex)
-        self.redis = Redis.from_url(redis_url, retry=Retry(ExponentialWithJitterBackoff(0.05, 1.0), 5))
+        # Blocking pool: many concurrent requests wait for a connection instead of failing.
+        pool = BlockingConnectionPool.from_url(
+            redis_url, max_connections=max_connections, timeout=timeout,
+            retry=Retry(ExponentialWithJitterBackoff(0.05, 1.0), 5),
+        )
+        self.redis = Redis(connection_pool=pool)
         self._pending: dict[str, asyncio.Future] = {}
         self._reader: asyncio.Task | None = None
         self._subscribed = asyncio.Event()
@@ -68,10 +74,15 @@ class RpcTransport:
             return
         future = self._pending.pop(headers.get("correlation_id", ""), None)
         if future is not None and not future.done():
-            future.set_result((int(headers.get("status", 200)), body))
+            future.set_result((int(headers.get("status", 200)), body, headers))
 
     async def request(self, op: Op, body: Any, timeout: float | None = None) -> tuple[int, Any]:
         """Send one request and wait for its (status, body) reply."""
+        status, result, _ = await self.exchange(op, body, timeout)
+        return status, result
+
+    async def exchange(self, op: Op, body: Any, timeout: float | None = None) -> tuple[int, Any, dict[str, str]]:
+        """Send one request and wait for its reply: (status, body, headers)."""
         timeout = timeout or self.timeout
         correlation_id = uuid.uuid4().hex
         future = asyncio.get_running_loop().create_future()

@@ -19,7 +19,7 @@ from handlers.foreman import Lease, run_foreman
 from handlers.outbox import EventRelay
 from handlers.rpc import rpc_subscriber
 from handlers.settings import Settings
-from handlers.wire import JSONEnvelope
+from handlers.wire import JSONEnvelope, replica_header
 from schemas.channels import Channels
 from schemas.scheduling import ReadyMark
 from services.foreman import ForemanRules
@@ -49,7 +49,7 @@ def build_app(settings: Settings, *, db: Database | None = None) -> FastStream:
     broker = RedisBroker(
         settings.redis_url,
         message_format=JSONEnvelope,
-        middlewares=[error_middleware()],
+        middlewares=[replica_header(settings.consumer_name), error_middleware()],
         retry=_retry(),
         log_level=logging.DEBUG,
         client_name=f"workpools-{settings.consumer_name}",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from faststream import BaseMiddleware
 from faststream.redis import RedisResponse
 from faststream.redis.parser.binary import BinaryMessageFormatV1
 
@@ -24,3 +25,17 @@ class JSONEnvelope(BinaryMessageFormatV1):
 def respond(status: int, body: Any = None) -> RedisResponse:
     """A reply in the JSON envelope, with its HTTP-like status header."""
     return RedisResponse(body, headers={"status": str(status)}, message_format=JSONEnvelope)
+
+
+class ReplicaHeader(BaseMiddleware):
+    """Stamps every reply with the answering replica's name (header `replica`)."""
+
+    replica = ""
+
+    async def publish_scope(self, call_next: Any, cmd: Any) -> Any:
+        cmd.headers = {**(cmd.headers or {}), "replica": self.replica}
+        return await call_next(cmd)
+
+
+def replica_header(replica: str) -> type[ReplicaHeader]:
+    return type("ReplicaHeaderFor", (ReplicaHeader,), {"replica": replica})

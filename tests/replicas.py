@@ -1,0 +1,61 @@
+"""Real replica processes (`workpools serve`) for tests where separate processes matter."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from handlers.settings import Settings
+
+SERVE = [sys.executable, "-c", "from handlers.cli import main; main()", "serve", "--no-migrate", "--log-level", "WARNING"]
+
+
+def replica_env(settings: Settings, name: str, **extra: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "WORKPOOLS_REDIS_URL": settings.redis_url,
+        "WORKPOOLS_DATABASE_URL": settings.database_url,
+        "WORKPOOLS_PREFIX": settings.prefix,
+        "WORKPOOLS_CONSUMER_NAME": name,
+        **extra,
+    }
+
+
+class Replica:
+    def __init__(self, settings: Settings, name: str, **extra: str) -> None:
+        self.name = name
+        self.log = tempfile.NamedTemporaryFile(prefix=f"replica-{name}-", suffix=".log", delete=False)
+        self.process = subprocess.Popen(SERVE, env=replica_env(settings, name, **extra), stdout=self.log, stderr=subprocess.STDOUT)
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown hooks, nothing released."""
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self.log.close()
+
+    def output(self) -> str:
+        with open(self.log.name) as handle:
+            return handle.read()
+
+
+@contextmanager
+def replicas(settings: Settings, *names: str, **extra: str) -> Iterator[list[Replica]]:
+    started = [Replica(settings, name, **extra) for name in names]
+    try:
+        yield started
+    finally:
+        for replica in started:
+            replica.stop()
