@@ -1,18 +1,23 @@
-"""The `workpools` command: run a replica, migrate the database, administer pools."""
+"""The `workpools` command: run a replica, migrate the database, administer pools, write docs."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+from pathlib import Path
 
 import typer
 
-import migrations
+from handlers import admin
 from handlers.settings import Settings
 
 cli = typer.Typer(help="workpools: Prefect-compatible work pools over Redis and PostgreSQL.", no_args_is_help=True)
 db_cli = typer.Typer(help="Database schema.", no_args_is_help=True)
+docs_cli = typer.Typer(help="Documents generated from the code.", no_args_is_help=True)
 cli.add_typer(db_cli, name="db")
+admin.register(cli)
+cli.add_typer(docs_cli, name="docs")
 
 
 @cli.command()
@@ -21,6 +26,7 @@ def serve(
     migrate: bool = typer.Option(True, help="Apply migrations before serving."),
 ) -> None:
     """Run one replica: every subscriber and background loop. Start more for scale."""
+    import migrations
     from handlers.app import build_app
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -33,9 +39,31 @@ def serve(
 @db_cli.command("upgrade")
 def db_upgrade() -> None:
     """Create the database if missing and apply every migration (safe to run concurrently)."""
+    import migrations
+
     asyncio.run(migrations.upgrade(Settings().database_url))
     typer.echo("database is up to date")
 
 
+@docs_cli.command("asyncapi")
+def docs_asyncapi(
+    output: Path = typer.Option(Path("docs/asyncapi.json"), "--output", "-o", help="Where to write it."),
+) -> None:
+    """Write the AsyncAPI 3 document of the service, replies included, as JSON.
+
+    Streams are named with WORKPOOLS_PREFIX and the server is WORKPOOLS_REDIS_URL's host.
+    """
+    from handlers.replies import asyncapi_document
+
+    document = asyncapi_document(Settings())
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+    typer.echo(f"wrote {output}")
+
+
 def main() -> None:
     cli()
+
+
+if __name__ == "__main__":
+    main()

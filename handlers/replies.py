@@ -1,0 +1,187 @@
+"""What every operation answers, and the AsyncAPI document: FastStream's, completed with replies.
+
+FastStream documents what each subscriber receives, not what it answers (the handlers return a
+`RedisResponse`). `REPLIES` lists each operation's success reply, as the handlers send it; the
+error reply is the same for every operation (`handlers.errors`). `asyncapi_document` adds them
+as AsyncAPI 3 reply objects: a reply goes to the pub/sub channel named by the request's
+`reply_to` header, with the request's `correlation_id`, an HTTP-like `status` and the answering
+`replica` in its headers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, NamedTuple, get_args, get_origin
+
+from pydantic import BaseModel, TypeAdapter
+
+from handlers.app import build_app
+from handlers.settings import Settings
+from schemas.channels import Channels, Op
+from schemas.deployments import Deployment
+from schemas.flow_runs import FlowRun, OrchestrationResult
+from schemas.scheduling import WorkerFlowRun
+from schemas.work_pools import WorkPool
+from schemas.work_queues import WorkQueue
+from schemas.workers import Worker
+
+
+class Reply(NamedTuple):
+    status: int
+    body: Any
+    """The body's type; None for an empty body."""
+
+
+class ErrorReply(BaseModel):
+    """The body of every failed request's reply."""
+
+    detail: str | list[dict[str, Any]]
+    """What went wrong; for 422, pydantic's list of validation errors."""
+
+
+REPLIES: dict[Op, Reply] = {
+    Op.CREATE_WORK_POOL: Reply(201, WorkPool),
+    Op.READ_WORK_POOL: Reply(200, WorkPool),
+    Op.READ_WORK_POOLS: Reply(200, list[WorkPool]),
+    Op.COUNT_WORK_POOLS: Reply(200, int),
+    Op.UPDATE_WORK_POOL: Reply(204, None),
+    Op.DELETE_WORK_POOL: Reply(204, None),
+    Op.CREATE_WORK_QUEUE: Reply(201, WorkQueue),
+    Op.READ_WORK_QUEUE: Reply(200, WorkQueue),
+    Op.READ_WORK_QUEUES: Reply(200, list[WorkQueue]),
+    Op.UPDATE_WORK_QUEUE: Reply(204, None),
+    Op.DELETE_WORK_QUEUE: Reply(204, None),
+    Op.WORKER_HEARTBEAT: Reply(204, None),
+    Op.READ_WORKERS: Reply(200, list[Worker]),
+    Op.DELETE_WORKER: Reply(204, None),
+    Op.CREATE_DEPLOYMENT: Reply(201, Deployment),
+    Op.READ_DEPLOYMENT: Reply(200, Deployment),
+    Op.CREATE_FLOW_RUN: Reply(201, FlowRun),
+    Op.READ_FLOW_RUN: Reply(200, FlowRun),
+    Op.SET_FLOW_RUN_STATE: Reply(201, OrchestrationResult),
+    Op.GET_SCHEDULED_FLOW_RUNS: Reply(200, list[WorkerFlowRun]),
+}
+ERROR_STATUSES = (403, 404, 409, 422, 500, 503)
+
+CONSUMER_PLACEHOLDER = "{consumer_name}"
+"""Stands for the replica's consumer name (unique per process), so the document is reproducible."""
+
+SCHEMAS = "#/components/schemas/{model}"
+ERROR = "error"
+
+REQUEST_HEADERS = {
+    "type": "object",
+    "properties": {
+        "correlation_id": {"type": "string", "description": "Echoed in the reply."},
+        "reply_to": {"type": "string", "description": "The pub/sub channel the reply goes to."},
+        "deadline": {
+            "type": "string",
+            "description": "Unix time in seconds; a request seen after it is dropped unanswered.",
+        },
+    },
+    "required": ["correlation_id", "reply_to"],
+}
+
+
+def asyncapi_document(settings: Settings) -> dict[str, Any]:
+    """The AsyncAPI 3 document of a replica with these settings, replies included."""
+    app = build_app(settings.model_copy(update={"consumer_name": CONSUMER_PLACEHOLDER}))
+    document = app.schema.to_specification().to_jsonable()
+    add_replies(document, Channels(settings.prefix))
+    for part in (document["channels"], document["operations"], *document["components"].values()):
+        _sort(part)
+    return document
+
+
+def add_replies(document: dict[str, Any], channels: Channels) -> None:
+    """Give each operation its reply (success or error), on one reply channel with no fixed address."""
+    missing = set(Op) - set(REPLIES)
+    if missing:
+        raise LookupError(f"handlers.replies.REPLIES has no reply for {sorted(missing)}")
+    payloads = _payload_schemas(document["components"].setdefault("schemas", {}))
+    messages = document["components"].setdefault("messages", {})
+    reply_channel = f"{channels.prefix}.reply"
+    channel_messages: dict[str, Any] = {}
+
+    for op in Op:
+        stream = channels.rpc(op)
+        status, body = REPLIES[op]
+        messages[f"{stream}:Reply"] = _message(f"{stream}:Reply", f"{status} {_describe(body)}", [status], payloads[op])
+        channel_messages[op.value] = {"$ref": f"#/components/messages/{stream}:Reply"}
+        request = messages[f"{stream}:SubscribeMessage"]
+        request.setdefault("headers", REQUEST_HEADERS)
+        document["operations"][stream]["reply"] = {
+            "address": {
+                "description": "The requester's pub/sub channel, named in the request.",
+                "location": "$message.header#/reply_to",
+            },
+            "channel": {"$ref": f"#/channels/{reply_channel}"},
+            "messages": [
+                {"$ref": f"#/channels/{reply_channel}/messages/{op.value}"},
+                {"$ref": f"#/channels/{reply_channel}/messages/{ERROR}"},
+            ],
+        }
+
+    error_name = f"{reply_channel}:Error"
+    messages[error_name] = _message(error_name, "A failed request", ERROR_STATUSES, payloads[ERROR])
+    channel_messages[ERROR] = {"$ref": f"#/components/messages/{error_name}"}
+    document["channels"][reply_channel] = {
+        "address": None,
+        "title": reply_channel,
+        "description": (
+            "Replies, one per request, PUBLISHed to the pub/sub channel named by the request's "
+            f"`reply_to` header (the Python client uses `{channels.reply('<client id>')}`)."
+        ),
+        "messages": channel_messages,
+    }
+
+
+def _message(title: str, summary: str, statuses: Iterable[int], payload: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "title": title,
+        "summary": summary,
+        "correlationId": {"location": "$message.header#/correlation_id"},
+        "headers": {
+            "type": "object",
+            "properties": {
+                "correlation_id": {"type": "string", "description": "The request's."},
+                "status": {"type": "string", "enum": [str(s) for s in statuses], "description": "HTTP-like."},
+                "replica": {"type": "string", "description": "The consumer name of the replica that answered."},
+            },
+            "required": ["correlation_id", "status"],
+        },
+        "payload": payload,
+    }
+
+
+def _payload_schemas(components: dict[str, Any]) -> dict[Op | str, dict[str, Any]]:
+    """Each reply body's JSON schema; the models they use join `components` (one generation, so
+    shared models get one name). A model FastStream already put there must have the same schema."""
+    bodies: dict[Op | str, Any] = {op: body for op, (_, body) in REPLIES.items()}
+    bodies[ERROR] = ErrorReply
+    keyed, definitions = TypeAdapter.json_schemas(
+        [(key, "serialization", TypeAdapter(body)) for key, body in bodies.items()], ref_template=SCHEMAS
+    )
+    for name, schema in definitions.get("$defs", {}).items():
+        if components.setdefault(name, schema) != schema:
+            raise ValueError(f"two different JSON schemas are named {name!r}")
+    for key, body in bodies.items():
+        if body is None:
+            keyed[key, "serialization"]["description"] = "Empty: the envelope's `data` is an empty string."
+    return {key: keyed[key, "serialization"] for key in bodies}
+
+
+def _describe(body: Any) -> str:
+    """`WorkPool`, `list[WorkPool]`, `int`, `empty`."""
+    if body is None:
+        return "empty"
+    if args := get_args(body):
+        return f"{get_origin(body).__name__}[{', '.join(map(_describe, args))}]"
+    return body.__name__
+
+
+def _sort(mapping: dict[str, Any]) -> None:
+    """FastStream lists subscribers in no fixed order; sort by name so the document is stable."""
+    items = sorted(mapping.items())
+    mapping.clear()
+    mapping.update(items)
