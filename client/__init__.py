@@ -9,6 +9,7 @@ from client.errors import (
     WorkPoolsError,
 )
 from client.work_pools import WorkPoolClient
+from client.workers import WorkerClient
 
 __all__ = [
     "Forbidden",
@@ -17,5 +18,6 @@ __all__ = [
     "ObjectNotFound",
     "ServiceUnavailable",
     "WorkPoolClient",
+    "WorkerClient",
     "WorkPoolsError",
 ]

@@ -7,6 +7,7 @@ import contextlib
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from redis.asyncio import BlockingConnectionPool, Redis
@@ -20,41 +21,59 @@ from schemas.channels import Channels, Op
 
 log = logging.getLogger("workpools.client")
 
+Decode = Callable[[bytes], tuple[str, Any]]
+"""Raw reply -> (correlation id, what the waiting request gets)."""
 
-class RpcTransport:
-    def __init__(self, redis_url: str, prefix: str, *, timeout: float = 30.0, maxlen: int = 10_000,
-                 max_connections: int = 32) -> None:
-        self.channels = Channels(prefix)
-        self.timeout = timeout
-        self.maxlen = maxlen
-        self.reply_channel = self.channels.reply(uuid.uuid4().hex)
-        # Blocking pool: many concurrent requests wait for a connection instead of failing.
-        pool = BlockingConnectionPool.from_url(
-            redis_url, max_connections=max_connections, timeout=timeout,
-            retry=Retry(ExponentialWithJitterBackoff(0.05, 1.0), 5),
-        )
-        self.redis = Redis(connection_pool=pool)
+
+def connect_redis(redis_url: str, max_connections: int, timeout: float) -> Redis:
+    # Blocking pool: many concurrent requests wait for a connection instead of failing.
+    pool = BlockingConnectionPool.from_url(
+        redis_url,
+        max_connections=max_connections,
+        timeout=timeout,
+        retry=Retry(ExponentialWithJitterBackoff(0.05, 1.0), 5),
+    )
+    return Redis(connection_pool=pool)
+
+
+class ReplyChannel:
+    """One pub/sub subscription that routes every reply to the request waiting for it."""
+
+    def __init__(self, redis: Redis, channel: str, decode: Decode, timeout: float) -> None:
+        self.redis, self.channel, self.decode, self.timeout = redis, channel, decode, timeout
         self._pending: dict[str, asyncio.Future] = {}
         self._reader: asyncio.Task | None = None
         self._subscribed = asyncio.Event()
 
-    async def connect(self) -> None:
-        self._reader = asyncio.create_task(self._read_replies())
-        await asyncio.wait_for(self._subscribed.wait(), self.timeout)
+    async def open(self) -> None:
+        self._reader = asyncio.create_task(self._read())
+        try:
+            await asyncio.wait_for(self._subscribed.wait(), self.timeout)
+        except asyncio.TimeoutError:
+            await self.close()
+            raise ServiceUnavailable(503, "Redis is not reachable.") from None
 
     async def close(self) -> None:
         if self._reader is not None:
             self._reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reader
-        await self.redis.aclose()
+            self._reader = None
 
-    async def _read_replies(self) -> None:
-        """Dispatch replies to waiting requests; resubscribe after a lost connection."""
+    def expect(self, correlation_id: str) -> asyncio.Future:
+        future = asyncio.get_running_loop().create_future()
+        self._pending[correlation_id] = future
+        return future
+
+    def forget(self, correlation_id: str) -> None:
+        self._pending.pop(correlation_id, None)
+
+    async def _read(self) -> None:
+        """Dispatch replies; resubscribe after a lost connection."""
         while True:
             pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
             try:
-                await pubsub.subscribe(self.reply_channel)
+                await pubsub.subscribe(self.channel)
                 self._subscribed.set()
                 async for message in pubsub.listen():
                     if message["type"] == "message":
@@ -64,17 +83,46 @@ class RpcTransport:
                 await asyncio.sleep(0.2)
             finally:
                 with contextlib.suppress(Exception):
-                    await pubsub.aclose()
+                    await asyncio.shield(pubsub.aclose())
 
     def _deliver(self, raw: bytes) -> None:
         try:
-            body, headers = wire.decode(raw)
-        except ValueError:
-            log.warning("ignored a reply that is not a JSON envelope: %r", raw[:200])
+            correlation_id, value = self.decode(raw)
+        except (ValueError, KeyError, TypeError):
+            log.warning("ignored a reply that could not be read: %r", raw[:200])
             return
-        future = self._pending.pop(headers.get("correlation_id", ""), None)
+        future = self._pending.pop(correlation_id, None)
         if future is not None and not future.done():
-            future.set_result((int(headers.get("status", 200)), body, headers))
+            future.set_result(value)
+
+
+def _decode_envelope(raw: bytes) -> tuple[str, tuple[int, Any, dict[str, str]]]:
+    body, headers = wire.decode(raw)
+    return headers["correlation_id"], (int(headers.get("status", 200)), body, headers)
+
+
+class RpcTransport:
+    """Requests on the operation streams, replies on this client's own channel."""
+
+    def __init__(self, redis_url: str, prefix: str, *, timeout: float = 30.0, maxlen: int = 10_000,
+                 max_connections: int = 32) -> None:
+        self.channels = Channels(prefix)
+        self.timeout = timeout
+        self.maxlen = maxlen
+        self.redis = connect_redis(redis_url, max_connections, timeout)
+        self.replies = ReplyChannel(self.redis, self.channels.reply(uuid.uuid4().hex), _decode_envelope, timeout)
+
+    @property
+    def reply_channel(self) -> str:
+        return self.replies.channel
+
+    async def connect(self) -> None:
+        await self.replies.open()
+
+    async def close(self) -> None:
+        await self.replies.close()
+        await self.redis.aclose()
+        await self.redis.connection_pool.disconnect()
 
     async def request(self, op: Op, body: Any, timeout: float | None = None) -> tuple[int, Any]:
         """Send one request and wait for its (status, body) reply."""
@@ -85,8 +133,7 @@ class RpcTransport:
         """Send one request and wait for its reply: (status, body, headers)."""
         timeout = timeout or self.timeout
         correlation_id = uuid.uuid4().hex
-        future = asyncio.get_running_loop().create_future()
-        self._pending[correlation_id] = future
+        future = self.replies.expect(correlation_id)
         headers = {
             "correlation_id": correlation_id,
             "reply_to": self.reply_channel,
@@ -102,5 +149,7 @@ class RpcTransport:
             return await asyncio.wait_for(future, timeout)
         except asyncio.TimeoutError:
             raise ServiceUnavailable(504, f"No reply to {op} within {timeout} s.") from None
+        except (RedisConnectionError, OSError) as exc:
+            raise ServiceUnavailable(503, f"Redis is not reachable: {exc}") from None
         finally:
-            self._pending.pop(correlation_id, None)
+            self.replies.forget(correlation_id)

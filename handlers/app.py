@@ -13,7 +13,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ResponseError
 
-from handlers import readiness, scheduling, work_pools, work_queues, workers
+from handlers import readiness, scheduling, worker_channel, work_pools, work_queues, workers
 from handlers.errors import error_middleware
 from handlers.foreman import Lease, run_foreman
 from handlers.outbox import EventRelay
@@ -68,11 +68,13 @@ def build_app(settings: Settings, *, db: Database | None = None) -> FastStream:
         title=f"{channels.ready}:publish",
         description="One ready mark per poll, after the poll's commit.",
     )
+    redis = Redis.from_url(settings.redis_url, retry=_retry(), client_name=f"workpools-{settings.consumer_name}-bg")
+    claims = worker_channel.Claims(redis, channels)
     scheduling.register(subscribe, db, ready.publish)
     readiness.register(router, channels, settings, db)
+    worker_channel.register(router, channels, settings, redis, claims, db, ready.publish)
     broker.include_router(router)
-
-    redis = Redis.from_url(settings.redis_url, retry=_retry(), client_name=f"workpools-{settings.consumer_name}-bg")
+    heartbeats = worker_channel.HeartbeatIngest(redis, channels, db, claims, settings.heartbeat_flush_seconds)
     relay = EventRelay(db, redis, channels.events, settings.events_maxlen)
     db.after_events = relay.flush
     tasks: list[asyncio.Task] = []
@@ -95,6 +97,7 @@ def build_app(settings: Settings, *, db: Database | None = None) -> FastStream:
     @app.after_startup
     async def start_loops() -> None:
         tasks.append(asyncio.create_task(relay.sweep(settings.outbox_sweep_seconds)))
+        tasks.append(asyncio.create_task(heartbeats.run()))
         if settings.foreman_enabled:
             lease = Lease(redis, channels.foreman_lease, settings.consumer_name, settings.foreman_lease_seconds)
             rules = ForemanRules(

@@ -40,5 +40,7 @@ class Settings(BaseSettings):
     foreman_fallback_heartbeat_interval_seconds: int = 30
     foreman_deployment_last_polled_timeout_seconds: int = 60
     foreman_work_queue_last_polled_timeout_seconds: int = 60
+    heartbeat_flush_seconds: float = 0.2
+    """Heartbeats from the worker channel are written in batches this often."""
     outbox_sweep_seconds: float = 2.0
     """How often each replica publishes events left in the outbox by a replica that died."""

@@ -62,6 +62,20 @@ class Channels:
         return f"{self.prefix}.ready"
 
     @property
+    def worker_heartbeats(self) -> str:
+        """Pub/sub: workers publish heartbeats here."""
+        return f"{self.prefix}.workers.heartbeat"
+
+    @property
+    def worker_polls(self) -> str:
+        """Pub/sub: workers publish polls here (answered on their `reply_to`)."""
+        return f"{self.prefix}.workers.poll"
+
+    def seen(self, digest: str) -> str:
+        """Short-lived key: the replica that sets it first handles that worker message."""
+        return f"{self.prefix}.seen.{digest}"
+
+    @property
     def foreman_lease(self) -> str:
         """Key held by the replica whose foreman loop is active."""
         return f"{self.prefix}.foreman.lease"

@@ -1,0 +1,87 @@
+"""`WorkerClient`: a worker's side of workpools — heartbeats and polls over Redis pub/sub."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from datetime import datetime
+from typing import Any
+
+from client.errors import ServiceUnavailable, error_for
+from client.transport import ReplyChannel, connect_redis
+from schemas.channels import Channels
+from schemas.scheduling import WorkerFlowRun
+
+
+def _decode(raw: bytes) -> tuple[str, dict[str, Any]]:
+    reply = json.loads(raw)
+    return reply["correlation_id"], reply
+
+
+class WorkerClient:
+    """`async with WorkerClient(redis_url=..., prefix=..., work_pool_name=..., worker_name=...) as w:`"""
+
+    def __init__(self, redis_url: str = "redis://localhost:6379/0", prefix: str = "workpools", *,
+                 work_pool_name: str, worker_name: str, heartbeat_interval_seconds: int | None = None,
+                 timeout: float = 10.0) -> None:
+        self.channels = Channels(prefix)
+        self.work_pool_name = work_pool_name
+        self.worker_name = worker_name
+        self.heartbeat_interval_seconds = heartbeat_interval_seconds
+        self.timeout = timeout
+        self.redis = connect_redis(redis_url, 8, timeout)
+        self.replies = ReplyChannel(self.redis, f"{prefix}.workers.reply.{uuid.uuid4().hex}", _decode, timeout)
+
+    async def __aenter__(self) -> WorkerClient:
+        await self.replies.open()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.replies.close()
+        await self.redis.aclose()
+        await self.redis.connection_pool.disconnect()
+
+    async def _ask(self, channel: str, message: dict[str, Any], timeout: float | None = None) -> Any:
+        correlation_id = uuid.uuid4().hex
+        future = self.replies.expect(correlation_id)
+        message = {**message, "correlation_id": correlation_id, "reply_to": self.replies.channel}
+        try:
+            await self.redis.publish(channel, json.dumps(message))
+            reply = await asyncio.wait_for(future, timeout or self.timeout)
+        except asyncio.TimeoutError:
+            raise ServiceUnavailable(504, "No reply from workpools in time.") from None
+        finally:
+            self.replies.forget(correlation_id)
+        if reply["status"] >= 400:
+            raise error_for(reply["status"], reply.get("detail"))
+        return reply.get("result")
+
+    def _heartbeat(self) -> dict[str, Any]:
+        return {
+            "work_pool_name": self.work_pool_name,
+            "worker_name": self.worker_name,
+            "heartbeat_interval_seconds": self.heartbeat_interval_seconds,
+        }
+
+    async def heartbeat(self, ack: bool = False) -> None:
+        """Publish a heartbeat; with `ack`, wait until it is recorded (404 if the pool is unknown)."""
+        if ack:
+            await self._ask(self.channels.worker_heartbeats, self._heartbeat())
+        else:
+            await self.redis.publish(self.channels.worker_heartbeats, json.dumps(self._heartbeat()))
+
+    async def get_scheduled_flow_runs(self, work_queue_names: list[str] | None = None,
+                                      scheduled_before: datetime | None = None,
+                                      scheduled_after: datetime | None = None,
+                                      limit: int | None = None) -> list[WorkerFlowRun]:
+        message = {
+            "work_pool_name": self.work_pool_name,
+            "worker_name": self.worker_name,
+            "work_queue_names": work_queue_names,
+            "scheduled_before": scheduled_before.isoformat() if scheduled_before else None,
+            "scheduled_after": scheduled_after.isoformat() if scheduled_after else None,
+            "limit": limit,
+        }
+        result = await self._ask(self.channels.worker_polls, message)
+        return [WorkerFlowRun.model_validate(item) for item in result]

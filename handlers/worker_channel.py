@@ -1,0 +1,184 @@
+"""The worker channel on Redis pub/sub: heartbeats in batches, polls answered on `reply_to`.
+
+Pub/sub delivers every message to every replica. Each replica hashes the raw message and
+claims the hash in Redis (`SET NX`, in one script call per batch): only the replica that claims
+it first acts, so a message published once has one effect however many replicas run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from faststream.redis import RedisChannelMessage
+from pydantic import ValidationError
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from schemas.channels import Channels
+from schemas.worker_channel import HeartbeatMessage, PollMessage, WorkerReply
+from services import scheduling
+from services.db import Database
+from services.errors import WorkPoolsError, pool_not_found
+from services.heartbeats import Beat, record_heartbeats
+
+log = logging.getLogger("workpools.workers")
+
+CLAIM = """
+local won = {}
+for i, key in ipairs(KEYS) do
+  if redis.call('set', key, '1', 'NX', 'PX', ARGV[1]) then won[#won + 1] = i end
+end
+return won
+"""
+
+
+class Claims:
+    """Which replica acts on a message: the first to claim its hash."""
+
+    def __init__(self, redis: Redis, channels: Channels, ttl_seconds: float = 30.0) -> None:
+        self.channels, self.ttl_ms = channels, int(ttl_seconds * 1000)
+        self._claim = redis.register_script(CLAIM)
+
+    async def won(self, raw_messages: list[bytes]) -> list[int]:
+        """Indexes of the messages this replica claimed first."""
+        if not raw_messages:
+            return []
+        keys = [self.channels.seen(hashlib.blake2b(raw, digest_size=12).hexdigest()) for raw in raw_messages]
+        return [index - 1 for index in await self._claim(keys=keys, args=[self.ttl_ms])]
+
+
+def reply_body(correlation_id: str, status: int, *, result: Any = None, detail: Any = None) -> str:
+    return WorkerReply(correlation_id=correlation_id, status=status, result=result, detail=detail).model_dump_json()
+
+
+def invalid_reply(raw: bytes, exc: ValidationError) -> tuple[str, str] | None:
+    """(reply_to, 422 reply) for a message that names where to answer; None otherwise."""
+    try:
+        message = json.loads(raw)
+        reply_to, correlation_id = message["reply_to"], str(message["correlation_id"])
+    except (ValueError, KeyError, TypeError):
+        return None
+    if not isinstance(reply_to, str):
+        return None
+    return reply_to, reply_body(correlation_id, 422, detail=json.loads(exc.json(include_url=False)))
+
+
+class HeartbeatIngest:
+    """Collects heartbeats from pub/sub and records each batch with one upsert."""
+
+    def __init__(self, redis: Redis, channels: Channels, db: Database, claims: Claims,
+                 flush_seconds: float = 0.2, max_batch: int = 5000) -> None:
+        self.redis, self.channels, self.db, self.claims = redis, channels, db, claims
+        self.flush_seconds, self.max_batch = flush_seconds, max_batch
+        self._buffer: list[bytes] = []
+        self._full = asyncio.Event()
+
+    async def run(self) -> None:
+        reader = asyncio.create_task(self._read())
+        try:
+            while True:
+                try:
+                    await asyncio.wait_for(self._full.wait(), self.flush_seconds)
+                except asyncio.TimeoutError:
+                    pass
+                self._full.clear()
+                batch, self._buffer = self._buffer, []
+                if batch:
+                    try:
+                        await self.flush(batch)
+                    except Exception:  # noqa: BLE001 - keep ingesting; workers beat again
+                        log.warning("could not record %d heartbeats", len(batch), exc_info=True)
+        finally:
+            reader.cancel()
+
+    async def _read(self) -> None:
+        while True:
+            pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(self.channels.worker_heartbeats)
+                async for message in pubsub.listen():
+                    if message["type"] == "message":
+                        self._buffer.append(message["data"])
+                        if len(self._buffer) >= self.max_batch:
+                            self._full.set()
+            except (RedisConnectionError, OSError) as exc:
+                log.warning("heartbeat channel lost (%s); resubscribing", exc)
+                await asyncio.sleep(0.5)
+            finally:
+                await asyncio.shield(pubsub.aclose())
+
+    async def flush(self, batch: list[bytes]) -> int:
+        """Record the heartbeats this replica claimed; returns how many it recorded."""
+        latest: dict[tuple[str, str], HeartbeatMessage] = {}
+        asks: list[HeartbeatMessage] = []
+        replies: list[tuple[str, str]] = []
+        for index in await self.claims.won(batch):
+            try:
+                beat = HeartbeatMessage.model_validate_json(batch[index])
+            except ValidationError as exc:
+                if (answer := invalid_reply(batch[index], exc)) is not None:
+                    replies.append(answer)
+                continue
+            key = (beat.work_pool_name, beat.worker_name)
+            previous = latest.get(key)
+            if beat.heartbeat_interval_seconds is None and previous is not None:
+                beat = beat.model_copy(update={"heartbeat_interval_seconds": previous.heartbeat_interval_seconds})
+            latest[key] = beat
+            if beat.reply_to and beat.correlation_id:
+                asks.append(beat)
+        unknown = set()
+        if latest:
+            beats = [Beat(b.work_pool_name, b.worker_name, b.heartbeat_interval_seconds) for b in latest.values()]
+            unknown = await record_heartbeats(self.db, beats)
+        for beat in asks:
+            if beat.work_pool_name in unknown:
+                detail = pool_not_found(beat.work_pool_name).detail
+                replies.append((beat.reply_to, reply_body(beat.correlation_id, 404, detail=detail)))
+            else:
+                replies.append((beat.reply_to, reply_body(beat.correlation_id, 204)))
+        if replies:
+            pipe = self.redis.pipeline(transaction=False)
+            for channel, body in replies:
+                pipe.publish(channel, body)
+            await pipe.execute()
+        return len(latest)
+
+
+async def answer_poll(raw: bytes, redis: Redis, claims: Claims, db: Database,
+                      ready: Callable[[Any], Awaitable[Any]]) -> None:
+    """Serve one poll message if this replica claimed it; the answer goes to its `reply_to`."""
+    if not await claims.won([raw]):
+        return
+    try:
+        poll = PollMessage.model_validate_json(raw)
+    except ValidationError as exc:
+        if (answer := invalid_reply(raw, exc)) is not None:
+            await redis.publish(*answer)
+        return
+    try:
+        runs, mark = await scheduling.get_scheduled_flow_runs(
+            db, poll.work_pool_name, poll.work_queue_names, poll.scheduled_before, poll.scheduled_after, poll.limit
+        )
+    except WorkPoolsError as exc:
+        await redis.publish(poll.reply_to, reply_body(poll.correlation_id, exc.status, detail=exc.detail))
+        return
+    await ready(mark)
+    result = [run.model_dump(mode="json") for run in runs]
+    await redis.publish(poll.reply_to, reply_body(poll.correlation_id, 200, result=result))
+
+
+def register(router: Any, channels: Channels, settings: Any, redis: Redis, claims: Claims, db: Database,
+             ready: Callable[[Any], Awaitable[Any]]) -> None:
+    @router.subscriber(
+        channels.worker_polls,
+        max_workers=settings.rpc_concurrency,
+        title=channels.worker_polls,
+        description="Worker polls (plain JSON PollMessage); answered once, on the message's reply_to.",
+    )
+    async def worker_poll(message: RedisChannelMessage) -> None:
+        await answer_poll(message.body, redis, claims, db, ready)

@@ -1,0 +1,41 @@
+"""The worker channel: plain JSON messages on Redis pub/sub, for workers in any language.
+
+Workers PUBLISH to `{prefix}.workers.heartbeat` and `{prefix}.workers.poll`. A message that
+wants an answer names a pub/sub channel in `reply_to` and an id in `correlation_id`; the answer
+is published there once, by one replica, as a `WorkerReply`. Field names never include a
+top-level `data` key (FastStream would take such a message for its own envelope).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field
+
+from schemas.common import ActionModel, ResponseModel, UTCDateTime
+
+
+class HeartbeatMessage(ActionModel):
+    work_pool_name: str
+    worker_name: str
+    heartbeat_interval_seconds: int | None = None
+    correlation_id: str | None = None
+    reply_to: str | None = Field(default=None, description="Ask for an acknowledgement here.")
+
+
+class PollMessage(ActionModel):
+    correlation_id: str = Field(min_length=1, max_length=200)
+    reply_to: str = Field(min_length=1, max_length=500)
+    work_pool_name: str
+    worker_name: str | None = None
+    work_queue_names: list[str] | None = None
+    scheduled_before: UTCDateTime | None = None
+    scheduled_after: UTCDateTime | None = None
+    limit: int | None = None
+
+
+class WorkerReply(ResponseModel):
+    correlation_id: str
+    status: int
+    result: Any = None
+    detail: Any = None
