@@ -17,13 +17,14 @@ from handlers import readiness, scheduling, worker_channel, work_pools, work_que
 from handlers.errors import error_middleware
 from handlers.foreman import Lease, run_foreman
 from handlers.outbox import EventRelay
+from handlers.recovery import DropExpired, Reclaimer
 from handlers.rpc import rpc_subscriber
 from handlers.settings import Settings
 from handlers.wire import JSONEnvelope, replica_header
 from schemas.channels import Channels
 from schemas.scheduling import ReadyMark
-from services.foreman import ForemanRules
 from services.db import Database
+from services.foreman import ForemanRules
 
 log = logging.getLogger("workpools")
 
@@ -43,13 +44,22 @@ async def create_groups(redis: Redis, streams: list[str], group: str) -> None:
                 raise
 
 
+def foreman_rules(settings: Settings) -> ForemanRules:
+    return ForemanRules(
+        settings.foreman_inactivity_heartbeat_multiple,
+        settings.foreman_fallback_heartbeat_interval_seconds,
+        settings.foreman_deployment_last_polled_timeout_seconds,
+        settings.foreman_work_queue_last_polled_timeout_seconds,
+    )
+
+
 def build_app(settings: Settings, *, db: Database | None = None) -> FastStream:
     channels = Channels(settings.prefix)
     db = db or Database(settings.database_url, pool_size=settings.db_pool_size)
     broker = RedisBroker(
         settings.redis_url,
         message_format=JSONEnvelope,
-        middlewares=[replica_header(settings.consumer_name), error_middleware()],
+        middlewares=[replica_header(settings.consumer_name)],
         retry=_retry(),
         log_level=logging.DEBUG,
         client_name=f"workpools-{settings.consumer_name}",
@@ -57,26 +67,37 @@ def build_app(settings: Settings, *, db: Database | None = None) -> FastStream:
         socket_keepalive=True,
         health_check_interval=30,
     )
-    router = RedisRouter()
-    subscribe = rpc_subscriber(router, channels, settings)
-    for module in (work_pools, work_queues, workers):
-        module.register(subscribe, db)
-    ready = router.publisher(
+    redis = Redis.from_url(settings.redis_url, retry=_retry(), client_name=f"workpools-{settings.consumer_name}-bg")
+
+    # Requests: every one gets an answer (errors included); stale ones are dropped.
+    rpc = RedisRouter(middlewares=[error_middleware(), DropExpired])
+    subscribe = rpc_subscriber(rpc, channels, settings)
+    ready = rpc.publisher(
         stream=StreamSub(channels.ready, maxlen=settings.ready_maxlen),
         message_format=JSONEnvelope,
         schema=ReadyMark,
         title=f"{channels.ready}:publish",
         description="One ready mark per poll, after the poll's commit.",
     )
-    redis = Redis.from_url(settings.redis_url, retry=_retry(), client_name=f"workpools-{settings.consumer_name}-bg")
-    claims = worker_channel.Claims(redis, channels)
+    for module in (work_pools, work_queues, workers):
+        module.register(subscribe, db)
     scheduling.register(subscribe, db, ready.publish)
-    readiness.register(router, channels, settings, db)
-    worker_channel.register(router, channels, settings, redis, claims, db, ready.publish)
-    broker.include_router(router)
+
+    # Background consumers: a failure leaves the message pending, for the reclaimer.
+    background = RedisRouter()
+    claims = worker_channel.Claims(redis, channels)
+    readiness.register(background, channels, settings, db)
+    worker_channel.register(background, channels, settings, redis, claims, db, ready.publish)
+    broker.include_routers(rpc, background)
+
     heartbeats = worker_channel.HeartbeatIngest(redis, channels, db, claims, settings.heartbeat_flush_seconds)
     relay = EventRelay(db, redis, channels.events, settings.events_maxlen)
     db.after_events = relay.flush
+    groups = [(stream, channels.rpc_group) for stream in channels.all_rpc_streams()]
+    reclaimer = Reclaimer(
+        redis, [*groups, (channels.ready, channels.ready_group)], settings.consumer_name, channels.dead,
+        idle=settings.reclaim_idle_seconds, max_deliveries=settings.max_deliveries,
+    )
     tasks: list[asyncio.Task] = []
 
     app = FastStream(
@@ -98,15 +119,10 @@ def build_app(settings: Settings, *, db: Database | None = None) -> FastStream:
     async def start_loops() -> None:
         tasks.append(asyncio.create_task(relay.sweep(settings.outbox_sweep_seconds)))
         tasks.append(asyncio.create_task(heartbeats.run()))
+        tasks.append(asyncio.create_task(reclaimer.run(settings.reclaim_every_seconds)))
         if settings.foreman_enabled:
             lease = Lease(redis, channels.foreman_lease, settings.consumer_name, settings.foreman_lease_seconds)
-            rules = ForemanRules(
-                settings.foreman_inactivity_heartbeat_multiple,
-                settings.foreman_fallback_heartbeat_interval_seconds,
-                settings.foreman_deployment_last_polled_timeout_seconds,
-                settings.foreman_work_queue_last_polled_timeout_seconds,
-            )
-            tasks.append(asyncio.create_task(run_foreman(db, lease, rules, settings.foreman_loop_seconds)))
+            tasks.append(asyncio.create_task(run_foreman(db, lease, foreman_rules(settings), settings.foreman_loop_seconds)))
 
     @app.on_shutdown
     async def stop_loops() -> None:

@@ -42,5 +42,10 @@ class Settings(BaseSettings):
     foreman_work_queue_last_polled_timeout_seconds: int = 60
     heartbeat_flush_seconds: float = 0.2
     """Heartbeats from the worker channel are written in batches this often."""
+    reclaim_idle_seconds: float = 5.0
+    """A request or ready mark pending this long (its replica died) is served by another."""
+    reclaim_every_seconds: float = 1.0
+    max_deliveries: int = 3
+    """Deliveries before a message that is never answered goes to `{prefix}.dead`."""
     outbox_sweep_seconds: float = 2.0
     """How often each replica publishes events left in the outbox by a replica that died."""

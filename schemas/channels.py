@@ -76,6 +76,11 @@ class Channels:
         return f"{self.prefix}.seen.{digest}"
 
     @property
+    def dead(self) -> str:
+        """Dead letters: messages that were never answered, with the reason."""
+        return f"{self.prefix}.dead"
+
+    @property
     def foreman_lease(self) -> str:
         """Key held by the replica whose foreman loop is active."""
         return f"{self.prefix}.foreman.lease"

@@ -1,0 +1,88 @@
+"""Requests and ready marks that a replica left pending when it died are taken over; stale
+requests are dropped; messages that keep failing go to a dead-letter stream."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from typing import Any
+
+from faststream import BaseMiddleware
+from redis.asyncio import Redis
+
+from schemas import wire
+
+log = logging.getLogger("workpools.recovery")
+
+
+class DropExpired(BaseMiddleware):
+    """A request whose caller has given up (`deadline` header passed) is acknowledged unexecuted."""
+
+    async def consume_scope(self, call_next: Any, msg: Any) -> Any:
+        deadline = msg.headers.get("deadline")
+        try:
+            expired = deadline is not None and float(deadline) < time.time()
+        except ValueError:
+            expired = False
+        if expired:
+            log.info("dropped an expired request %s", msg.correlation_id)
+            return None
+        return await call_next(msg)
+
+
+class Reclaimer:
+    """Every `every` seconds, takes entries idle for `idle` seconds in each (stream, group) and
+    appends them again (their `deliveries` header counted up) for any live replica to serve;
+    past `max_deliveries` an entry goes to the dead-letter stream with the reason."""
+
+    def __init__(self, redis: Redis, groups: list[tuple[str, str]], consumer: str, dead: str, *,
+                 idle: float, max_deliveries: int, dead_maxlen: int = 10_000) -> None:
+        self.redis, self.groups, self.consumer, self.dead = redis, groups, f"{consumer}-reclaim", dead
+        self.idle_ms, self.max_deliveries, self.dead_maxlen = int(idle * 1000), max_deliveries, dead_maxlen
+
+    async def run(self, every: float) -> None:
+        while True:
+            await asyncio.sleep(every)
+            try:
+                await self.reclaim_all()
+            except Exception:  # noqa: BLE001 - the next round retries
+                log.warning("reclaiming pending messages failed", exc_info=True)
+
+    async def reclaim_all(self) -> int:
+        return sum([await self.reclaim(stream, group) for stream, group in self.groups])
+
+    async def reclaim(self, stream: str, group: str) -> int:
+        moved, start = 0, "0-0"
+        while True:
+            next_start, entries, *_ = await self.redis.xautoclaim(
+                stream, group, self.consumer, self.idle_ms, start_id=start, count=100
+            )
+            for entry_id, fields in entries:
+                await self._requeue(stream, group, entry_id, fields)
+                moved += 1
+            if next_start in (b"0-0", "0-0"):
+                return moved
+            start = next_start
+
+    async def _requeue(self, stream: str, group: str, entry_id: bytes, fields: dict) -> None:
+        raw = fields.get(wire.DATA_FIELD.encode()) or b""
+        try:
+            envelope = json.loads(raw)
+            headers = envelope.setdefault("headers", {})
+            deliveries = int(headers.get("deliveries", "1")) + 1
+        except (ValueError, TypeError, AttributeError):
+            envelope, deliveries = None, self.max_deliveries + 1
+        pipe = self.redis.pipeline(transaction=True)
+        if envelope is None or deliveries > self.max_deliveries:
+            reason = "unreadable entry" if envelope is None else f"not answered after {deliveries - 1} deliveries"
+            log.warning("dead-lettering %s %s: %s", stream, entry_id, reason)
+            pipe.xadd(self.dead, {"stream": stream, "entry_id": entry_id, "reason": reason, wire.DATA_FIELD: raw},
+                      maxlen=self.dead_maxlen, approximate=True)
+        else:
+            headers["deliveries"] = str(deliveries)
+            pipe.xadd(stream, {wire.DATA_FIELD: json.dumps(envelope)})
+        pipe.xack(stream, group, entry_id)
+        pipe.xdel(stream, entry_id)
+        await pipe.execute()
