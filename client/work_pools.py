@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
+from pydantic_core import PydanticSerializationError
 
 from client.errors import InvalidRequest, error_for
+from client.scheduling import SchedulingMethods
 from client.transport import RpcTransport
 from schemas.channels import Op
+from schemas.common import error_details
 from schemas.events import Event
 from schemas.work_pools import WorkPool, WorkPoolCreate, WorkPoolFilter, WorkPoolUpdate
 from schemas.work_queues import WorkQueue, WorkQueueCreate, WorkQueueFilter, WorkQueueUpdate
@@ -24,12 +26,14 @@ def _payload(model: type[M], value: M | dict[str, Any] | None) -> dict[str, Any]
         return None
     try:
         checked = value if isinstance(value, model) else model.model_validate(value)
+        return checked.model_dump(mode="json", exclude_unset=True)
     except ValidationError as exc:
-        raise InvalidRequest(422, json.loads(exc.json(include_url=False))) from None
-    return checked.model_dump(mode="json", exclude_unset=True)
+        raise InvalidRequest(422, error_details(exc)) from None
+    except PydanticSerializationError as exc:  # a value JSON cannot carry, e.g. object() in a template
+        raise InvalidRequest(422, [{"type": "serialization", "loc": [], "msg": str(exc)}]) from None
 
 
-class WorkPoolClient:
+class WorkPoolClient(SchedulingMethods):
     """`async with WorkPoolClient(redis_url=..., prefix=...) as client: ...`"""
 
     def __init__(self, redis_url: str = "redis://localhost:6379/0", prefix: str = "workpools",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 
 from faststream import ExceptionMiddleware
@@ -10,6 +9,7 @@ from faststream.redis import RedisResponse
 from pydantic import ValidationError
 
 from handlers.wire import respond
+from schemas.common import error_details
 from services.errors import WorkPoolsError
 
 log = logging.getLogger("workpools")
@@ -28,7 +28,7 @@ def error_middleware() -> ExceptionMiddleware:
 
     @errors.add_handler(ValidationError, publish=True)
     async def invalid_request(exc: ValidationError) -> RedisResponse:
-        return error_reply(422, json.loads(exc.json(include_url=False)))
+        return error_reply(422, error_details(exc))
 
     @errors.add_handler(Exception, publish=True)
     async def unexpected(exc: Exception) -> RedisResponse:

@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timezone
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 DEFAULT_LIMIT = 200
 """Default and maximum `limit` of every filter and poll (Prefect's `server.api.default_limit`)."""
@@ -20,8 +30,11 @@ def as_utc(value: datetime) -> datetime:
 
 
 UTCDateTime = Annotated[datetime, AfterValidator(as_utc)]
-NonNegativeInt = Annotated[int, Field(ge=0)]
-PositiveInt = Annotated[int, Field(ge=1)]
+INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
+"""Integers are stored in PostgreSQL `integer` columns: a larger one is a bad request (422)."""
+Int32 = Annotated[int, Field(ge=INT32_MIN, le=INT32_MAX)]
+NonNegativeInt = Annotated[int, Field(ge=0, le=INT32_MAX)]
+PositiveInt = Annotated[int, Field(ge=1, le=INT32_MAX)]
 
 NAME_PATTERN = r"^[^/%&><]+$"
 """Names of pools and queues may not contain `/ % & > <` (they are addressed by name)."""
@@ -37,10 +50,52 @@ QueueName = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
 PoolName = Annotated[QueueName, AfterValidator(_not_blank)]
 
 
+def error_details(exc: ValidationError) -> list[dict[str, Any]]:
+    """Pydantic's errors as JSON data (type, loc, msg, input, ctx). An input JSON cannot carry
+    (e.g. bytes that are not UTF-8) is left out rather than failing the whole report."""
+    try:
+        return json.loads(exc.json(include_url=False))
+    except ValueError:
+        pass
+    try:
+        return json.loads(exc.json(include_url=False, include_input=False))
+    except ValueError:
+        return [{"type": e["type"], "loc": list(e["loc"]), "msg": e["msg"]} for e in exc.errors()]
+
+
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(key) or _has_nul(item) for key, item in value.items())
+    if isinstance(value, (list, tuple)):
+        return any(_has_nul(item) for item in value)
+    return False
+
+
 class ActionModel(BaseModel):
-    """A request body: unknown keys are an error (422), as in Prefect's action models."""
+    """A request body: unknown keys are an error (422), as in Prefect's action models.
+
+    PostgreSQL text and JSONB cannot hold NUL characters, so a string with one is refused here
+    (422) rather than failing in the database."""
 
     model_config = ConfigDict(extra="forbid")
+
+    @field_validator("*")
+    @classmethod
+    def _no_nul_characters(cls, value: Any) -> Any:
+        if _has_nul(value):
+            raise ValueError("text cannot contain NUL (\\u0000) characters")
+        return value
+
+
+class OptionalBody(ActionModel):
+    """A request whose parameters are all optional: an absent (empty) body means all defaults."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _absent_is_empty(cls, value: object) -> object:
+        return {} if value is None or value in ("", b"") else value
 
 
 class ResponseModel(BaseModel):

@@ -11,6 +11,7 @@ from schemas.common import (
     ActionModel,
     NonNegativeInt,
     Operator,
+    OptionalBody,
     PoolName,
     ResponseModel,
     UTCDateTime,
@@ -93,13 +94,13 @@ class ReadWorkPool(ActionModel):
     name: str
 
 
-class ReadWorkPools(ActionModel):
+class ReadWorkPools(OptionalBody):
     work_pools: WorkPoolFilter | None = None
     limit: int | None = None
     offset: NonNegativeInt = 0
 
 
-class CountWorkPools(ActionModel):
+class CountWorkPools(OptionalBody):
     work_pools: WorkPoolFilter | None = None
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from uuid import UUID
 
-from schemas.common import ActionModel, NonNegativeInt, Operator, ResponseModel, UTCDateTime, WorkerStatus
+from schemas.common import ActionModel, Int32, NonNegativeInt, Operator, ResponseModel, UTCDateTime, WorkerStatus
 
 
 class Worker(ResponseModel):
@@ -37,7 +37,7 @@ class WorkerFilter(ActionModel):
 class WorkerHeartbeat(ActionModel):
     work_pool_name: str
     name: str
-    heartbeat_interval_seconds: int | None = None
+    heartbeat_interval_seconds: Int32 | None = None
 
 
 class ReadWorkers(ActionModel):
