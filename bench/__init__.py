@@ -1,0 +1,1 @@
+"""Benchmarks of workpools (run as scripts: `.venv/bin/python bench/rpc.py`)."""
