@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
+from pydantic_core import PydanticSerializationError
 
 from client.errors import InvalidRequest
+from schemas.common import error_details
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -18,6 +19,8 @@ def payload(model: type[M], value: M | dict[str, Any] | None) -> dict[str, Any] 
         return None
     try:
         checked = value if isinstance(value, model) else model.model_validate(value)
+        return checked.model_dump(mode="json", exclude_unset=True)
     except ValidationError as exc:
-        raise InvalidRequest(422, json.loads(exc.json(include_url=False))) from None
-    return checked.model_dump(mode="json", exclude_unset=True)
+        raise InvalidRequest(422, error_details(exc)) from None
+    except PydanticSerializationError as exc:  # a value JSON cannot carry, e.g. object() in a template
+        raise InvalidRequest(422, [{"type": "serialization", "loc": [], "msg": str(exc)}]) from None

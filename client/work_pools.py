@@ -2,36 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import Any
 
-from pydantic import BaseModel, ValidationError
-from pydantic_core import PydanticSerializationError
-
-from client.errors import InvalidRequest, error_for
+from client.errors import error_for
+from client.payloads import payload
 from client.scheduling import SchedulingMethods
 from client.transport import RpcTransport
 from schemas.channels import Op
-from schemas.common import error_details
 from schemas.events import Event
 from schemas.work_pools import WorkPool, WorkPoolCreate, WorkPoolFilter, WorkPoolUpdate
 from schemas.work_queues import WorkQueue, WorkQueueCreate, WorkQueueFilter, WorkQueueUpdate
 from schemas.workers import Worker, WorkerFilter
-
-M = TypeVar("M", bound=BaseModel)
-
-
-def _payload(model: type[M], value: M | dict[str, Any] | None) -> dict[str, Any] | None:
-    """Validate a payload given as a model or a plain dict; only the keys set are sent."""
-    if value is None:
-        return None
-    try:
-        checked = value if isinstance(value, model) else model.model_validate(value)
-        return checked.model_dump(mode="json", exclude_unset=True)
-    except ValidationError as exc:
-        raise InvalidRequest(422, error_details(exc)) from None
-    except PydanticSerializationError as exc:  # a value JSON cannot carry, e.g. object() in a template
-        raise InvalidRequest(422, [{"type": "serialization", "loc": [], "msg": str(exc)}]) from None
-
 
 class WorkPoolClient(SchedulingMethods):
     """`async with WorkPoolClient(redis_url=..., prefix=...) as client: ...`"""
@@ -56,7 +37,7 @@ class WorkPoolClient(SchedulingMethods):
     # work pools
 
     async def create_work_pool(self, work_pool: WorkPoolCreate | dict[str, Any]) -> WorkPool:
-        result = await self._call(Op.CREATE_WORK_POOL, _payload(WorkPoolCreate, work_pool))
+        result = await self._call(Op.CREATE_WORK_POOL, payload(WorkPoolCreate, work_pool))
         return WorkPool.model_validate(result)
 
     async def read_work_pool(self, name: str) -> WorkPool:
@@ -64,14 +45,14 @@ class WorkPoolClient(SchedulingMethods):
 
     async def read_work_pools(self, limit: int | None = None, offset: int = 0,
                               work_pool_filter: WorkPoolFilter | dict[str, Any] | None = None) -> list[WorkPool]:
-        body = {"work_pools": _payload(WorkPoolFilter, work_pool_filter), "limit": limit, "offset": offset}
+        body = {"work_pools": payload(WorkPoolFilter, work_pool_filter), "limit": limit, "offset": offset}
         return [WorkPool.model_validate(p) for p in await self._call(Op.READ_WORK_POOLS, body)]
 
     async def count_work_pools(self, work_pool_filter: WorkPoolFilter | dict[str, Any] | None = None) -> int:
-        return await self._call(Op.COUNT_WORK_POOLS, {"work_pools": _payload(WorkPoolFilter, work_pool_filter)})
+        return await self._call(Op.COUNT_WORK_POOLS, {"work_pools": payload(WorkPoolFilter, work_pool_filter)})
 
     async def update_work_pool(self, name: str, work_pool: WorkPoolUpdate | dict[str, Any]) -> None:
-        await self._call(Op.UPDATE_WORK_POOL, {"name": name, "work_pool": _payload(WorkPoolUpdate, work_pool)})
+        await self._call(Op.UPDATE_WORK_POOL, {"name": name, "work_pool": payload(WorkPoolUpdate, work_pool)})
 
     async def delete_work_pool(self, name: str) -> None:
         await self._call(Op.DELETE_WORK_POOL, {"name": name})
@@ -80,7 +61,7 @@ class WorkPoolClient(SchedulingMethods):
 
     async def create_work_queue(self, work_pool_name: str, work_queue: WorkQueueCreate | dict[str, Any]
                                 ) -> WorkQueue:
-        body = {"work_pool_name": work_pool_name, "work_queue": _payload(WorkQueueCreate, work_queue)}
+        body = {"work_pool_name": work_pool_name, "work_queue": payload(WorkQueueCreate, work_queue)}
         return WorkQueue.model_validate(await self._call(Op.CREATE_WORK_QUEUE, body))
 
     async def read_work_queue(self, work_pool_name: str, work_queue_name: str) -> WorkQueue:
@@ -90,14 +71,14 @@ class WorkPoolClient(SchedulingMethods):
     async def read_work_queues(self, work_pool_name: str,
                                work_queue_filter: WorkQueueFilter | dict[str, Any] | None = None,
                                limit: int | None = None, offset: int = 0) -> list[WorkQueue]:
-        body = {"work_pool_name": work_pool_name, "work_queues": _payload(WorkQueueFilter, work_queue_filter),
+        body = {"work_pool_name": work_pool_name, "work_queues": payload(WorkQueueFilter, work_queue_filter),
                 "limit": limit, "offset": offset}
         return [WorkQueue.model_validate(q) for q in await self._call(Op.READ_WORK_QUEUES, body)]
 
     async def update_work_queue(self, work_pool_name: str, work_queue_name: str,
                                 work_queue: WorkQueueUpdate | dict[str, Any]) -> None:
         body = {"work_pool_name": work_pool_name, "name": work_queue_name,
-                "work_queue": _payload(WorkQueueUpdate, work_queue)}
+                "work_queue": payload(WorkQueueUpdate, work_queue)}
         await self._call(Op.UPDATE_WORK_QUEUE, body)
 
     async def delete_work_queue(self, work_pool_name: str, work_queue_name: str) -> None:
@@ -114,7 +95,7 @@ class WorkPoolClient(SchedulingMethods):
     async def read_workers_for_work_pool(self, work_pool_name: str,
                                          worker_filter: WorkerFilter | dict[str, Any] | None = None,
                                          offset: int | None = None, limit: int | None = None) -> list[Worker]:
-        body = {"work_pool_name": work_pool_name, "workers": _payload(WorkerFilter, worker_filter),
+        body = {"work_pool_name": work_pool_name, "workers": payload(WorkerFilter, worker_filter),
                 "offset": offset, "limit": limit}
         return [Worker.model_validate(w) for w in await self._call(Op.READ_WORKERS, body)]
 
