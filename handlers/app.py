@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 from faststream import FastStream
@@ -15,7 +14,8 @@ from redis.exceptions import ResponseError
 
 from handlers import readiness, scheduling, worker_channel, work_pools, work_queues, workers
 from handlers.errors import error_middleware
-from handlers.foreman import Lease, run_foreman
+from handlers.foreman import Lease, foreman_tick
+from handlers.loops import Loops
 from handlers.outbox import EventRelay
 from handlers.recovery import DropExpired, Reclaimer
 from handlers.rpc import rpc_subscriber
@@ -98,7 +98,7 @@ def build_app(settings: Settings, *, db: Database | None = None) -> FastStream:
         redis, [*groups, (channels.ready, channels.ready_group)], settings.consumer_name, channels.dead,
         idle=settings.reclaim_idle_seconds, max_deliveries=settings.max_deliveries,
     )
-    tasks: list[asyncio.Task] = []
+    loops = Loops()
 
     app = FastStream(
         broker,
@@ -115,20 +115,22 @@ def build_app(settings: Settings, *, db: Database | None = None) -> FastStream:
         await create_groups(redis, channels.all_rpc_streams(), channels.rpc_group)
         await create_groups(redis, [channels.ready], channels.ready_group)
 
+    lease = Lease(redis, channels.foreman_lease, settings.consumer_name, settings.foreman_lease_seconds)
+
     @app.after_startup
     async def start_loops() -> None:
-        tasks.append(asyncio.create_task(relay.sweep(settings.outbox_sweep_seconds)))
-        tasks.append(asyncio.create_task(heartbeats.run()))
-        tasks.append(asyncio.create_task(reclaimer.run(settings.reclaim_every_seconds)))
+        loops.run(heartbeats.run(loops.stopping), "heartbeat ingest")
+        loops.every(settings.outbox_sweep_seconds, relay.flush, "outbox sweep")
+        loops.every(settings.reclaim_every_seconds, reclaimer.reclaim_all, "reclaim")
         if settings.foreman_enabled:
-            lease = Lease(redis, channels.foreman_lease, settings.consumer_name, settings.foreman_lease_seconds)
-            tasks.append(asyncio.create_task(run_foreman(db, lease, foreman_rules(settings), settings.foreman_loop_seconds)))
+            rules = foreman_rules(settings)
+            loops.every(settings.foreman_loop_seconds, lambda: foreman_tick(db, lease, rules), "foreman")
 
     @app.on_shutdown
     async def stop_loops() -> None:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await loops.stop()
+        if settings.foreman_enabled:
+            await lease.release()
 
     @app.after_shutdown
     async def close() -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 from redis.asyncio import Redis
@@ -39,19 +38,8 @@ class Lease:
         await self._release(keys=[self.key], args=[self.owner])
 
 
-async def run_foreman(db: Database, lease: Lease, rules: foreman.ForemanRules, every: float) -> None:
-    """Forever: when this replica holds the lease, run one tick; then wait a period."""
-    try:
-        while True:
-            try:
-                if await lease.holds():
-                    report = await foreman.run_once(db, rules)
-                    log.debug("foreman tick: %s", report)
-            except Exception:  # noqa: BLE001 - a failed tick is retried next period
-                log.warning("foreman tick failed", exc_info=True)
-            await asyncio.sleep(every)
-    finally:
-        try:
-            await asyncio.shield(lease.release())
-        except Exception:  # noqa: BLE001
-            log.debug("could not release the foreman lease", exc_info=True)
+async def foreman_tick(db: Database, lease: Lease, rules: foreman.ForemanRules) -> None:
+    """One period: when this replica holds the lease, run one tick."""
+    if await lease.holds():
+        report = await foreman.run_once(db, rules)
+        log.debug("foreman tick: %s", report)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 
@@ -37,12 +36,3 @@ class EventRelay:
             published += len(events)
             if len(events) < self.batch:
                 return published
-
-    async def sweep(self, every: float) -> None:
-        """Forever: publish what earlier flushes could not (crashes, Redis outages)."""
-        while True:
-            await asyncio.sleep(every)
-            try:
-                await self.flush()
-            except Exception:  # noqa: BLE001 - keep sweeping; the next round retries
-                log.warning("outbox sweep failed; will retry", exc_info=True)

@@ -3,7 +3,6 @@ requests are dropped; messages that keep failing go to a dead-letter stream."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import time
@@ -33,7 +32,7 @@ class DropExpired(BaseMiddleware):
 
 
 class Reclaimer:
-    """Every `every` seconds, takes entries idle for `idle` seconds in each (stream, group) and
+    """Takes entries idle for `idle` seconds in each (stream, group) and
     appends them again (their `deliveries` header counted up) for any live replica to serve;
     past `max_deliveries` an entry goes to the dead-letter stream with the reason."""
 
@@ -41,14 +40,6 @@ class Reclaimer:
                  idle: float, max_deliveries: int, dead_maxlen: int = 10_000) -> None:
         self.redis, self.groups, self.consumer, self.dead = redis, groups, f"{consumer}-reclaim", dead
         self.idle_ms, self.max_deliveries, self.dead_maxlen = int(idle * 1000), max_deliveries, dead_maxlen
-
-    async def run(self, every: float) -> None:
-        while True:
-            await asyncio.sleep(every)
-            try:
-                await self.reclaim_all()
-            except Exception:  # noqa: BLE001 - the next round retries
-                log.warning("reclaiming pending messages failed", exc_info=True)
 
     async def reclaim_all(self) -> int:
         return sum([await self.reclaim(stream, group) for stream, group in self.groups])

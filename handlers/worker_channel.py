@@ -78,10 +78,10 @@ class HeartbeatIngest:
         self._buffer: list[bytes] = []
         self._full = asyncio.Event()
 
-    async def run(self) -> None:
+    async def run(self, stopping: asyncio.Event) -> None:
         reader = asyncio.create_task(self._read())
         try:
-            while True:
+            while not stopping.is_set():
                 try:
                     await asyncio.wait_for(self._full.wait(), self.flush_seconds)
                 except asyncio.TimeoutError:
@@ -95,6 +95,7 @@ class HeartbeatIngest:
                         log.warning("could not record %d heartbeats", len(batch), exc_info=True)
         finally:
             reader.cancel()
+            await asyncio.wait([reader], timeout=2)
 
     async def _read(self) -> None:
         while True:
