@@ -1,4 +1,5 @@
-"""`workpools pool | queue | worker …`: administration through `WorkPoolClient`, as Rich tables.
+"""`workpools pool | queue | worker …`: administration through `WorkPoolClient`, as Rich tables,
+and `workpools worker --pool NAME`, a process worker (`client.process_worker`).
 
 Every command makes its requests with one client (WORKPOOLS_REDIS_URL, WORKPOOLS_PREFIX). A
 request that fails prints the service's detail in red on stderr and exits with 1.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from enum import Enum
@@ -21,6 +23,7 @@ from rich.table import Table
 from rich.text import Text
 
 from client import WorkPoolClient, WorkPoolsError
+from client.process_worker import ProcessWorker
 from handlers.settings import Settings
 from schemas.common import DEFAULT_LIMIT
 from schemas.work_pools import WorkPool
@@ -30,7 +33,8 @@ T = TypeVar("T")
 
 pool_cli = typer.Typer(help="Work pools.", no_args_is_help=True)
 queue_cli = typer.Typer(help="Work queues of a pool.", no_args_is_help=True)
-worker_cli = typer.Typer(help="Workers of a pool.", no_args_is_help=True)
+worker_cli = typer.Typer(help="Run a process worker (--pool NAME), or list a pool's workers (ls).",
+                         no_args_is_help=True)
 
 PoolArg = Annotated[str, typer.Argument(help="The work pool's name.", show_default=False)]
 ConcurrencyOpt = Annotated[int | None, typer.Option(min=0, help="Runs at once at most (default: unlimited).")]
@@ -145,6 +149,45 @@ def show_queues(pool: str, queues: list[WorkQueue]) -> None:
 # workers
 
 
+@worker_cli.callback(invoke_without_command=True)
+def worker_run(
+    ctx: typer.Context,
+    pool: Annotated[str | None, typer.Option(help="The work pool to serve.", show_default=False)] = None,
+    queue: Annotated[list[str] | None, typer.Option(help="A queue to poll; repeat for several (default: all).",
+                                                    show_default=False)] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="Runs at once at most (default: unlimited).")] = None,
+    name: Annotated[str | None, typer.Option(help="The worker's name (default: <hostname>-<pid>).",
+                                             show_default=False)] = None,
+    heartbeat_interval: Annotated[float, typer.Option(min=0.1, help="Seconds between heartbeats.")] = 30.0,
+    poll_interval: Annotated[float, typer.Option(min=0.05, help="Seconds between polls.")] = 10.0,
+    prefetch_seconds: Annotated[float, typer.Option(min=0, help="Take runs due this many seconds ahead.")] = 10.0,
+    grace_seconds: Annotated[float, typer.Option(min=0, help="On SIGTERM, how long running commands get "
+                                                 "before SIGKILL.")] = 10.0,
+    log_level: Annotated[str, typer.Option(help="Python logging level.")] = "INFO",
+) -> None:
+    """Run a process worker: poll the pool, run each flow run's command, report how it ended.
+
+    SIGTERM or Ctrl-C stops it: running commands get SIGTERM (SIGKILL after --grace-seconds)
+    and every run it did not finish goes back to SCHEDULED for another worker.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    if pool is None:
+        typer.echo(ctx.get_help())
+        fail("Missing option --pool.", code=2)
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = Settings()
+    worker = ProcessWorker(pool, queue, limit=limit, name=name, heartbeat_interval=heartbeat_interval,
+                           poll_interval=poll_interval, prefetch_seconds=prefetch_seconds,
+                           grace_seconds=grace_seconds, redis_url=settings.redis_url, prefix=settings.prefix)
+    try:
+        asyncio.run(worker.run())
+    except WorkPoolsError as exc:
+        fail(describe(exc.detail))
+    except (RedisConnectionError, OSError) as exc:
+        fail(f"Cannot reach Redis: {exc}")
+
+
 @worker_cli.command("ls")
 def worker_ls(pool: PoolArg) -> None:
     """List a pool's workers, latest heartbeat first."""
@@ -235,6 +278,6 @@ def describe(detail: Any) -> str:
     return "\n".join(lines)
 
 
-def fail(message: str) -> NoReturn:
+def fail(message: str, code: int = 1) -> NoReturn:
     Console(stderr=True, highlight=False).print(message, style="red", markup=False)
-    raise typer.Exit(1)
+    raise typer.Exit(code)

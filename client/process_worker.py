@@ -1,0 +1,293 @@
+"""`ProcessWorker`: Prefect's process worker on workpools.
+
+It heartbeats and polls on the worker channel (`WorkerClient`), claims each run by proposing
+PENDING (only one worker's proposal is accepted, spec §4.7), runs the command the pool's base job
+template gives for it as a child process, and reports RUNNING then COMPLETED or FAILED
+(`WorkPoolClient`). On `stop()` (SIGTERM, SIGINT) it polls no more, forwards SIGTERM to its
+children, waits `grace_seconds` (then SIGKILL), and gives every run it claimed but did not finish
+back to SCHEDULED, so another worker takes it. A command that still exits 0 after that SIGTERM
+counts as finished (COMPLETED); one that ends otherwise is given back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shlex
+import signal
+import socket
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any, TypeVar
+from uuid import UUID
+
+from client.errors import WorkPoolsError
+from client.work_pools import WorkPoolClient
+from client.workers import WorkerClient
+from schemas.common import DEFAULT_LIMIT
+from schemas.flow_runs import FlowRun
+from schemas.job_templates import fill_template
+
+log = logging.getLogger("workpools.worker")
+T = TypeVar("T")
+
+UNLIMITED_POLL_SIZE = 10
+"""Runs asked for per poll when the worker has no limit."""
+RESCHEDULED = {"type": "SCHEDULED", "name": "Rescheduled"}
+
+
+def label(run: FlowRun) -> str:
+    """How logs name a run."""
+    return f"{run.name} ({run.id})"
+
+
+@dataclass
+class Job:
+    """What to run for one flow run; no `command` means there is nothing to run."""
+
+    command: list[str]
+    env: dict[str, str]
+    working_dir: str | None
+
+
+def job_values(base_job_template: dict[str, Any], deployment_variables: dict[str, Any] | None,
+               run_variables: dict[str, Any] | None) -> dict[str, Any]:
+    """The template's defaults, overridden by the deployment's job variables, then the run's."""
+    properties = (base_job_template.get("variables") or {}).get("properties") or {}
+    defaults = {name: spec["default"] for name, spec in properties.items()
+                if isinstance(spec, dict) and "default" in spec}
+    return {**defaults, **(deployment_variables or {}), **(run_variables or {})}
+
+
+def job_for(base_job_template: dict[str, Any], values: dict[str, Any], flow_run_id: UUID) -> Job:
+    """Fill the template's `job_configuration` (as Prefect's process worker reads it)."""
+    configuration = fill_template(base_job_template.get("job_configuration") or {}, values) or {}
+    command = configuration.get("command") or []
+    if isinstance(command, str):
+        command = shlex.split(command)
+    env = {**os.environ, **{str(k): str(v) for k, v in (configuration.get("env") or {}).items() if v is not None},
+           "PREFECT__FLOW_RUN_ID": str(flow_run_id)}
+    return Job([str(part) for part in command], env, configuration.get("working_dir") or None)
+
+
+@dataclass
+class Held:
+    """A run this worker claimed, until its end is reported or it is given back."""
+
+    run: FlowRun
+    task: asyncio.Task | None = None
+    process: asyncio.subprocess.Process | None = None
+    interrupted: bool = False
+    """The worker stopped while the run's process was running."""
+    settled: bool = False
+    """Its end was reported (or it left this worker's hands): nothing to give back."""
+
+
+class ProcessWorker:
+    """`await ProcessWorker("etl", redis_url=..., prefix=...).run()` until `stop()` or a signal."""
+
+    def __init__(self, work_pool_name: str, work_queue_names: list[str] | None = None, *,
+                 limit: int | None = None, name: str | None = None, heartbeat_interval: float = 30.0,
+                 poll_interval: float = 10.0, prefetch_seconds: float = 10.0, grace_seconds: float = 10.0,
+                 redis_url: str = "redis://localhost:6379/0", prefix: str = "workpools") -> None:
+        self.work_pool_name = work_pool_name
+        self.work_queue_names = work_queue_names or None
+        self.limit = limit
+        self.name = name or f"{socket.gethostname()}-{os.getpid()}"
+        self.heartbeat_interval, self.poll_interval = heartbeat_interval, poll_interval
+        self.prefetch, self.grace_seconds = timedelta(seconds=prefetch_seconds), grace_seconds
+        self.redis_url, self.prefix = redis_url, prefix
+        self.held: dict[UUID, Held] = {}
+        self._stopping = asyncio.Event()
+
+    def stop(self) -> None:
+        if not self._stopping.is_set():
+            log.info("worker %s stopping", self.name)
+        self._stopping.set()
+
+    async def run(self, handle_signals: bool = True) -> None:
+        """Serve until stopped. Raises `ObjectNotFound` at once if the pool does not exist."""
+        loop = asyncio.get_running_loop()
+        if handle_signals:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self.stop)
+        worker = WorkerClient(self.redis_url, self.prefix, work_pool_name=self.work_pool_name,
+                              worker_name=self.name, heartbeat_interval_seconds=max(1, round(self.heartbeat_interval)))
+        try:
+            async with worker, WorkPoolClient(self.redis_url, self.prefix, timeout=10) as client:
+                self.worker, self.client = worker, client
+                await worker.heartbeat(ack=True)
+                log.info("worker %s started on pool %s", self.name, self.work_pool_name)
+                heartbeats = asyncio.create_task(self._heartbeats())
+                try:
+                    await self._poll_until_stopped()
+                finally:
+                    heartbeats.cancel()
+                    await self._give_back()
+            log.info("worker %s stopped", self.name)
+        finally:
+            if handle_signals:
+                for sig in (signal.SIGTERM, signal.SIGINT):
+                    loop.remove_signal_handler(sig)
+
+    # heartbeats and polls
+
+    async def _heartbeats(self) -> None:
+        while not await self._stopped_within(self.heartbeat_interval):
+            try:
+                # Acknowledged so each beat is a distinct message: the worker channel drops a
+                # message identical to one seen in the last 30 s (a plain beat always is).
+                await self.worker.heartbeat(ack=True)
+            except WorkPoolsError as exc:
+                log.warning("heartbeat failed: %s", exc)
+            except Exception:  # noqa: BLE001 - e.g. Redis unreachable: beat again next time
+                log.warning("heartbeat failed", exc_info=True)
+
+    async def _poll_until_stopped(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                await self._poll()
+            except WorkPoolsError as exc:
+                log.warning("poll failed: %s", exc)
+            except Exception:  # noqa: BLE001 - e.g. Redis unreachable: poll again next time
+                log.warning("poll failed", exc_info=True)
+            await self._stopped_within(self.poll_interval)
+
+    async def _poll(self) -> None:
+        unfinished = sum(not held.settled for held in self.held.values())
+        free = UNLIMITED_POLL_SIZE if self.limit is None else min(self.limit - unfinished, DEFAULT_LIMIT)
+        if free <= 0:
+            return
+        before = datetime.now(timezone.utc) + self.prefetch
+        polled = self.worker.get_scheduled_flow_runs(self.work_queue_names, scheduled_before=before, limit=free)
+        items = await self._unless_stopped(polled)  # a poll changes nothing: safe to abandon
+        for item in items or []:
+            if self._stopping.is_set():
+                return
+            if item.flow_run.id not in self.held:
+                await self._claim(item.flow_run)
+
+    async def _claim(self, run: FlowRun) -> None:
+        result = await self.client.set_flow_run_state(run.id, {"type": "PENDING"})
+        if result.status != "ACCEPT":
+            log.debug("flow run %s taken elsewhere (%s)", label(run), result.status)
+            return
+        held = self.held[run.id] = Held(run)
+        held.task = asyncio.create_task(self._execute(held))
+
+    # one run
+
+    async def _execute(self, held: Held) -> None:
+        run = held.run
+        try:
+            try:
+                job = await self._job(run)
+            except (WorkPoolsError, ValueError, TypeError, AttributeError) as exc:
+                if not self._stopping.is_set():
+                    log.error("flow run %s: no job: %s", label(run), exc)
+                    await self._report(held, {"type": "FAILED", "message": f"No job to run: {exc}"}, final=True)
+                return
+            if self._stopping.is_set() or not await self._report(held, {"type": "RUNNING"}):
+                return
+            if not job.command:
+                log.info("flow run %s: nothing to run", label(run))
+                await self._report(held, {"type": "COMPLETED"}, final=True)
+                return
+            await self._run_process(held, job)
+        except WorkPoolsError as exc:  # the service did not take a report: the run stays held
+            log.error("flow run %s: %s", label(run), exc)
+        except Exception:  # noqa: BLE001 - a bug here must not go unnoticed in a background task
+            log.exception("flow run %s: unexpected error", label(run))
+        finally:
+            if held.settled:
+                self.held.pop(run.id, None)
+
+    async def _job(self, run: FlowRun) -> Job:
+        pool = await self.client.read_work_pool(self.work_pool_name)
+        deployment_variables = None
+        if run.deployment_id is not None:
+            deployment_variables = (await self.client.read_deployment(run.deployment_id)).job_variables
+        values = job_values(pool.base_job_template, deployment_variables, run.job_variables)
+        return job_for(pool.base_job_template, values, run.id)
+
+    async def _run_process(self, held: Held, job: Job) -> None:
+        run = held.run
+        try:
+            held.process = await asyncio.create_subprocess_exec(*job.command, env=job.env, cwd=job.working_dir)
+        except OSError as exc:
+            log.error("flow run %s: could not start %s: %s", label(run), job.command[0], exc)
+            await self._report(held, {"type": "FAILED", "message": f"Could not start the command: {exc}"}, final=True)
+            return
+        log.info("flow run %s: started %s (pid %d)", label(run), shlex.join(job.command), held.process.pid)
+        if self._stopping.is_set():  # stopped while it was starting
+            held.interrupted = True
+            held.process.terminate()
+        code = await held.process.wait()
+        log.info("flow run %s: exited with code %d", label(run), code)
+        if held.interrupted and code != 0:
+            return  # given back by _give_back
+        if code == 0:
+            await self._report(held, {"type": "COMPLETED"}, final=True)
+        else:
+            await self._report(held, {"type": "FAILED", "message": f"The command exited with code {code}."}, final=True)
+
+    async def _report(self, held: Held, state: dict[str, Any], final: bool = False) -> bool:
+        """Propose a state; False (and the run is no longer this worker's) unless accepted."""
+        result = await self.client.set_flow_run_state(held.run.id, state)
+        if result.status != "ACCEPT":
+            log.warning("flow run %s: %s not accepted (%s): %s", label(held.run), state["type"], result.status,
+                        result.details.get("reason"))
+            held.settled = True
+            return False
+        held.settled = final
+        if final:
+            log.info("flow run %s: %s", label(held.run), state["type"])
+        return True
+
+    # stopping
+
+    async def _give_back(self) -> None:
+        """Interrupt the children, wait for them, and reschedule every run not finished."""
+        for held in self.held.values():
+            if held.process is not None and held.process.returncode is None:
+                held.interrupted = True
+                held.process.terminate()
+        tasks = [held.task for held in self.held.values() if held.task is not None]
+        if tasks:
+            _, late = await asyncio.wait(tasks, timeout=self.grace_seconds)
+            for held in self.held.values():
+                if held.task in late and held.process is not None and held.process.returncode is None:
+                    log.warning("flow run %s: still running after %s s; killing it", label(held.run),
+                                self.grace_seconds)
+                    held.process.kill()
+            if late:
+                _, late = await asyncio.wait(late, timeout=5)
+                for task in late:
+                    task.cancel()
+        for held in list(self.held.values()):
+            if not held.settled:
+                try:
+                    result = await self.client.set_flow_run_state(held.run.id, RESCHEDULED)
+                    log.info("flow run %s: given back (%s)", label(held.run), result.status)
+                except WorkPoolsError as exc:
+                    log.error("flow run %s: could not give it back: %s", label(held.run), exc)
+
+    async def _stopped_within(self, seconds: float) -> bool:
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+        return self._stopping.is_set()
+
+    async def _unless_stopped(self, work: Awaitable[T]) -> T | None:
+        task = asyncio.ensure_future(work)
+        stopping = asyncio.create_task(self._stopping.wait())
+        await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        if task.done():
+            return task.result()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        return None
