@@ -8,6 +8,8 @@ import uuid
 from datetime import datetime
 from typing import Any
 
+from redis.exceptions import ConnectionError as RedisConnectionError
+
 from client.errors import ServiceUnavailable, error_for
 from client.transport import ReplyChannel, connect_redis
 from schemas.channels import Channels
@@ -51,6 +53,8 @@ class WorkerClient:
             reply = await asyncio.wait_for(future, timeout or self.timeout)
         except asyncio.TimeoutError:
             raise ServiceUnavailable(504, "No reply from workpools in time.") from None
+        except (RedisConnectionError, OSError) as exc:
+            raise ServiceUnavailable(503, f"Redis is not reachable: {exc}") from None
         finally:
             self.replies.forget(correlation_id)
         if reply["status"] >= 400:
@@ -59,6 +63,7 @@ class WorkerClient:
 
     def _heartbeat(self) -> dict[str, Any]:
         return {
+            "message_id": uuid.uuid4().hex,
             "work_pool_name": self.work_pool_name,
             "worker_name": self.worker_name,
             "heartbeat_interval_seconds": self.heartbeat_interval_seconds,
@@ -68,8 +73,11 @@ class WorkerClient:
         """Publish a heartbeat; with `ack`, wait until it is recorded (404 if the pool is unknown)."""
         if ack:
             await self._ask(self.channels.worker_heartbeats, self._heartbeat())
-        else:
+            return
+        try:
             await self.redis.publish(self.channels.worker_heartbeats, json.dumps(self._heartbeat()))
+        except (RedisConnectionError, OSError) as exc:
+            raise ServiceUnavailable(503, f"Redis is not reachable: {exc}") from None
 
     async def get_scheduled_flow_runs(self, work_queue_names: list[str] | None = None,
                                       scheduled_before: datetime | None = None,

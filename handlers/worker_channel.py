@@ -40,7 +40,7 @@ return won
 class Claims:
     """Which replica acts on a message: the first to claim its hash."""
 
-    def __init__(self, redis: Redis, channels: Channels, ttl_seconds: float = 30.0) -> None:
+    def __init__(self, redis: Redis, channels: Channels, ttl_seconds: float = 10.0) -> None:
         self.channels, self.ttl_ms = channels, int(ttl_seconds * 1000)
         self._claim = redis.register_script(CLAIM)
 

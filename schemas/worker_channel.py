@@ -16,6 +16,8 @@ from schemas.common import ActionModel, ResponseModel, UTCDateTime
 
 
 class HeartbeatMessage(ActionModel):
+    message_id: str | None = Field(default=None, max_length=200,
+                                   description="Unique per message; identical messages within 10 s count once.")
     work_pool_name: str
     worker_name: str
     heartbeat_interval_seconds: int | None = None

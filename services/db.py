@@ -15,7 +15,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from services.errors import INTEGRITY_CONFLICT, Conflict, Unavailable
+from services.errors import INTEGRITY_CONFLICT, Conflict, Invalid, Unavailable
 from services.tables import event_outbox
 
 log = logging.getLogger(__name__)
@@ -42,11 +42,25 @@ class Tx:
         return await self.conn.execute(statement, params)
 
 
+def _sqlstate(exc: DBAPIError) -> str:
+    for cause in (exc.orig, getattr(exc.orig, "__cause__", None)):
+        state = getattr(cause, "sqlstate", None)
+        if state:
+            return str(state)
+    return ""
+
+
 def translate(exc: DBAPIError) -> Exception:
     """Map a driver error to the service's vocabulary, once, here."""
+    state = _sqlstate(exc)
     if isinstance(exc, IntegrityError):
         log.warning("integrity conflict: %s", exc.orig)
         return Conflict(INTEGRITY_CONFLICT)
+    if state.startswith("22"):  # data exception: out of range, invalid text, NUL byte ...
+        return Invalid(f"Invalid value: {str(getattr(exc.orig, '__cause__', None) or exc.orig).strip()}")
+    if state in ("40P01", "40001"):  # deadlock, serialization failure: safe to retry
+        log.warning("transaction aborted (%s); answering 503 so the caller retries", state)
+        return Unavailable("Service Unavailable")
     if isinstance(exc, (OperationalError, InterfaceError)) or exc.connection_invalidated:
         return Unavailable("Service Unavailable")
     return exc
@@ -61,6 +75,7 @@ class Database:
         self.engine: AsyncEngine = create_async_engine(
             url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=False
         )
+        self.reader = self.engine.execution_options(isolation_level="AUTOCOMMIT")
         self.after_events: Callable[[], Awaitable[None]] | None = None
         """Called after a commit that wrote events (the relay publishes them)."""
 
@@ -78,6 +93,17 @@ class Database:
             raise Unavailable("Service Unavailable") from exc
         if tx.events and self.after_events is not None:
             await self.after_events()
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[Tx]:
+        """Reads only: autocommit, one round trip per statement (no BEGIN/COMMIT)."""
+        try:
+            async with self.reader.connect() as conn:
+                yield Tx(conn, self.clock())
+        except DBAPIError as exc:
+            raise translate(exc) from exc
+        except (OSError, asyncpg.PostgresConnectionError) as exc:
+            raise Unavailable("Service Unavailable") from exc
 
     @asynccontextmanager
     async def take_outbox(self, batch: int = 500) -> AsyncIterator[list[dict[str, Any]]]:

@@ -57,7 +57,7 @@ async def create_deployment(db: Database, data: DeploymentCreate) -> Deployment:
 
 
 async def read_deployment(db: Database, deployment_id: UUID) -> Deployment:
-    async with db.transaction() as tx:
+    async with db.read() as tx:
         row = (await tx.execute(DEPLOYMENTS.where(deployment.c.id == deployment_id))).first()
     if row is None:
         raise NotFound("Deployment not found.")

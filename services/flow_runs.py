@@ -37,6 +37,7 @@ def state_of(run: Any) -> State:
         type=run["state_type"],
         name=run["state_name"],
         timestamp=run["state_timestamp"],
+        message=run["state_message"],
         state_details={"scheduled_time": scheduled},
     )
 
@@ -86,6 +87,7 @@ async def create_flow_run(db: Database, data: FlowRunCreate) -> FlowRun:
             "state_type": state.type,
             "state_name": state.name or DEFAULT_STATE_NAMES[state.type],
             "state_id": uuid4(),
+            "state_message": state.message,
             "state_timestamp": tx.now,
             "next_scheduled_start_time": scheduled,
             "expected_start_time": scheduled,
@@ -104,7 +106,7 @@ async def _queue_name(tx: Tx, queue_id: UUID) -> str | None:
 
 
 async def read_flow_run(db: Database, flow_run_id: UUID) -> FlowRun:
-    async with db.transaction() as tx:
+    async with db.read() as tx:
         row = (await tx.execute(select(flow_run).where(flow_run.c.id == flow_run_id))).mappings().first()
     if row is None:
         raise NotFound("Flow run not found.")
@@ -132,7 +134,7 @@ def judge(run: Any, proposed: StateCreate) -> tuple[SetStateStatus, str | None, 
 async def set_flow_run_state(db: Database, flow_run_id: UUID, proposed: StateCreate) -> OrchestrationResult:
     async with db.transaction() as tx:
         run = (
-            await tx.execute(select(flow_run).where(flow_run.c.id == flow_run_id).with_for_update())
+            await tx.execute(select(flow_run).where(flow_run.c.id == flow_run_id).with_for_update(key_share=True))
         ).mappings().first()
         if run is None:
             raise NotFound("Flow run not found.")
@@ -154,6 +156,7 @@ def _transition(run: Any, new_type: StateType, name: str, proposed: StateCreate,
         "state_type": new_type,
         "state_name": name,
         "state_id": uuid4(),
+        "state_message": proposed.message if new_type == proposed.type else None,
         "state_timestamp": now,
         "updated": now,
     }

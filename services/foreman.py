@@ -123,7 +123,7 @@ async def mark_deployments_not_ready(db: Database, rules: ForemanRules, now: dat
                 )
                 .where(stale, queue_stale)
                 .order_by(deployment.c.id)
-                .with_for_update(of=deployment)
+                .with_for_update(of=deployment, key_share=True)
             )
         ).mappings().all()
         if not rows:
@@ -150,7 +150,7 @@ async def mark_queues_not_ready(db: Database, rules: ForemanRules, now: datetime
     async with db.transaction(now) as tx:
         rows = (
             await tx.execute(
-                QUEUE_WITH_POOL.where(stale).order_by(work_queue.c.id).with_for_update(of=work_queue)
+                QUEUE_WITH_POOL.where(stale).order_by(work_queue.c.id).with_for_update(of=work_queue, key_share=True)
             )
         ).mappings().all()
         if not rows:

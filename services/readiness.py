@@ -46,7 +46,7 @@ async def apply_ready_marks(db: Database, marks: Iterable[ReadyMark]) -> int:
     async with db.transaction() as tx:
         queues = (
             await tx.execute(QUEUE_WITH_POOL.where(work_queue.c.id.in_(ids)).order_by(work_queue.c.id)
-                             .with_for_update(of=work_queue))
+                             .with_for_update(of=work_queue, key_share=True))
         ).mappings().all()
         for queue in queues:
             at = polled[queue["id"]]
@@ -72,7 +72,7 @@ async def _mark_deployments(tx: Any, queues: dict[UUID, Any], polled: dict[UUID,
             select(deployment)
             .where(deployment.c.work_queue_id.in_(list(queues)))
             .order_by(deployment.c.id)
-            .with_for_update()
+            .with_for_update(key_share=True)
         )
     ).mappings().all()
     for queue_id in sorted({row["work_queue_id"] for row in rows}):

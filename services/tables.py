@@ -117,6 +117,7 @@ flow_run = _entity(
     Column("state_type", Text, nullable=False),
     Column("state_name", Text, nullable=False),
     Column("state_id", Uuid),
+    Column("state_message", Text),
     _timestamp("state_timestamp"),
     _timestamp("next_scheduled_start_time"),
     _timestamp("expected_start_time"),

@@ -112,7 +112,7 @@ async def create_work_pool(db: Database, data: WorkPoolCreate) -> WorkPool:
 
 
 async def read_work_pool(db: Database, name: str) -> WorkPool:
-    async with db.transaction() as tx:
+    async with db.read() as tx:
         row = (await tx.execute(select(work_pool, ACTIVE_SLOTS).where(work_pool.c.name == name))).first()
     if row is None:
         raise pool_not_found(name)
@@ -130,13 +130,13 @@ async def read_work_pools(
         .offset(offset)
         .limit(limit)
     )
-    async with db.transaction() as tx:
+    async with db.read() as tx:
         rows = (await tx.execute(query)).all()
     return [to_work_pool(row) for row in rows]
 
 
 async def count_work_pools(db: Database, work_pool_filter: WorkPoolFilter | None = None) -> int:
-    async with db.transaction() as tx:
+    async with db.read() as tx:
         query = select(func.count()).select_from(work_pool).where(pool_condition(work_pool_filter))
         return (await tx.execute(query)).scalar_one()
 
@@ -148,7 +148,7 @@ async def update_work_pool(db: Database, name: str, data: WorkPoolUpdate) -> Non
     changes = data.model_dump(mode="json", include=fields)
     async with db.transaction() as tx:
         pool = (
-            await tx.execute(select(work_pool).where(work_pool.c.name == name).with_for_update())
+            await tx.execute(select(work_pool).where(work_pool.c.name == name).with_for_update(key_share=True))
         ).mappings().first()
         if pool is None:
             raise pool_not_found(name)

@@ -82,7 +82,7 @@ async def create_work_queue(db: Database, work_pool_name: str, data: WorkQueueCr
 
 
 async def read_work_queue(db: Database, work_pool_name: str, name: str) -> WorkQueue:
-    async with db.transaction() as tx:
+    async with db.read() as tx:
         row = (
             await tx.execute(QUEUES.where(work_pool.c.name == work_pool_name, work_queue.c.name == name))
         ).first()
@@ -99,7 +99,7 @@ async def read_work_queues(
     offset: int = 0,
 ) -> list[WorkQueue]:
     limit = check_limit(limit)
-    async with db.transaction() as tx:
+    async with db.read() as tx:
         pool = await get_pool(tx, work_pool_name)
         rows = await tx.execute(
             QUEUES.where(work_queue.c.work_pool_id == pool.id, queue_condition(work_queue_filter))
@@ -115,7 +115,7 @@ async def _find_queue(tx: Tx, pool: Any, work_pool_name: str, name: str) -> Any:
         await tx.execute(
             select(work_queue)
             .where(work_queue.c.work_pool_id == pool["id"], work_queue.c.name == name)
-            .with_for_update()
+            .with_for_update(key_share=True)
         )
     ).mappings().first()
     if queue is None:

@@ -60,7 +60,7 @@ async def read_workers(
     offset: int | None = None,
 ) -> list[Worker]:
     limit = check_limit(limit)
-    async with db.transaction() as tx:
+    async with db.read() as tx:
         pool = await get_pool(tx, work_pool_name)
         rows = await tx.execute(
             select(worker)

@@ -101,6 +101,7 @@ def upgrade() -> None:
     sa.Column('state_type', sa.Text(), nullable=False),
     sa.Column('state_name', sa.Text(), nullable=False),
     sa.Column('state_id', sa.Uuid(), nullable=True),
+    sa.Column('state_message', sa.Text(), nullable=True),
     sa.Column('state_timestamp', sa.DateTime(timezone=True), nullable=True),
     sa.Column('next_scheduled_start_time', sa.DateTime(timezone=True), nullable=True),
     sa.Column('expected_start_time', sa.DateTime(timezone=True), nullable=True),

@@ -103,3 +103,18 @@ async def test_three_replicas_answer_each_poll_once_and_record_each_heartbeat_on
 
 async def _ready_marks(redis, prefix, count):
     return await redis.xlen(f"{prefix}.ready") >= count
+
+
+async def test_repeated_heartbeats_of_one_worker_each_count(client, settings):
+    await client.create_work_pool({"name": "rep", "type": "process"})
+    async with worker(settings, "rep") as w:
+        await w.heartbeat(ack=True)
+        first = (await client.read_workers_for_work_pool("rep"))[0].last_heartbeat_time
+        await w.heartbeat()  # fire-and-forget, same worker: a new message, not a duplicate
+        later = await wait_until(lambda: _beat_after(client, "rep", first), timeout=2)
+    assert later > first
+
+
+async def _beat_after(client, pool, when):
+    [recorded] = await client.read_workers_for_work_pool(pool)
+    return recorded.last_heartbeat_time if recorded.last_heartbeat_time > when else None
