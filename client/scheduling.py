@@ -29,9 +29,10 @@ class SchedulingMethods:
     async def read_flow_run(self, flow_run_id: UUID | str) -> FlowRun:
         return FlowRun.model_validate(await self._call(Op.READ_FLOW_RUN, {"flow_run_id": str(flow_run_id)}))
 
-    async def set_flow_run_state(self, flow_run_id: UUID | str, state: StateCreate | dict[str, Any]
-                                 ) -> OrchestrationResult:
-        body = {"flow_run_id": str(flow_run_id), "state": payload(StateCreate, state)}
+    async def set_flow_run_state(self, flow_run_id: UUID | str, state: StateCreate | dict[str, Any],
+                                 lease_token: int | None = None) -> OrchestrationResult:
+        """Propose a state. In claim mode pass the run's `lease.token` (a stale one is refused)."""
+        body = {"flow_run_id": str(flow_run_id), "state": payload(StateCreate, state), "lease_token": lease_token}
         return OrchestrationResult.model_validate(await self._call(Op.SET_FLOW_RUN_STATE, body))
 
     async def get_scheduled_flow_runs_for_work_pool(
@@ -41,8 +42,15 @@ class SchedulingMethods:
         scheduled_before: datetime | None = None,
         scheduled_after: datetime | None = None,
         limit: int | None = None,
+        claim: bool = False,
+        worker_name: str | None = None,
+        lease_seconds: float = 30.0,
     ) -> list[WorkerFlowRun]:
+        """The worker poll. With `claim=True` the runs are leased to `worker_name`."""
         body = {
+            "claim": claim,
+            "worker_name": worker_name,
+            "lease_seconds": lease_seconds,
             "work_pool_name": work_pool_name,
             "work_queue_names": work_queue_names,
             "scheduled_before": scheduled_before.isoformat() if scheduled_before else None,

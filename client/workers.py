@@ -82,8 +82,16 @@ class WorkerClient:
     async def get_scheduled_flow_runs(self, work_queue_names: list[str] | None = None,
                                       scheduled_before: datetime | None = None,
                                       scheduled_after: datetime | None = None,
-                                      limit: int | None = None) -> list[WorkerFlowRun]:
+                                      limit: int | None = None, *, claim: bool = False,
+                                      lease_seconds: float | None = None,
+                                      wait_seconds: float = 0) -> list[WorkerFlowRun]:
+        """Poll. `claim` leases the runs to this worker (default lease: two heartbeat intervals,
+        renewed by heartbeats); `wait_seconds` waits for work when there is none yet."""
+        lease = lease_seconds or 2 * (self.heartbeat_interval_seconds or 30)
         message = {
+            "claim": claim,
+            "lease_seconds": lease,
+            "wait_seconds": wait_seconds,
             "work_pool_name": self.work_pool_name,
             "worker_name": self.worker_name,
             "work_queue_names": work_queue_names,
@@ -91,5 +99,5 @@ class WorkerClient:
             "scheduled_after": scheduled_after.isoformat() if scheduled_after else None,
             "limit": limit,
         }
-        result = await self._ask(self.channels.worker_polls, message)
+        result = await self._ask(self.channels.worker_polls, message, timeout=self.timeout + wait_seconds)
         return [WorkerFlowRun.model_validate(item) for item in result]

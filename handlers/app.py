@@ -12,9 +12,9 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ResponseError
 
-from handlers import readiness, scheduling, worker_channel, work_pools, work_queues, workers
+from handlers import readiness, scheduling, worker_channel, worker_polls, work_pools, work_queues, workers
 from handlers.errors import error_middleware
-from handlers.foreman import Lease, foreman_tick
+from handlers.foreman import Lease, expire_leases, foreman_tick
 from handlers.loops import Loops
 from handlers.outbox import EventRelay
 from handlers.recovery import DropExpired, Reclaimer
@@ -23,7 +23,7 @@ from handlers.settings import Settings
 from handlers.wire import JSONEnvelope, replica_header
 from schemas.channels import Channels
 from schemas.scheduling import ReadyMark
-from services.db import Database
+from services.db import Database, Tx
 from services.foreman import ForemanRules
 
 log = logging.getLogger("workpools")
@@ -87,12 +87,25 @@ def build_app(settings: Settings, *, db: Database | None = None) -> FastStream:
     background = RedisRouter()
     claims = worker_channel.Claims(redis, channels)
     readiness.register(background, channels, settings, db)
-    worker_channel.register(background, channels, settings, redis, claims, db, ready.publish)
+    waiters = worker_polls.Waiters()
+    polls = worker_polls.PollServer(redis, claims, db, waiters, ready.publish, settings.rpc_concurrency)
+    worker_polls.register(background, channels, polls)
     broker.include_routers(rpc, background)
 
     heartbeats = worker_channel.HeartbeatIngest(redis, channels, db, claims, settings.heartbeat_flush_seconds)
     relay = EventRelay(db, redis, channels.events, settings.events_maxlen)
-    db.after_events = relay.flush
+
+    async def announce(tx: Tx) -> None:
+        """After a commit: publish its events, and wake the pollers waiting on its pools."""
+        if tx.events:
+            await relay.flush()
+        if tx.wakes:
+            pipe = redis.pipeline(transaction=False)
+            for name in tx.wakes:
+                pipe.publish(channels.wake, name)
+            await pipe.execute()
+
+    db.after_commit = announce
     groups = [(stream, channels.rpc_group) for stream in channels.all_rpc_streams()]
     reclaimer = Reclaimer(
         redis, [*groups, (channels.ready, channels.ready_group)], settings.consumer_name, channels.dead,
@@ -120,14 +133,17 @@ def build_app(settings: Settings, *, db: Database | None = None) -> FastStream:
     @app.after_startup
     async def start_loops() -> None:
         loops.run(heartbeats.run(loops.stopping), "heartbeat ingest")
+        loops.run(waiters.listen(redis, channels.wake, loops.stopping), "wake listener")
         loops.every(settings.outbox_sweep_seconds, relay.flush, "outbox sweep")
         loops.every(settings.reclaim_every_seconds, reclaimer.reclaim_all, "reclaim")
         if settings.foreman_enabled:
             rules = foreman_rules(settings)
             loops.every(settings.foreman_loop_seconds, lambda: foreman_tick(db, lease, rules), "foreman")
+            loops.every(settings.lease_sweep_seconds, lambda: expire_leases(db, lease), "lease expiry")
 
     @app.on_shutdown
     async def stop_loops() -> None:
+        await polls.stop()
         await loops.stop()
         if settings.foreman_enabled:
             await lease.release()

@@ -6,7 +6,7 @@ import logging
 
 from redis.asyncio import Redis
 
-from services import foreman
+from services import foreman, leases
 from services.db import Database
 
 log = logging.getLogger("workpools.foreman")
@@ -36,6 +36,12 @@ class Lease:
 
     async def release(self) -> None:
         await self._release(keys=[self.key], args=[self.owner])
+
+
+async def expire_leases(db: Database, lease: Lease) -> None:
+    """Claim-mode leases that ran out are given back, by the foreman's replica, often."""
+    if await lease.holds():
+        await leases.expire_leases(db)
 
 
 async def foreman_tick(db: Database, lease: Lease, rules: foreman.ForemanRules) -> None:

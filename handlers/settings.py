@@ -47,5 +47,7 @@ class Settings(BaseSettings):
     reclaim_every_seconds: float = 1.0
     max_deliveries: int = 3
     """Deliveries before a message that is never answered goes to `{prefix}.dead`."""
+    lease_sweep_seconds: float = 1.0
+    """How often expired claim-mode leases are given back (on the foreman's replica)."""
     outbox_sweep_seconds: float = 2.0
     """How often each replica publishes events left in the outbox by a replica that died."""

@@ -1,4 +1,4 @@
-"""The worker channel on Redis pub/sub: heartbeats in batches, polls answered on `reply_to`.
+"""The worker channel on Redis pub/sub: claims shared by the replicas, and heartbeats in batches.
 
 Pub/sub delivers every message to every replica. Each replica hashes the raw message and
 claims the hash in Redis (`SET NX`, in one script call per batch): only the replica that claims
@@ -11,19 +11,16 @@ import asyncio
 import hashlib
 import json
 import logging
-from collections.abc import Awaitable, Callable
 from typing import Any
 
-from faststream.redis import RedisChannelMessage
 from pydantic import ValidationError
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from schemas.channels import Channels
-from schemas.worker_channel import HeartbeatMessage, PollMessage, WorkerReply
-from services import scheduling
+from schemas.worker_channel import HeartbeatMessage, WorkerReply
 from services.db import Database
-from services.errors import WorkPoolsError, pool_not_found
+from services.errors import pool_not_found
 from services.heartbeats import Beat, record_heartbeats
 
 log = logging.getLogger("workpools.workers")
@@ -148,38 +145,3 @@ class HeartbeatIngest:
                 pipe.publish(channel, body)
             await pipe.execute()
         return len(latest)
-
-
-async def answer_poll(raw: bytes, redis: Redis, claims: Claims, db: Database,
-                      ready: Callable[[Any], Awaitable[Any]]) -> None:
-    """Serve one poll message if this replica claimed it; the answer goes to its `reply_to`."""
-    if not await claims.won([raw]):
-        return
-    try:
-        poll = PollMessage.model_validate_json(raw)
-    except ValidationError as exc:
-        if (answer := invalid_reply(raw, exc)) is not None:
-            await redis.publish(*answer)
-        return
-    try:
-        runs, mark = await scheduling.get_scheduled_flow_runs(
-            db, poll.work_pool_name, poll.work_queue_names, poll.scheduled_before, poll.scheduled_after, poll.limit
-        )
-    except WorkPoolsError as exc:
-        await redis.publish(poll.reply_to, reply_body(poll.correlation_id, exc.status, detail=exc.detail))
-        return
-    await ready(mark)
-    result = [run.model_dump(mode="json") for run in runs]
-    await redis.publish(poll.reply_to, reply_body(poll.correlation_id, 200, result=result))
-
-
-def register(router: Any, channels: Channels, settings: Any, redis: Redis, claims: Claims, db: Database,
-             ready: Callable[[Any], Awaitable[Any]]) -> None:
-    @router.subscriber(
-        channels.worker_polls,
-        max_workers=settings.rpc_concurrency,
-        title=channels.worker_polls,
-        description="Worker polls (plain JSON PollMessage); answered once, on the message's reply_to.",
-    )
-    async def worker_poll(message: RedisChannelMessage) -> None:
-        await answer_poll(message.body, redis, claims, db, ready)

@@ -71,6 +71,11 @@ class Channels:
         """Pub/sub: workers publish polls here (answered on their `reply_to`)."""
         return f"{self.prefix}.workers.poll"
 
+    @property
+    def wake(self) -> str:
+        """Pub/sub: a pool name, published after a commit that may have made work available."""
+        return f"{self.prefix}.wake"
+
     def seen(self, digest: str) -> str:
         """Short-lived key: the replica that sets it first handles that worker message."""
         return f"{self.prefix}.seen.{digest}"

@@ -110,6 +110,8 @@ class ReadFlowRun(ActionModel):
 class SetFlowRunState(ActionModel):
     flow_run_id: UUID
     state: StateCreate
+    lease_token: int | None = None
+    """Claim mode: the token the run was claimed with; a stale one is refused."""
 
 
 class SetStateStatus(StrEnum):

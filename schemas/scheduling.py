@@ -1,14 +1,35 @@
-"""The worker poll: request, result items, and the ready mark each poll announces (spec §4)."""
+"""The worker poll: request, result items, and the ready mark each poll announces (spec §4).
+
+Claim mode (`claim=True`) is workpools' own: the runs a poll returns are leased to the worker
+in the same statement that selects them, with a fencing token; until the lease ends no other
+poll returns them, and leased runs count as concurrency slots.
+"""
 
 from __future__ import annotations
 
 from uuid import UUID
 
+from pydantic import Field, model_validator
+
 from schemas.common import ActionModel, ResponseModel, UTCDateTime
 from schemas.flow_runs import FlowRun
 
 
-class GetScheduledFlowRuns(ActionModel):
+class ClaimOptions(ActionModel):
+    claim: bool = False
+    worker_name: str | None = Field(default=None, max_length=500)
+    """Required to claim: the lease holder (the worker's name in the pool)."""
+    lease_seconds: float = Field(default=30.0, ge=1, le=3600)
+    """How long a claim lasts without the worker's heartbeats renewing it."""
+
+    @model_validator(mode="after")
+    def _claimer_named(self) -> ClaimOptions:
+        if self.claim and not self.worker_name:
+            raise ValueError("A claim needs the worker_name that will hold the lease.")
+        return self
+
+
+class GetScheduledFlowRuns(ClaimOptions):
     work_pool_name: str
     work_queue_names: list[str] | None = None
     scheduled_before: UTCDateTime | None = None
@@ -16,10 +37,19 @@ class GetScheduledFlowRuns(ActionModel):
     limit: int | None = None
 
 
+class Lease(ResponseModel):
+    owner: str
+    token: int
+    """Present it with every state change of the run (fencing)."""
+    expires: UTCDateTime
+
+
 class WorkerFlowRun(ResponseModel):
     work_pool_id: UUID
     work_queue_id: UUID
     flow_run: FlowRun
+    lease: Lease | None = None
+    """Set in claim mode."""
 
 
 class ReadyMark(ActionModel):

@@ -13,6 +13,7 @@ from typing import Any
 from pydantic import Field
 
 from schemas.common import ActionModel, ResponseModel, UTCDateTime
+from schemas.scheduling import ClaimOptions
 
 
 class HeartbeatMessage(ActionModel):
@@ -25,7 +26,7 @@ class HeartbeatMessage(ActionModel):
     reply_to: str | None = Field(default=None, description="Ask for an acknowledgement here.")
 
 
-class PollMessage(ActionModel):
+class PollMessage(ClaimOptions):
     correlation_id: str = Field(min_length=1, max_length=200)
     reply_to: str = Field(min_length=1, max_length=500)
     work_pool_name: str
@@ -34,6 +35,10 @@ class PollMessage(ActionModel):
     scheduled_before: UTCDateTime | None = None
     scheduled_after: UTCDateTime | None = None
     limit: int | None = None
+    wait_seconds: float = Field(default=0, ge=0, le=60)
+    """Long poll: with nothing to hand out, answer as soon as a run becomes due or a slot
+    frees, or when this many seconds have passed (then with an empty list). A bounded
+    `scheduled_before` slides with time while the poll waits."""
 
 
 class WorkerReply(ResponseModel):

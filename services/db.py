@@ -29,14 +29,21 @@ def utcnow() -> datetime:
 
 @dataclass
 class Tx:
-    """One open transaction: its connection, the time it runs at, and the events it emits."""
+    """One open transaction: its connection, the time it runs at, and what it announces after
+    its commit: events (through the outbox) and pools whose waiting pollers should look again."""
 
     conn: AsyncConnection
     now: datetime
     events: list[dict[str, Any]] = field(default_factory=list)
+    wakes: set[str] = field(default_factory=set)
 
     def emit(self, event: dict[str, Any]) -> None:
         self.events.append(event)
+
+    def wake(self, work_pool_name: str | None) -> None:
+        """Runs may have become available in this pool (new, rescheduled, or a slot freed)."""
+        if work_pool_name is not None:
+            self.wakes.add(work_pool_name)
 
     async def execute(self, statement, params=None):
         return await self.conn.execute(statement, params)
@@ -76,8 +83,8 @@ class Database:
             url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=False
         )
         self.reader = self.engine.execution_options(isolation_level="AUTOCOMMIT")
-        self.after_events: Callable[[], Awaitable[None]] | None = None
-        """Called after a commit that wrote events (the relay publishes them)."""
+        self.after_commit: Callable[[Tx], Awaitable[None]] | None = None
+        """Called after a commit that has something to announce (events, wakes)."""
 
     @asynccontextmanager
     async def transaction(self, now: datetime | None = None) -> AsyncIterator[Tx]:
@@ -91,8 +98,8 @@ class Database:
             raise translate(exc) from exc
         except (OSError, asyncpg.PostgresConnectionError) as exc:
             raise Unavailable("Service Unavailable") from exc
-        if tx.events and self.after_events is not None:
-            await self.after_events()
+        if (tx.events or tx.wakes) and self.after_commit is not None:
+            await self.after_commit(tx)
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[Tx]:

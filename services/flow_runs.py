@@ -6,6 +6,7 @@ evaluated, so of two workers proposing PENDING for one run exactly one is accept
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -25,7 +26,7 @@ from schemas.flow_runs import (
 from services.db import Database, Tx
 from services.deployments import resolve_queue
 from services.errors import Invalid, NotFound
-from services.tables import deployment, flow_run, work_queue
+from services.tables import deployment, flow_run, work_pool, work_queue
 
 NO_PENDING_FROM = frozenset({StateType.PENDING, StateType.RUNNING, StateType.CANCELLING, StateType.CANCELLED})
 
@@ -51,7 +52,7 @@ def to_flow_run(run: Any, *, with_state: bool = True) -> FlowRun:
 
 async def create_flow_run(db: Database, data: FlowRunCreate) -> FlowRun:
     async with db.transaction() as tx:
-        queue_id, queue_name, deployment_id = None, None, data.deployment_id
+        queue_id, queue_name, pool_name, deployment_id = None, None, None, data.deployment_id
         if data.deployment_id is not None:
             found = (
                 await tx.execute(select(deployment).where(deployment.c.id == data.deployment_id))
@@ -63,12 +64,12 @@ async def create_flow_run(db: Database, data: FlowRunCreate) -> FlowRun:
         else:
             flow_id = data.flow_id
         if data.work_pool_name is not None:
-            _, queue = await resolve_queue(tx, data.work_pool_name, data.work_queue_name)
-            queue_id, queue_name = queue["id"], queue["name"]
+            pool, queue = await resolve_queue(tx, data.work_pool_name, data.work_queue_name)
+            queue_id, queue_name, pool_name = queue["id"], queue["name"], pool["name"]
         elif data.work_queue_name is not None:
             raise Invalid("A work_queue_name needs its work_pool_name.")
         if queue_id is not None and queue_name is None:
-            queue_name = await _queue_name(tx, queue_id)
+            queue_name, pool_name = await _queue_and_pool(tx, queue_id)
         state = data.state
         scheduled = data.next_scheduled_start_time
         if state.type == StateType.SCHEDULED and scheduled is None:
@@ -98,11 +99,20 @@ async def create_flow_run(db: Database, data: FlowRunCreate) -> FlowRun:
         }
         await tx.execute(insert(flow_run).values(values))
         row = (await tx.execute(select(flow_run).where(flow_run.c.id == run_id))).mappings().one()
+        if state.type == StateType.SCHEDULED:
+            tx.wake(pool_name)
     return to_flow_run(row)
 
 
-async def _queue_name(tx: Tx, queue_id: UUID) -> str | None:
-    return (await tx.execute(select(work_queue.c.name).where(work_queue.c.id == queue_id))).scalar()
+async def _queue_and_pool(tx: Tx, queue_id: UUID) -> tuple[str | None, str | None]:
+    row = (
+        await tx.execute(
+            select(work_queue.c.name, work_pool.c.name.label("pool_name"))
+            .join(work_pool, work_pool.c.id == work_queue.c.work_pool_id)
+            .where(work_queue.c.id == queue_id)
+        )
+    ).first()
+    return (row.name, row.pool_name) if row else (None, None)
 
 
 async def read_flow_run(db: Database, flow_run_id: UUID) -> FlowRun:
@@ -131,17 +141,42 @@ def judge(run: Any, proposed: StateCreate) -> tuple[SetStateStatus, str | None, 
     return SetStateStatus.ACCEPT, None, proposed.type
 
 
-async def set_flow_run_state(db: Database, flow_run_id: UUID, proposed: StateCreate) -> OrchestrationResult:
+RUN_WITH_POOL = (
+    select(flow_run, work_pool.c.name.label("pool_name"))
+    .select_from(
+        flow_run.outerjoin(work_queue, work_queue.c.id == flow_run.c.work_queue_id).outerjoin(
+            work_pool, work_pool.c.id == work_queue.c.work_pool_id
+        )
+    )
+    .with_for_update(of=flow_run, key_share=True)
+)
+STALE_LEASE = "This run's lease has ended or passed to another worker: the lease token is stale."
+LEASED = "This run is leased to another worker."
+
+
+def fence(run: Any, proposed: StateCreate, lease_token: int | None, now: datetime) -> str | None:
+    """Claim mode: why this change may not be made by its proposer, if it may not."""
+    live = run["lease_expires"] is not None and run["lease_expires"] > now
+    if lease_token is not None:
+        return None if live and run["lease_token"] == lease_token else STALE_LEASE
+    if live and proposed.type in (StateType.PENDING, StateType.RUNNING):
+        return LEASED
+    return None
+
+
+async def set_flow_run_state(
+    db: Database, flow_run_id: UUID, proposed: StateCreate, lease_token: int | None = None
+) -> OrchestrationResult:
     async with db.transaction() as tx:
-        run = (
-            await tx.execute(select(flow_run).where(flow_run.c.id == flow_run_id).with_for_update(key_share=True))
-        ).mappings().first()
+        run = (await tx.execute(RUN_WITH_POOL.where(flow_run.c.id == flow_run_id))).mappings().first()
         if run is None:
             raise NotFound("Flow run not found.")
-        status, reason, new_type = judge(run, proposed)
+        refused = fence(run, proposed, lease_token, tx.now)
+        status, reason, new_type = (SetStateStatus.ABORT, refused, None) if refused else judge(run, proposed)
         if new_type is not None:
             name = proposed.name if new_type == proposed.type and proposed.name else DEFAULT_STATE_NAMES[new_type]
-            values = _transition(run, new_type, name, proposed, tx.now)
+            values = _transition(run, new_type, name, proposed, tx.now) | _lease_after(run, new_type, tx.now)
+            tx.wake(run["pool_name"])
             run = (
                 await tx.execute(
                     update(flow_run).where(flow_run.c.id == flow_run_id).values(values).returning(flow_run)
@@ -149,6 +184,15 @@ async def set_flow_run_state(db: Database, flow_run_id: UUID, proposed: StateCre
             ).mappings().one()
     details = {"reason": reason} if reason else {}
     return OrchestrationResult(status=status, state=state_of(run), details=details)
+
+
+def _lease_after(run: Any, new_type: StateType, now: datetime) -> dict[str, Any]:
+    """A lease ends with a terminal state or a give-back; otherwise a change renews it."""
+    if run["lease_owner"] is None:
+        return {}
+    if new_type in TERMINAL_STATES or new_type == StateType.SCHEDULED:
+        return {"lease_owner": None, "lease_expires": None}
+    return {"lease_expires": now + timedelta(seconds=run["lease_seconds"] or 30)}
 
 
 def _transition(run: Any, new_type: StateType, name: str, proposed: StateCreate, now: Any) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import DateTime, and_, bindparam, exists, func, literal_column, or_, select, update
 
-from services import events
+from services import events, leases
 from services.db import Database
 from services.readiness import QUEUE_WITH_POOL
 from services.tables import deployment, work_pool, work_queue, worker
@@ -28,6 +28,7 @@ class ForemanReport:
     pools_not_ready: int = 0
     deployments_not_ready: int = 0
     queues_not_ready: int = 0
+    leases_expired: int = 0
 
 
 ONE_SECOND = literal_column("interval '1 second'")
@@ -38,6 +39,7 @@ async def run_once(db: Database, rules: ForemanRules = ForemanRules(), now: date
     now = now or db.clock()
     report = ForemanReport()
     report.workers_offline = await mark_workers_offline(db, rules, now)
+    report.leases_expired = await leases.expire_leases(db, now)
     report.pools_not_ready = await mark_pools_not_ready(db, now)
     report.deployments_not_ready = await mark_deployments_not_ready(db, rules, now)
     report.queues_not_ready = await mark_queues_not_ready(db, rules, now)
@@ -58,13 +60,16 @@ async def mark_workers_offline(db: Database, rules: ForemanRules, now: datetime)
         )
     )
     async with db.transaction(now) as tx:
-        result = await tx.execute(
-            update(worker)
-            .where(worker.c.id.in_(silent_for.scalar_subquery()), worker.c.status == "ONLINE")
-            .values(status="OFFLINE", updated=now)
-            .returning(worker.c.id)
-        )
-        return len(result.all())
+        offline = (
+            await tx.execute(
+                update(worker)
+                .where(worker.c.id.in_(silent_for.scalar_subquery()), worker.c.status == "ONLINE")
+                .values(status="OFFLINE", updated=now)
+                .returning(worker.c.work_pool_id, worker.c.name)
+            )
+        ).all()
+        await leases.end_now(tx, [(row.work_pool_id, row.name) for row in offline])
+        return len(offline)
 
 
 async def mark_pools_not_ready(db: Database, now: datetime) -> int:

@@ -14,7 +14,7 @@ from uuid import uuid4
 from sqlalchemy import ARRAY, DateTime, Integer, Text, Uuid, bindparam, select, text, update
 
 from schemas.common import WorkPoolStatus
-from services import events
+from services import events, leases
 from services.db import Database
 from services.tables import work_pool
 
@@ -75,6 +75,7 @@ async def record_heartbeats(db: Database, beats: Sequence[Beat]) -> set[str]:
                     "intervals": [b.heartbeat_interval_seconds for b in known],
                 },
             )
+            await leases.renew(tx, [(pools[b.work_pool_name]["id"], b.worker_name) for b in known])
         for pool in pools.values():
             if pool["status"] != WorkPoolStatus.NOT_READY:
                 continue

@@ -7,33 +7,39 @@ more than `limit` runs of one queue, so the answer is the same while a poll with
 at most 10 rows per queue instead of 1,000 (Prefect's over-locking, spec §9.3).
 Served by `ix_flow_run__scheduled` (work_queue_id, next_scheduled_start_time, id)
 WHERE state_type = 'SCHEDULED', and by `ix_flow_run__active` for slot counts.
+
+Claim mode leases what it selects in the same statement (`UPDATE ... FROM picked RETURNING`),
+counts runs under a live lease as slots, and holds the pool row for the statement's
+transaction, so concurrent claims see each other's leases and limits are never exceeded.
+Runs under a live lease are never handed out, in either mode.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import ARRAY, DateTime, Uuid, bindparam, select, text
+from sqlalchemy import ARRAY, Boolean, DateTime, Uuid, bindparam, select, text
 
 from schemas.flow_runs import FlowRun
-from schemas.scheduling import ReadyMark, WorkerFlowRun
-from services.db import Database
+from schemas.scheduling import ClaimOptions, Lease, ReadyMark, WorkerFlowRun
+from services.db import Database, Tx
 from services.errors import queue_not_found
 from services.filters import check_limit
 from services.tables import work_queue
-from services.work_pools import get_pool
+from services.work_pools import get_pool, lock_pool
 
 INTERNAL_CAP = 1000
 """Prefect's per-queue and per-pool row caps."""
 
-SCHEDULED_RUNS = text(
-    """
+SELECTION = """
     WITH queues AS (
         SELECT q.id, q.priority, q.concurrency_limit,
                (SELECT count(*) FROM flow_run a
-                 WHERE a.work_queue_id = q.id AND a.state_type IN ('PENDING', 'RUNNING')) AS active
+                 WHERE a.work_queue_id = q.id
+                   AND (a.state_type IN ('PENDING', 'RUNNING')
+                        OR (:claim AND a.state_type = 'SCHEDULED' AND a.lease_expires > :now))) AS active
           FROM work_queue q
          WHERE q.work_pool_id = :pool_id AND NOT q.is_paused
     ),
@@ -54,6 +60,7 @@ SCHEDULED_RUNS = text(
               FROM flow_run r
              WHERE r.work_queue_id = q.id
                AND r.state_type = 'SCHEDULED'
+               AND (r.lease_expires IS NULL OR r.lease_expires <= :now)
                AND coalesce(r.empirical_policy ->> 'retry_type', '') <> 'in_process'
                AND (CAST(:after AS timestamptz) IS NULL OR r.next_scheduled_start_time >= :after)
                AND (CAST(:before AS timestamptz) IS NULL OR r.next_scheduled_start_time <= :before)
@@ -66,13 +73,60 @@ SCHEDULED_RUNS = text(
          ORDER BY q.priority, r.next_scheduled_start_time, r.id
          LIMIT least(:limit, pool_slots.available)
      ) picked
-     ORDER BY picked.queue_priority, picked.next_scheduled_start_time, picked.id
+"""
+ORDER = " ORDER BY queue_priority, next_scheduled_start_time, id"
+TYPES = (
+    bindparam("after", type_=DateTime(timezone=True)),
+    bindparam("before", type_=DateTime(timezone=True)),
+    bindparam("now", type_=DateTime(timezone=True)),
+    bindparam("claim", type_=Boolean),
+    bindparam("queue_ids", type_=ARRAY(Uuid)),
+)
+SCHEDULED_RUNS = text(SELECTION + ORDER).bindparams(*TYPES)
+CLAIM_RUNS = text(
+    f"""
+    WITH picked AS ({SELECTION}),
+    claimed AS (
+        UPDATE flow_run f
+           SET lease_owner = :owner, lease_token = nextval('flow_run_lease_token'),
+               lease_expires = :expires, lease_seconds = :lease_seconds, updated = :now
+          FROM picked
+         WHERE f.id = picked.id
+     RETURNING f.*, picked.queue_priority
+    )
+    SELECT * FROM claimed {ORDER}
+    """
+).bindparams(*TYPES, bindparam("expires", type_=DateTime(timezone=True)))
+
+NEXT_DUE = text(
+    """
+    SELECT min(r.next_scheduled_start_time)
+      FROM work_queue q JOIN flow_run r ON r.work_queue_id = q.id
+     WHERE q.work_pool_id = :pool_id
+       AND (CAST(:queue_ids AS uuid[]) IS NULL OR q.id = ANY(CAST(:queue_ids AS uuid[])))
+       AND r.state_type = 'SCHEDULED' AND r.next_scheduled_start_time > :before
     """
 ).bindparams(
-    bindparam("after", type_=DateTime(timezone=True)),
     bindparam("before", type_=DateTime(timezone=True)),
     bindparam("queue_ids", type_=ARRAY(Uuid)),
 )
+
+
+async def _resolve(tx: Tx, work_pool_name: str, work_queue_names: list[str] | None) -> tuple[Any, list, list]:
+    """The pool, the requested queue ids (None = all) and every queue id polled."""
+    pool = await get_pool(tx, work_pool_name)
+    queues = await tx.execute(
+        select(work_queue.c.id, work_queue.c.name).where(work_queue.c.work_pool_id == pool.id)
+    )
+    by_name = {row.name: row.id for row in queues}
+    if not work_queue_names:
+        return pool, None, list(by_name.values())
+    queue_ids = []
+    for name in work_queue_names:
+        if name not in by_name:
+            raise queue_not_found(work_pool_name, name)
+        queue_ids.append(by_name[name])
+    return pool, queue_ids, queue_ids
 
 
 async def get_scheduled_flow_runs(
@@ -82,41 +136,49 @@ async def get_scheduled_flow_runs(
     scheduled_before: datetime | None = None,
     scheduled_after: datetime | None = None,
     limit: int | None = None,
+    claim: ClaimOptions | None = None,
 ) -> tuple[list[WorkerFlowRun], ReadyMark]:
-    """The runs, and the ready mark to announce once this poll has committed."""
+    """The runs (leased to the worker in claim mode), and the ready mark to announce once
+    this poll has committed."""
     limit = check_limit(limit)
+    claiming = claim is not None and claim.claim
     async with db.transaction() as tx:
-        pool = await get_pool(tx, work_pool_name)
-        queues = await tx.execute(
-            select(work_queue.c.id, work_queue.c.name)
-            .where(work_queue.c.work_pool_id == pool.id)
-            .order_by(work_queue.c.priority)
-        )
-        by_name = {row.name: row.id for row in queues}
-        queue_ids: list[UUID] | None = None
-        if work_queue_names:
-            queue_ids = []
-            for name in work_queue_names:
-                if name not in by_name:
-                    raise queue_not_found(work_pool_name, name)
-                queue_ids.append(by_name[name])
-        rows = await tx.execute(
-            SCHEDULED_RUNS,
-            {
-                "pool_id": pool.id,
-                "queue_ids": queue_ids,
-                "after": scheduled_after,
-                "before": scheduled_before,
-                "limit": limit,
-                "cap": INTERNAL_CAP,
-            },
-        )
-        runs = [_item(pool.id, row._mapping) for row in rows]
-        polled = queue_ids if queue_ids is not None else list(by_name.values())
+        pool, queue_ids, polled = await _resolve(tx, work_pool_name, work_queue_names)
+        params = {
+            "pool_id": pool.id,
+            "queue_ids": queue_ids,
+            "after": scheduled_after,
+            "before": scheduled_before,
+            "limit": limit,
+            "cap": INTERNAL_CAP,
+            "now": tx.now,
+            "claim": claiming,
+        }
+        if claiming:
+            await lock_pool(tx, work_pool_name)  # claims of one pool see each other's leases
+            params |= {
+                "owner": claim.worker_name,
+                "lease_seconds": claim.lease_seconds,
+                "expires": tx.now + timedelta(seconds=claim.lease_seconds),
+            }
+        rows = await tx.execute(CLAIM_RUNS if claiming else SCHEDULED_RUNS, params)
+        runs = [_item(pool.id, row._mapping, claiming) for row in rows]
         mark = ReadyMark(work_pool_id=pool.id, work_queue_ids=polled, polled_at=tx.now)
     return runs, mark
 
 
-def _item(pool_id: UUID, row: Any) -> WorkerFlowRun:
+async def next_due(db: Database, work_pool_name: str, work_queue_names: list[str] | None,
+                   scheduled_before: datetime) -> datetime | None:
+    """When the next scheduled run after `scheduled_before` becomes due (a long poll's timer)."""
+    async with db.read() as tx:
+        pool, queue_ids, _ = await _resolve(tx, work_pool_name, work_queue_names)
+        return (await tx.execute(NEXT_DUE, {"pool_id": pool.id, "queue_ids": queue_ids,
+                                            "before": scheduled_before})).scalar()
+
+
+def _item(pool_id: UUID, row: Any, claimed: bool) -> WorkerFlowRun:
     # Prefect does not load `state` in poll results (spec §1.4); state_type/state_name are there.
-    return WorkerFlowRun(work_pool_id=pool_id, work_queue_id=row["work_queue_id"], flow_run=FlowRun.model_validate(dict(row)))
+    lease = Lease(owner=row["lease_owner"], token=row["lease_token"], expires=row["lease_expires"]) if claimed else None
+    return WorkerFlowRun(
+        work_pool_id=pool_id, work_queue_id=row["work_queue_id"], flow_run=FlowRun.model_validate(dict(row)), lease=lease
+    )

@@ -7,11 +7,13 @@ from sqlalchemy import (
     Boolean,
     Column,
     DateTime,
+    Float,
     ForeignKey,
     Identity,
     Index,
     Integer,
     MetaData,
+    Sequence,
     Table,
     Text,
     UniqueConstraint,
@@ -128,6 +130,11 @@ flow_run = _entity(
     Column("parameters", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
     Column("job_variables", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
     Column("tags", JSONB, nullable=False, server_default=text("'[]'::jsonb")),
+    # Claim mode: the worker holding the run, its fencing token and the lease's end.
+    Column("lease_owner", Text),
+    Column("lease_token", BigInteger),
+    _timestamp("lease_expires"),
+    Column("lease_seconds", Float),
     # The poll walks this per queue in time order (see services/scheduling.py).
     Index(
         "ix_flow_run__scheduled",
@@ -136,6 +143,9 @@ flow_run = _entity(
         "id",
         postgresql_where=text("state_type = 'SCHEDULED'"),
     ),
+    # Claim mode: leased runs count as slots; expired leases are swept.
+    Index("ix_flow_run__leased", "lease_expires", "work_queue_id", postgresql_where=text("lease_expires IS NOT NULL")),
+    Index("ix_flow_run__lease_owner", "lease_owner", postgresql_where=text("lease_owner IS NOT NULL")),
     # Slot counting: runs holding a concurrency slot, per queue.
     Index(
         "ix_flow_run__active",
@@ -143,6 +153,9 @@ flow_run = _entity(
         postgresql_where=text("state_type IN ('PENDING', 'RUNNING')"),
     ),
 )
+
+lease_tokens = Sequence("flow_run_lease_token", metadata=metadata)
+"""Fencing tokens: every claim takes the next one, so a stale holder's token never matches."""
 
 event_outbox = Table(
     "event_outbox",

@@ -162,6 +162,7 @@ async def update_work_pool(db: Database, name: str, data: WorkPoolUpdate) -> Non
         payload = events.updated_payload(pool, changes, UPDATE_EVENT_FIELDS)
         if payload:
             tx.emit(events.pool_event("updated", pool, tx.now, payload=payload))
+        tx.wake(name)  # un-paused or a larger limit: waiting pollers look again
         if status_event:
             tx.emit(status_event)
 

@@ -147,6 +147,7 @@ async def update_work_queue(db: Database, work_pool_name: str, name: str, data: 
         values = {**changes, "updated": tx.now, **({"status": status} if status else {})}
         await tx.execute(update(work_queue).where(work_queue.c.id == queue["id"]).values(values))
         current = {**queue, **changes}
+        tx.wake(work_pool_name)  # un-paused or a larger limit: waiting pollers look again
         payload = events.updated_payload(queue, changes, UPDATE_EVENT_FIELDS)
         if payload:
             tx.emit(events.queue_event("updated", current, pool, tx.now, payload=payload))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 from schemas.common import StateType
 from schemas.flow_runs import FlowRunCreate, StateCreate
@@ -27,7 +27,8 @@ async def three_queues_of_five(db, now) -> tuple:
 
 
 def params(pool_id, limit):
-    return {"pool_id": pool_id, "queue_ids": None, "after": None, "before": None, "limit": limit, "cap": INTERNAL_CAP}
+    return {"pool_id": pool_id, "queue_ids": None, "after": None, "before": None, "limit": limit,
+            "cap": INTERNAL_CAP, "claim": False, "now": datetime.now(timezone.utc)}
 
 
 async def test_overlapping_polls_never_return_the_same_run(db, clock):

@@ -1,0 +1,104 @@
+"""Claim-mode leases: expiry, release for workers gone OFFLINE, renewal by heartbeats, fencing.
+
+A lease is held from the claim through PENDING and RUNNING, renewed by the holder's heartbeats
+and state changes, and ends with a terminal state or a give-back (SCHEDULED). A lease that runs
+out puts the run back: a SCHEDULED run is simply free again; a PENDING or RUNNING run is
+SCHEDULED again ("Rescheduled") for another worker. Each expiry emits one event.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy import ARRAY, DateTime, Text, Uuid, bindparam, text
+
+from services import events
+from services.db import Database, Tx
+
+EXPIRE = text(
+    """
+    WITH expired AS (
+        SELECT f.id, f.state_type AS was, f.lease_owner AS owner, f.lease_token AS token, p.name AS pool_name
+          FROM flow_run f
+          LEFT JOIN work_queue q ON q.id = f.work_queue_id
+          LEFT JOIN work_pool p ON p.id = q.work_pool_id
+         WHERE f.lease_expires <= :now
+         ORDER BY f.id
+         LIMIT 1000
+           FOR NO KEY UPDATE OF f SKIP LOCKED
+    )
+    UPDATE flow_run f
+       SET lease_owner = NULL, lease_expires = NULL, updated = :now,
+           state_type = CASE WHEN expired.was IN ('PENDING', 'RUNNING') THEN 'SCHEDULED' ELSE f.state_type END,
+           state_name = CASE WHEN expired.was IN ('PENDING', 'RUNNING') THEN 'Rescheduled' ELSE f.state_name END,
+           state_id = CASE WHEN expired.was IN ('PENDING', 'RUNNING') THEN gen_random_uuid() ELSE f.state_id END,
+           state_timestamp = CASE WHEN expired.was IN ('PENDING', 'RUNNING') THEN :now ELSE f.state_timestamp END,
+           state_message = CASE WHEN expired.was IN ('PENDING', 'RUNNING')
+                                THEN 'The lease of ' || expired.owner || ' ended.' ELSE f.state_message END,
+           next_scheduled_start_time = CASE WHEN expired.was IN ('PENDING', 'RUNNING') THEN :now
+                                            ELSE f.next_scheduled_start_time END
+      FROM expired
+     WHERE f.id = expired.id
+ RETURNING f.id, f.name, expired.was, expired.owner, expired.token, expired.pool_name
+    """
+).bindparams(bindparam("now", type_=DateTime(timezone=True)))
+
+RENEW = text(
+    """
+    UPDATE flow_run f
+       SET lease_expires = :now + f.lease_seconds * interval '1 second'
+      FROM work_queue q, unnest(:pool_ids, :names) AS w(pool_id, name)
+     WHERE f.lease_owner = w.name AND f.lease_expires > :now
+       AND q.id = f.work_queue_id AND q.work_pool_id = w.pool_id
+    """
+).bindparams(
+    bindparam("now", type_=DateTime(timezone=True)),
+    bindparam("pool_ids", type_=ARRAY(Uuid)),
+    bindparam("names", type_=ARRAY(Text)),
+)
+
+END_NOW = text(
+    """
+    UPDATE flow_run f
+       SET lease_expires = :now
+      FROM work_queue q, unnest(:pool_ids, :names) AS w(pool_id, name)
+     WHERE f.lease_owner = w.name AND f.lease_expires > :now
+       AND q.id = f.work_queue_id AND q.work_pool_id = w.pool_id
+    """
+).bindparams(
+    bindparam("now", type_=DateTime(timezone=True)),
+    bindparam("pool_ids", type_=ARRAY(Uuid)),
+    bindparam("names", type_=ARRAY(Text)),
+)
+
+
+async def renew(tx: Tx, holders: Sequence[tuple[UUID, str]]) -> None:
+    """Heartbeats renew every live lease of their workers (pool id, worker name)."""
+    if holders:
+        await tx.execute(RENEW, {"now": tx.now, "pool_ids": [h[0] for h in holders], "names": [h[1] for h in holders]})
+
+
+async def end_now(tx: Tx, holders: Sequence[tuple[UUID, str]]) -> None:
+    """Workers gone OFFLINE: their leases end now; the next expiry sweep gives the runs back."""
+    if holders:
+        await tx.execute(END_NOW, {"now": tx.now, "pool_ids": [h[0] for h in holders], "names": [h[1] for h in holders]})
+
+
+async def expire_leases(db: Database, now: datetime | None = None) -> int:
+    """Give back every run whose lease has run out; one event each."""
+    async with db.transaction(now) as tx:
+        rows = (await tx.execute(EXPIRE, {"now": tx.now})).mappings().all()
+        for row in rows:
+            tx.emit(_expired_event(row, tx.now))
+            tx.wake(row["pool_name"])
+        return len(rows)
+
+
+def _expired_event(row: Any, now: datetime) -> dict[str, Any]:
+    resource = {"prefect.resource.id": f"prefect.flow-run.{row['id']}", "prefect.resource.name": row["name"]}
+    payload = {"worker": row["owner"], "lease_token": row["token"], "state_type": row["was"],
+               "rescheduled": row["was"] in ("PENDING", "RUNNING")}
+    return events.event("workpools.flow-run.lease-expired", resource, now, payload=payload)
