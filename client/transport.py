@@ -124,13 +124,16 @@ class RpcTransport:
         await self.redis.aclose()
         await self.redis.connection_pool.disconnect()
 
-    async def request(self, op: Op, body: Any, timeout: float | None = None) -> tuple[int, Any]:
+    async def request(self, op: Op, body: Any, timeout: float | None = None,
+                      request_id: str | None = None) -> tuple[int, Any]:
         """Send one request and wait for its (status, body) reply."""
-        status, result, _ = await self.exchange(op, body, timeout)
+        status, result, _ = await self.exchange(op, body, timeout, request_id)
         return status, result
 
-    async def exchange(self, op: Op, body: Any, timeout: float | None = None) -> tuple[int, Any, dict[str, str]]:
-        """Send one request and wait for its reply: (status, body, headers)."""
+    async def exchange(self, op: Op, body: Any, timeout: float | None = None,
+                       request_id: str | None = None) -> tuple[int, Any, dict[str, str]]:
+        """Send one request and wait for its reply: (status, body, headers). Writes with the
+        same `request_id` act once; a repeat gets the first reply."""
         timeout = timeout or self.timeout
         correlation_id = uuid.uuid4().hex
         future = self.replies.expect(correlation_id)
@@ -138,6 +141,7 @@ class RpcTransport:
             "correlation_id": correlation_id,
             "reply_to": self.reply_channel,
             "deadline": f"{time.time() + timeout:.3f}",
+            "request_id": request_id or correlation_id,
         }
         try:
             await self.redis.xadd(

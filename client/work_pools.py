@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import uuid
 from typing import Any
 
-from client.errors import error_for
+from client.errors import ServiceUnavailable, error_for
 from client.payloads import payload
 from client.scheduling import SchedulingMethods
 from client.transport import RpcTransport
@@ -18,8 +20,11 @@ class WorkPoolClient(SchedulingMethods):
     """`async with WorkPoolClient(redis_url=..., prefix=...) as client: ...`"""
 
     def __init__(self, redis_url: str = "redis://localhost:6379/0", prefix: str = "workpools",
-                 timeout: float = 30.0) -> None:
+                 timeout: float = 30.0, retries: int = 2) -> None:
         self._rpc = RpcTransport(redis_url, prefix, timeout=timeout)
+        self.retries = retries
+        """Retries after 503/504 or a lost connection, with the same request id (so a write
+        that did happen is not done again: its first reply comes back)."""
 
     async def __aenter__(self) -> WorkPoolClient:
         await self._rpc.connect()
@@ -29,7 +34,18 @@ class WorkPoolClient(SchedulingMethods):
         await self._rpc.close()
 
     async def _call(self, op: Op, body: dict[str, Any] | None) -> Any:
-        status, result = await self._rpc.request(op, body)
+        request_id = uuid.uuid4().hex
+        for attempt in range(self.retries + 1):
+            try:
+                status, result = await self._rpc.request(op, body, request_id=request_id)
+            except ServiceUnavailable:
+                if attempt == self.retries:
+                    raise
+                await asyncio.sleep(0.2 * 2**attempt)
+                continue
+            if status != 503 or attempt == self.retries:
+                break
+            await asyncio.sleep(0.2 * 2**attempt)
         if status >= 400:
             raise error_for(status, (result or {}).get("detail") if isinstance(result, dict) else result)
         return result

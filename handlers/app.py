@@ -17,7 +17,7 @@ from handlers.errors import error_middleware
 from handlers.foreman import Lease, expire_leases, foreman_tick
 from handlers.loops import Loops
 from handlers.outbox import EventRelay
-from handlers.recovery import DropExpired, Reclaimer
+from handlers.recovery import DropExpired, Reclaimer, exactly_once
 from handlers.rpc import rpc_subscriber
 from handlers.settings import Settings
 from handlers.wire import JSONEnvelope, replica_header
@@ -70,7 +70,7 @@ def build_app(settings: Settings, *, db: Database | None = None) -> FastStream:
     redis = Redis.from_url(settings.redis_url, retry=_retry(), client_name=f"workpools-{settings.consumer_name}-bg")
 
     # Requests: every one gets an answer (errors included); stale ones are dropped.
-    rpc = RedisRouter(middlewares=[error_middleware(), DropExpired])
+    rpc = RedisRouter(middlewares=[error_middleware(), DropExpired, exactly_once(db)])
     subscribe = rpc_subscriber(rpc, channels, settings)
     ready = rpc.publisher(
         stream=StreamSub(channels.ready, maxlen=settings.ready_maxlen),

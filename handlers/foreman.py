@@ -6,7 +6,7 @@ import logging
 
 from redis.asyncio import Redis
 
-from services import foreman, leases
+from services import foreman, leases, requests
 from services.db import Database
 
 log = logging.getLogger("workpools.foreman")
@@ -48,4 +48,5 @@ async def foreman_tick(db: Database, lease: Lease, rules: foreman.ForemanRules) 
     """One period: when this replica holds the lease, run one tick."""
     if await lease.holds():
         report = await foreman.run_once(db, rules)
+        await requests.forget_old(db)
         log.debug("foreman tick: %s", report)

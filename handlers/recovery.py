@@ -1,5 +1,6 @@
 """Requests and ready marks that a replica left pending when it died are taken over; stale
-requests are dropped; messages that keep failing go to a dead-letter stream."""
+requests are dropped; messages that keep failing go to a dead-letter stream; writes with a
+request id run once."""
 
 from __future__ import annotations
 
@@ -11,7 +12,11 @@ from typing import Any
 from faststream import BaseMiddleware
 from redis.asyncio import Redis
 
+from handlers.wire import respond
 from schemas import wire
+from schemas.channels import Op
+from services import requests
+from services.db import Database
 
 log = logging.getLogger("workpools.recovery")
 
@@ -73,7 +78,39 @@ class Reclaimer:
                       maxlen=self.dead_maxlen, approximate=True)
         else:
             headers["deliveries"] = str(deliveries)
-            pipe.xadd(stream, {wire.DATA_FIELD: json.dumps(envelope)})
+            pipe.xadd(stream, {wire.DATA_FIELD: json.dumps(envelope)}, maxlen=self.dead_maxlen * 10, approximate=True)
         pipe.xack(stream, group, entry_id)
         pipe.xdel(stream, entry_id)
         await pipe.execute()
+
+
+WRITE_OPS = frozenset({
+    Op.CREATE_WORK_POOL, Op.UPDATE_WORK_POOL, Op.DELETE_WORK_POOL,
+    Op.CREATE_WORK_QUEUE, Op.UPDATE_WORK_QUEUE, Op.DELETE_WORK_QUEUE, Op.DELETE_WORKER,
+    Op.CREATE_DEPLOYMENT, Op.CREATE_FLOW_RUN, Op.SET_FLOW_RUN_STATE,
+})
+"""Operations whose repeat must not act twice (heartbeats and reads are harmless to repeat)."""
+
+
+class ExactlyOnce(BaseMiddleware):
+    """A write with a `request_id` header runs once; every repeat gets the first reply."""
+
+    db: Database
+
+    async def consume_scope(self, call_next: Any, msg: Any) -> Any:
+        request_id = msg.headers.get("request_id")
+        op = str(msg.raw_message.get("channel", "")).rsplit(".", 1)[-1]
+        if not request_id or op not in WRITE_OPS:
+            return await call_next(msg)
+        try:
+            async with requests.once(self.db, request_id, op) as record:
+                response = await call_next(msg)
+                record(int(response.headers.get("status", 200)), response.body)
+                return response
+        except requests.Replayed as replayed:
+            log.info("request %s (%s) already ran; answering its reply again", request_id, op)
+            return respond(replayed.status, replayed.reply)
+
+
+def exactly_once(db: Database) -> type[ExactlyOnce]:
+    return type("ExactlyOnceFor", (ExactlyOnce,), {"db": db})

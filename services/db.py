@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -21,6 +22,7 @@ from services.tables import event_outbox
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
+_unit_of_work: ContextVar[Tx | None] = ContextVar("workpools_unit_of_work", default=None)
 
 
 def utcnow() -> datetime:
@@ -88,6 +90,11 @@ class Database:
 
     @asynccontextmanager
     async def transaction(self, now: datetime | None = None) -> AsyncIterator[Tx]:
+        """A transaction; inside a request's unit of work (`unit_of_work`), that one."""
+        ambient = _unit_of_work.get()
+        if ambient is not None:
+            yield ambient
+            return
         try:
             async with self.engine.begin() as conn:
                 tx = Tx(conn, now or self.clock())
@@ -100,6 +107,17 @@ class Database:
             raise Unavailable("Service Unavailable") from exc
         if (tx.events or tx.wakes) and self.after_commit is not None:
             await self.after_commit(tx)
+
+    @asynccontextmanager
+    async def unit_of_work(self) -> AsyncIterator[Tx]:
+        """One transaction shared by every `transaction()` opened inside this block (same task):
+        a request's effect and its record commit together."""
+        async with self.transaction() as tx:
+            token = _unit_of_work.set(tx)
+            try:
+                yield tx
+            finally:
+                _unit_of_work.reset(token)
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[Tx]:

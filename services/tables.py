@@ -157,6 +157,18 @@ flow_run = _entity(
 lease_tokens = Sequence("flow_run_lease_token", metadata=metadata)
 """Fencing tokens: every claim takes the next one, so a stale holder's token never matches."""
 
+request_log = Table(
+    "request_log",
+    metadata,
+    Column("request_id", Text, primary_key=True),
+    Column("op", Text, nullable=False),
+    _timestamp("created", nullable=False),
+    Column("status", Integer),
+    Column("reply", JSONB),
+    Index(None, "created"),
+)
+"""Idempotent writes: a request id executes once; a repeat gets the stored reply."""
+
 event_outbox = Table(
     "event_outbox",
     metadata,
