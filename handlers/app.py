@@ -13,7 +13,7 @@ from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ResponseError
 
 from handlers import readiness, scheduling, worker_channel, worker_polls, work_pools, work_queues, workers
-from handlers.errors import error_middleware
+from handlers.errors import error_middleware, size_limit
 from handlers.foreman import Lease, expire_leases, foreman_tick
 from handlers.loops import Loops
 from handlers.outbox import EventRelay
@@ -66,11 +66,12 @@ def build_app(settings: Settings, *, db: Database | None = None) -> FastStream:
         max_connections=64 + 16 * len(channels.all_rpc_streams()),
         socket_keepalive=True,
         health_check_interval=30,
+        graceful_timeout=settings.graceful_timeout_seconds,
     )
     redis = Redis.from_url(settings.redis_url, retry=_retry(), client_name=f"workpools-{settings.consumer_name}-bg")
 
     # Requests: every one gets an answer (errors included); stale ones are dropped.
-    rpc = RedisRouter(middlewares=[error_middleware(), DropExpired, exactly_once(db)])
+    rpc = RedisRouter(middlewares=[error_middleware(), size_limit(settings.max_message_bytes), DropExpired, exactly_once(db)])
     subscribe = rpc_subscriber(rpc, channels, settings)
     ready = rpc.publisher(
         stream=StreamSub(channels.ready, maxlen=settings.ready_maxlen),

@@ -27,13 +27,13 @@ def serve(
 ) -> None:
     """Run one replica: every subscriber and background loop. Start more for scale."""
     import migrations
-    from handlers.app import build_app
+    from handlers.serve import serve_forever
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = Settings()
     if migrate:
         asyncio.run(migrations.upgrade(settings.database_url))
-    asyncio.run(build_app(settings).run())
+    asyncio.run(serve_forever(settings))
 
 
 @db_cli.command("upgrade")

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
-from faststream import ExceptionMiddleware
+from faststream import BaseMiddleware, ExceptionMiddleware
 from faststream.redis import RedisResponse
 from pydantic import ValidationError
 
 from handlers.wire import respond
 from schemas.common import error_details
-from services.errors import WorkPoolsError
+from services.errors import Invalid, WorkPoolsError
 
 log = logging.getLogger("workpools")
 
@@ -36,3 +37,18 @@ def error_middleware() -> ExceptionMiddleware:
         return error_reply(500, "Internal Server Error")
 
     return errors
+
+
+class SizeLimit(BaseMiddleware):
+    """Requests over `limit` bytes are answered 422 without being parsed further."""
+
+    limit = 1_048_576
+
+    async def consume_scope(self, call_next: Any, msg: Any) -> Any:
+        if len(msg.body or b"") > self.limit:
+            raise Invalid(f"Request body is larger than {self.limit} bytes.")
+        return await call_next(msg)
+
+
+def size_limit(limit: int) -> type[SizeLimit]:
+    return type("SizeLimitOf", (SizeLimit,), {"limit": limit})

@@ -16,8 +16,9 @@ def _default_consumer() -> str:
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="WORKPOOLS_", extra="ignore")
 
-    redis_url: str = "redis://localhost:6379/0"
-    database_url: str = "postgresql+asyncpg://postgres@localhost:5432/workpools"
+    # repr=False: URLs may carry credentials; they are never printed or logged.
+    redis_url: str = Field(default="redis://localhost:6379/0", repr=False)
+    database_url: str = Field(default="postgresql+asyncpg://postgres@localhost:5432/workpools", repr=False)
     prefix: str = "workpools"
     consumer_name: str = Field(default_factory=_default_consumer)
     """This replica's name in the consumer groups (unique per process)."""
@@ -49,5 +50,9 @@ class Settings(BaseSettings):
     """Deliveries before a message that is never answered goes to `{prefix}.dead`."""
     lease_sweep_seconds: float = 1.0
     """How often expired claim-mode leases are given back (on the foreman's replica)."""
+    graceful_timeout_seconds: float = 15.0
+    """On SIGTERM, in-flight requests get this long to finish; the rest stay pending for others."""
+    max_message_bytes: int = 1_048_576
+    """Larger requests and worker messages are refused (422) or dropped."""
     outbox_sweep_seconds: float = 2.0
     """How often each replica publishes events left in the outbox by a replica that died."""

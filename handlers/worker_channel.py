@@ -72,6 +72,7 @@ class HeartbeatIngest:
                  flush_seconds: float = 0.2, max_batch: int = 5000) -> None:
         self.redis, self.channels, self.db, self.claims = redis, channels, db, claims
         self.flush_seconds, self.max_batch = flush_seconds, max_batch
+        self.max_message_bytes = 65_536  # a heartbeat is ~200 bytes; larger ones are dropped
         self._buffer: list[bytes] = []
         self._full = asyncio.Event()
 
@@ -100,7 +101,7 @@ class HeartbeatIngest:
             try:
                 await pubsub.subscribe(self.channels.worker_heartbeats)
                 async for message in pubsub.listen():
-                    if message["type"] == "message":
+                    if message["type"] == "message" and len(message["data"]) <= self.max_message_bytes:
                         self._buffer.append(message["data"])
                         if len(self._buffer) >= self.max_batch:
                             self._full.set()

@@ -80,6 +80,9 @@ class PollServer:
         self._stopping = False
 
     def submit(self, raw: bytes) -> None:
+        if len(raw) > 65_536:  # a poll is ~300 bytes; larger messages are dropped unread
+            log.warning("dropped a %d-byte poll message", len(raw))
+            return
         task = asyncio.create_task(self.answer(raw))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

@@ -1,0 +1,60 @@
+"""Runs one replica until SIGTERM/SIGINT, and rebuilds it when Redis lost its consumer groups.
+
+Redis keeps no data here: after a restart the streams and their groups are gone, and
+FastStream stops a subscriber whose group vanished (asking its app to exit). This loop catches
+that, builds the replica again (which recreates the groups) and serves on, within seconds.
+SIGTERM stops reading, lets in-flight handlers finish within the grace period, and leaves
+what could not finish pending for another replica.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from handlers.app import build_app
+from handlers.settings import Settings
+
+log = logging.getLogger("workpools")
+
+
+async def serve_forever(settings: Settings) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    while not stop.is_set():
+        app = build_app(settings)
+        lost = asyncio.Event()
+        app.exit = lost.set  # FastStream calls it when a subscriber's consumer group vanished
+        try:
+            await app.start()
+        except Exception:  # noqa: BLE001 - Redis or PostgreSQL not reachable yet: try again
+            log.warning("could not start; retrying in 2 s", exc_info=True)
+            await _stop_quietly(app)
+            await _wait(stop, 2.0)
+            continue
+        log.info("replica %s serving (prefix %r)", settings.consumer_name, settings.prefix)
+        waiters = [asyncio.create_task(stop.wait()), asyncio.create_task(lost.wait())]
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        for waiter in waiters:
+            waiter.cancel()
+        if not stop.is_set():
+            log.warning("a consumer group vanished (Redis restarted or flushed?); restarting the replica")
+        await _stop_quietly(app)
+    log.info("replica %s stopped", settings.consumer_name)
+
+
+async def _stop_quietly(app) -> None:
+    try:
+        await app.stop()
+    except Exception:  # noqa: BLE001 - stopping a half-started replica
+        log.debug("error while stopping", exc_info=True)
+
+
+async def _wait(stop: asyncio.Event, seconds: float) -> None:
+    try:
+        await asyncio.wait_for(stop.wait(), seconds)
+    except asyncio.TimeoutError:
+        pass
