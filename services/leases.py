@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import ARRAY, DateTime, Text, Uuid, bindparam, text
+from sqlalchemy import ARRAY, Boolean, DateTime, Text, Uuid, bindparam, text
 
 from services import events
 from services.db import Database, Tx
@@ -46,45 +46,38 @@ EXPIRE = text(
     """
 ).bindparams(bindparam("now", type_=DateTime(timezone=True)))
 
-RENEW = text(
+HOLDERS_LEASES = text(
     """
     UPDATE flow_run f
-       SET lease_expires = :now + f.lease_seconds * interval '1 second'
+       SET lease_expires = CASE WHEN :end_now THEN :now
+                                ELSE :now + f.lease_seconds * interval '1 second' END
       FROM work_queue q, unnest(:pool_ids, :names) AS w(pool_id, name)
      WHERE f.lease_owner = w.name AND f.lease_expires > :now
        AND q.id = f.work_queue_id AND q.work_pool_id = w.pool_id
     """
 ).bindparams(
     bindparam("now", type_=DateTime(timezone=True)),
+    bindparam("end_now", type_=Boolean),
     bindparam("pool_ids", type_=ARRAY(Uuid)),
     bindparam("names", type_=ARRAY(Text)),
 )
+"""The live leases of some workers (pool id, worker name): renewed, or ended now."""
 
-END_NOW = text(
-    """
-    UPDATE flow_run f
-       SET lease_expires = :now
-      FROM work_queue q, unnest(:pool_ids, :names) AS w(pool_id, name)
-     WHERE f.lease_owner = w.name AND f.lease_expires > :now
-       AND q.id = f.work_queue_id AND q.work_pool_id = w.pool_id
-    """
-).bindparams(
-    bindparam("now", type_=DateTime(timezone=True)),
-    bindparam("pool_ids", type_=ARRAY(Uuid)),
-    bindparam("names", type_=ARRAY(Text)),
-)
+
+async def _holders(tx: Tx, holders: Sequence[tuple[UUID, str]], end_now: bool) -> None:
+    if holders:
+        await tx.execute(HOLDERS_LEASES, {"now": tx.now, "end_now": end_now,
+                                          "pool_ids": [h[0] for h in holders], "names": [h[1] for h in holders]})
 
 
 async def renew(tx: Tx, holders: Sequence[tuple[UUID, str]]) -> None:
-    """Heartbeats renew every live lease of their workers (pool id, worker name)."""
-    if holders:
-        await tx.execute(RENEW, {"now": tx.now, "pool_ids": [h[0] for h in holders], "names": [h[1] for h in holders]})
+    """Heartbeats renew every live lease of their workers."""
+    await _holders(tx, holders, end_now=False)
 
 
 async def end_now(tx: Tx, holders: Sequence[tuple[UUID, str]]) -> None:
     """Workers gone OFFLINE: their leases end now; the next expiry sweep gives the runs back."""
-    if holders:
-        await tx.execute(END_NOW, {"now": tx.now, "pool_ids": [h[0] for h in holders], "names": [h[1] for h in holders]})
+    await _holders(tx, holders, end_now=True)
 
 
 async def expire_leases(db: Database, now: datetime | None = None) -> int:
