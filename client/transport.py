@@ -135,12 +135,13 @@ class RpcTransport:
         """Send one request and wait for its reply: (status, body, headers). Writes with the
         same `request_id` act once; a repeat gets the first reply."""
         timeout = timeout or self.timeout
+        deadline = time.time() + timeout  # the service drops the request after it; we stop waiting then
         correlation_id = uuid.uuid4().hex
         future = self.replies.expect(correlation_id)
         headers = {
             "correlation_id": correlation_id,
             "reply_to": self.reply_channel,
-            "deadline": f"{time.time() + timeout:.3f}",
+            "deadline": f"{deadline:.3f}",
             "request_id": request_id or correlation_id,
         }
         try:
@@ -150,7 +151,7 @@ class RpcTransport:
                 maxlen=self.maxlen,
                 approximate=True,
             )
-            return await asyncio.wait_for(future, timeout)
+            return await asyncio.wait_for(future, max(0.0, deadline - time.time()))
         except asyncio.TimeoutError:
             raise ServiceUnavailable(504, f"No reply to {op} within {timeout} s.") from None
         except (RedisConnectionError, OSError) as exc:

@@ -10,6 +10,7 @@ import time
 from typing import Any
 
 from faststream import BaseMiddleware
+from faststream.exceptions import AckMessage
 from redis.asyncio import Redis
 
 from handlers.wire import respond
@@ -32,7 +33,7 @@ class DropExpired(BaseMiddleware):
             expired = False
         if expired:
             log.info("dropped an expired request %s", msg.correlation_id)
-            return None
+            raise AckMessage()  # acknowledged, and no reply: its caller has stopped waiting
         return await call_next(msg)
 
 
