@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import weakref
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import timedelta
@@ -76,6 +77,7 @@ class PollServer:
                  ready: Callable[[Any], Awaitable[Any]], concurrency: int) -> None:
         self.redis, self.claims, self.db, self.waiters, self.ready = redis, claims, db, waiters, ready
         self._queries = asyncio.Semaphore(concurrency)
+        self._claiming: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self._tasks: set[asyncio.Task] = set()
         self._stopping = False
 
@@ -113,6 +115,15 @@ class PollServer:
         result = [run.model_dump(mode="json") for run in runs]
         await self.redis.publish(poll.reply_to, reply_body(poll.correlation_id, 200, result=result))
 
+    def _turn(self, poll: PollMessage) -> contextlib.AbstractAsyncContextManager:
+        """Claims of one pool take turns here: PostgreSQL runs them one at a time anyway (the
+        pool row lock), and each one waiting there would hold a connection others need."""
+        if not poll.claim:
+            return contextlib.nullcontext()
+        if (turn := self._claiming.get(poll.work_pool_name)) is None:
+            turn = self._claiming[poll.work_pool_name] = asyncio.Lock()
+        return turn
+
     async def _poll(self, poll: PollMessage) -> list[WorkerFlowRun]:
         """Poll; with `wait_seconds`, poll again on each wake or due time until runs come or
         the wait ends. A bounded `scheduled_before` slides with the time waited."""
@@ -121,9 +132,9 @@ class PollServer:
         with self.waiters.waiting(poll.work_pool_name) as woken:
             while True:
                 woken.clear()
-                waited = timedelta(seconds=time.monotonic() - started)
-                before = poll.scheduled_before + waited if poll.scheduled_before else None
-                async with self._queries:
+                async with self._turn(poll), self._queries:
+                    waited = timedelta(seconds=time.monotonic() - started)
+                    before = poll.scheduled_before + waited if poll.scheduled_before else None
                     runs, mark = await scheduling.get_scheduled_flow_runs(
                         self.db, poll.work_pool_name, poll.work_queue_names, before, poll.scheduled_after,
                         poll.limit, claim=poll,

@@ -29,6 +29,9 @@ from services.errors import Invalid, NotFound
 from services.tables import deployment, flow_run, work_pool, work_queue
 
 NO_PENDING_FROM = frozenset({StateType.PENDING, StateType.RUNNING, StateType.CANCELLING, StateType.CANCELLED})
+TAKES_A_SLOT = frozenset({StateType.PENDING, StateType.RUNNING})
+"""States that hold a concurrency slot. Only a lease's holder may move its run into them; a
+change into them frees no slot and makes no run available, so waiting pollers sleep on."""
 
 
 def state_of(run: Any) -> State:
@@ -155,11 +158,13 @@ LEASED = "This run is leased to another worker."
 
 
 def fence(run: Any, proposed: StateCreate, lease_token: int | None, now: datetime) -> str | None:
-    """Claim mode: why this change may not be made by its proposer, if it may not."""
-    live = run["lease_expires"] is not None and run["lease_expires"] > now
+    """Claim mode: why this change may not be made by its proposer, if it may not. The holder
+    may act while its lease is live; nobody else may start the run until the lease is released
+    (a lease past its end is released by the expiry sweep, which puts the run back)."""
     if lease_token is not None:
+        live = run["lease_expires"] is not None and run["lease_expires"] > now
         return None if live and run["lease_token"] == lease_token else STALE_LEASE
-    if live and proposed.type in (StateType.PENDING, StateType.RUNNING):
+    if run["lease_expires"] is not None and proposed.type in TAKES_A_SLOT:
         return LEASED
     return None
 
@@ -176,7 +181,8 @@ async def set_flow_run_state(
         if new_type is not None:
             name = proposed.name if new_type == proposed.type and proposed.name else DEFAULT_STATE_NAMES[new_type]
             values = _transition(run, new_type, name, proposed, tx.now) | _lease_after(run, new_type, tx.now)
-            tx.wake(run["pool_name"])
+            if new_type not in TAKES_A_SLOT:
+                tx.wake(run["pool_name"])
             run = (
                 await tx.execute(
                     update(flow_run).where(flow_run.c.id == flow_run_id).values(values).returning(flow_run)

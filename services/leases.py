@@ -4,6 +4,10 @@ A lease is held from the claim through PENDING and RUNNING, renewed by the holde
 and state changes, and ends with a terminal state or a give-back (SCHEDULED). A lease that runs
 out puts the run back: a SCHEDULED run is simply free again; a PENDING or RUNNING run is
 SCHEDULED again ("Rescheduled") for another worker. Each expiry emits one event.
+The sweep is the only way a lease ends by time: until it has run, a lease past its end still
+holds its run and its slot (no poll hands the run out, nobody else may start it), while its
+holder's token is already refused. So a holder's last-moment state change and a claim of its
+slot never both succeed, and every lease that runs out has its event.
 """
 
 from __future__ import annotations

@@ -9,9 +9,11 @@ Served by `ix_flow_run__scheduled` (work_queue_id, next_scheduled_start_time, id
 WHERE state_type = 'SCHEDULED', and by `ix_flow_run__active` for slot counts.
 
 Claim mode leases what it selects in the same statement (`UPDATE ... FROM picked RETURNING`),
-counts runs under a live lease as slots, and holds the pool row for the statement's
-transaction, so concurrent claims see each other's leases and limits are never exceeded.
-Runs under a live lease are never handed out, in either mode.
+counts leased runs as slots, and holds the pool row for the statement's transaction, so
+concurrent claims see each other's leases and limits are never exceeded.
+Leased runs are never handed out, in either mode. A lease past its end still holds its run and
+its slot until the expiry sweep releases it (with its event): the holder's last state change
+under the lease (row-locked, decided on its own `now`) and a claim can never both take the slot.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ SELECTION = """
                (SELECT count(*) FROM flow_run a
                  WHERE a.work_queue_id = q.id
                    AND (a.state_type IN ('PENDING', 'RUNNING')
-                        OR (:claim AND a.state_type = 'SCHEDULED' AND a.lease_expires > :now))) AS active
+                        OR (:claim AND a.state_type = 'SCHEDULED' AND a.lease_expires IS NOT NULL))) AS active
           FROM work_queue q
          WHERE q.work_pool_id = :pool_id AND NOT q.is_paused
     ),
@@ -60,7 +62,7 @@ SELECTION = """
               FROM flow_run r
              WHERE r.work_queue_id = q.id
                AND r.state_type = 'SCHEDULED'
-               AND (r.lease_expires IS NULL OR r.lease_expires <= :now)
+               AND r.lease_expires IS NULL
                AND coalesce(r.empirical_policy ->> 'retry_type', '') <> 'in_process'
                AND (CAST(:after AS timestamptz) IS NULL OR r.next_scheduled_start_time >= :after)
                AND (CAST(:before AS timestamptz) IS NULL OR r.next_scheduled_start_time <= :before)
@@ -78,7 +80,6 @@ ORDER = " ORDER BY queue_priority, next_scheduled_start_time, id"
 TYPES = (
     bindparam("after", type_=DateTime(timezone=True)),
     bindparam("before", type_=DateTime(timezone=True)),
-    bindparam("now", type_=DateTime(timezone=True)),
     bindparam("claim", type_=Boolean),
     bindparam("queue_ids", type_=ARRAY(Uuid)),
 )
@@ -96,7 +97,8 @@ CLAIM_RUNS = text(
     )
     SELECT * FROM claimed {ORDER}
     """
-).bindparams(*TYPES, bindparam("expires", type_=DateTime(timezone=True)))
+).bindparams(*TYPES, bindparam("now", type_=DateTime(timezone=True)),
+             bindparam("expires", type_=DateTime(timezone=True)))
 
 NEXT_DUE = text(
     """
@@ -151,12 +153,12 @@ async def get_scheduled_flow_runs(
             "before": scheduled_before,
             "limit": limit,
             "cap": INTERNAL_CAP,
-            "now": tx.now,
             "claim": claiming,
         }
         if claiming:
             await lock_pool(tx, work_pool_name)  # claims of one pool see each other's leases
             params |= {
+                "now": tx.now,
                 "owner": claim.worker_name,
                 "lease_seconds": claim.lease_seconds,
                 "expires": tx.now + timedelta(seconds=claim.lease_seconds),
