@@ -11,6 +11,8 @@ import asyncio
 import hashlib
 import json
 import logging
+import time
+from datetime import datetime, timezone
 from typing import Any
 
 from pydantic import ValidationError
@@ -20,7 +22,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from schemas.channels import Channels
 from schemas.worker_channel import HeartbeatMessage, WorkerReply
 from services.db import Database
-from services.errors import pool_not_found
+from services.errors import Unavailable, WorkPoolsError, pool_not_found
 from services.heartbeats import Beat, record_heartbeats
 
 log = logging.getLogger("workpools.workers")
@@ -58,7 +60,7 @@ def invalid_reply(raw: bytes, exc: ValidationError) -> tuple[str, str] | None:
     try:
         message = json.loads(raw)
         reply_to, correlation_id = message["reply_to"], str(message["correlation_id"])
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, RecursionError):  # not JSON, no address, nested too deep
         return None
     if not isinstance(reply_to, str):
         return None
@@ -73,7 +75,7 @@ class HeartbeatIngest:
         self.redis, self.channels, self.db, self.claims = redis, channels, db, claims
         self.flush_seconds, self.max_batch = flush_seconds, max_batch
         self.max_message_bytes = 65_536  # a heartbeat is ~200 bytes; larger ones are dropped
-        self._buffer: list[bytes] = []
+        self._buffer: list[tuple[float, bytes]] = []
         self._full = asyncio.Event()
 
     async def run(self, stopping: asyncio.Event) -> None:
@@ -102,7 +104,7 @@ class HeartbeatIngest:
                 await pubsub.subscribe(self.channels.worker_heartbeats)
                 async for message in pubsub.listen():
                     if message["type"] == "message" and len(message["data"]) <= self.max_message_bytes:
-                        self._buffer.append(message["data"])
+                        self._buffer.append((time.time(), message["data"]))
                         if len(self._buffer) >= self.max_batch:
                             self._full.set()
             except (RedisConnectionError, OSError) as exc:
@@ -111,31 +113,41 @@ class HeartbeatIngest:
             finally:
                 await asyncio.shield(pubsub.aclose())
 
-    async def flush(self, batch: list[bytes]) -> int:
-        """Record the heartbeats this replica claimed; returns how many it recorded."""
-        latest: dict[tuple[str, str], HeartbeatMessage] = {}
+    async def flush(self, batch: list[tuple[float, bytes]]) -> int:
+        """Record the heartbeats this replica claimed (each stamped with when it was received);
+        returns how many workers it recorded."""
+        latest: dict[tuple[str, str], Beat] = {}
         asks: list[HeartbeatMessage] = []
         replies: list[tuple[str, str]] = []
-        for index in await self.claims.won(batch):
+        for index in await self.claims.won([raw for _, raw in batch]):
+            received, raw = batch[index]
             try:
-                beat = HeartbeatMessage.model_validate_json(batch[index])
+                message = HeartbeatMessage.model_validate_json(raw)
             except ValidationError as exc:
-                if (answer := invalid_reply(batch[index], exc)) is not None:
+                if (answer := invalid_reply(raw, exc)) is not None:
                     replies.append(answer)
                 continue
-            key = (beat.work_pool_name, beat.worker_name)
-            previous = latest.get(key)
-            if beat.heartbeat_interval_seconds is None and previous is not None:
-                beat = beat.model_copy(update={"heartbeat_interval_seconds": previous.heartbeat_interval_seconds})
-            latest[key] = beat
-            if beat.reply_to and beat.correlation_id:
-                asks.append(beat)
-        unknown = set()
+            key = (message.work_pool_name, message.worker_name)
+            interval = message.heartbeat_interval_seconds
+            if interval is None and key in latest:
+                interval = latest[key].heartbeat_interval_seconds
+            seen = datetime.fromtimestamp(received, timezone.utc)
+            latest[key] = Beat(message.work_pool_name, message.worker_name, interval, seen)
+            if message.reply_to and message.correlation_id:
+                asks.append(message)
+        unknown, failed = set(), None
         if latest:
-            beats = [Beat(b.work_pool_name, b.worker_name, b.heartbeat_interval_seconds) for b in latest.values()]
-            unknown = await record_heartbeats(self.db, beats)
+            beats = list(latest.values())
+            try:
+                unknown = await self._record(beats)
+            except Exception as exc:  # noqa: BLE001 - e.g. PostgreSQL down: the asks are answered (503) at once
+                failed = exc if isinstance(exc, WorkPoolsError) else WorkPoolsError("Internal Server Error")
+                log.warning("could not record %d heartbeats (%s)", len(beats), failed.detail,
+                            exc_info=failed is not exc)
         for beat in asks:
-            if beat.work_pool_name in unknown:
+            if failed is not None:
+                replies.append((beat.reply_to, reply_body(beat.correlation_id, failed.status, detail=failed.detail)))
+            elif beat.work_pool_name in unknown:
                 detail = pool_not_found(beat.work_pool_name).detail
                 replies.append((beat.reply_to, reply_body(beat.correlation_id, 404, detail=detail)))
             else:
@@ -145,4 +157,15 @@ class HeartbeatIngest:
             for channel, body in replies:
                 pipe.publish(channel, body)
             await pipe.execute()
-        return len(latest)
+        return 0 if failed else len(latest)
+
+    async def _record(self, beats: list[Beat], attempts: int = 3) -> set[str]:
+        """Write a batch; a deadlock or serialization failure (503) is retried, not dropped."""
+        for attempt in range(attempts):
+            try:
+                return await record_heartbeats(self.db, beats)
+            except Unavailable:
+                if attempt == attempts - 1:
+                    raise
+                await asyncio.sleep(0.05 * 2**attempt)
+        return set()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from uuid import uuid4
 
 from sqlalchemy import ARRAY, DateTime, Integer, Text, Uuid, bindparam, select, text, update
@@ -24,27 +25,31 @@ class Beat:
     work_pool_name: str
     worker_name: str
     heartbeat_interval_seconds: int | None = None
+    seen_at: datetime | None = None
+    """When the heartbeat was received (the transaction's time when not given)."""
 
 
 UPSERT_WORKERS = text(
     """
     INSERT INTO worker (id, created, updated, work_pool_id, name, last_heartbeat_time,
                         heartbeat_interval_seconds, status)
-    SELECT b.id, :now, :now, b.pool_id, b.name, :now, b.interval, 'ONLINE'
-      FROM unnest(:ids, :pool_ids, :names, :intervals) AS b(id, pool_id, name, interval)
+    SELECT b.id, b.seen, b.seen, b.pool_id, b.name, b.seen, b.interval, 'ONLINE'
+      FROM unnest(:ids, :pool_ids, :names, :intervals, :seen) AS b(id, pool_id, name, interval, seen)
     ON CONFLICT (work_pool_id, name) DO UPDATE
        SET last_heartbeat_time = excluded.last_heartbeat_time,
            status = 'ONLINE',
            updated = excluded.updated,
            heartbeat_interval_seconds = coalesce(excluded.heartbeat_interval_seconds,
                                                  worker.heartbeat_interval_seconds)
+     -- replicas may commit one worker's beats out of order: never go back in time
+     WHERE worker.last_heartbeat_time <= excluded.last_heartbeat_time
     """
 ).bindparams(
-    bindparam("now", type_=DateTime(timezone=True)),
     bindparam("ids", type_=ARRAY(Uuid)),
     bindparam("pool_ids", type_=ARRAY(Uuid)),
     bindparam("names", type_=ARRAY(Text)),
     bindparam("intervals", type_=ARRAY(Integer)),
+    bindparam("seen", type_=ARRAY(DateTime(timezone=True))),
 )
 
 
@@ -63,16 +68,20 @@ async def record_heartbeats(db: Database, beats: Sequence[Beat]) -> set[str]:
                 )
             ).mappings()
         }
-        known = [b for b in beats if b.work_pool_name in pools]
+        # Rows in one fixed order, so two replicas writing overlapping batches cannot deadlock.
+        known = sorted(
+            (b for b in beats if b.work_pool_name in pools),
+            key=lambda b: (str(pools[b.work_pool_name]["id"]), b.worker_name),
+        )
         if known:
             await tx.execute(
                 UPSERT_WORKERS,
                 {
-                    "now": tx.now,
                     "ids": [uuid4() for _ in known],
                     "pool_ids": [pools[b.work_pool_name]["id"] for b in known],
                     "names": [b.worker_name for b in known],
                     "intervals": [b.heartbeat_interval_seconds for b in known],
+                    "seen": [b.seen_at or tx.now for b in known],
                 },
             )
             await leases.renew(tx, [(pools[b.work_pool_name]["id"], b.worker_name) for b in known])
