@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from faststream.redis import RedisRouter, StreamSub
 
 from handlers.settings import Settings
@@ -27,3 +29,6 @@ def register(router: RedisRouter, channels: Channels, settings: Settings, db: Da
     )
     async def apply_ready_marks(marks: list[ReadyMark]) -> None:
         await readiness.apply_ready_marks(db, marks)
+        # Pace the consumer: marks that arrive meanwhile are merged into the next batch (one
+        # update per queue), instead of one transaction per poll when polls come one by one.
+        await asyncio.sleep(settings.ready_pause_seconds)

@@ -33,6 +33,8 @@ class Settings(BaseSettings):
     """`{prefix}.ready` is trimmed to about this many entries."""
     ready_batch: int = 500
     """Ready marks merged into one transaction at most."""
+    ready_pause_seconds: float = 0.25
+    """The ready-marker consumer waits this long between batches (marks meanwhile are merged)."""
     foreman_enabled: bool = True
     foreman_loop_seconds: float = 15.0
     foreman_lease_seconds: float = 30.0

@@ -27,10 +27,10 @@ from sqlalchemy import ARRAY, Boolean, DateTime, Uuid, bindparam, select, text
 from schemas.flow_runs import FlowRun
 from schemas.scheduling import ClaimOptions, Lease, ReadyMark, WorkerFlowRun
 from services.db import Database, Tx
-from services.errors import queue_not_found
+from services.errors import pool_not_found, queue_not_found
 from services.filters import check_limit
-from services.tables import work_queue
-from services.work_pools import get_pool, lock_pool
+from services.tables import work_pool, work_queue
+from services.work_pools import lock_pool
 
 INTERNAL_CAP = 1000
 """Prefect's per-queue and per-pool row caps."""
@@ -114,21 +114,29 @@ NEXT_DUE = text(
 )
 
 
-async def _resolve(tx: Tx, work_pool_name: str, work_queue_names: list[str] | None) -> tuple[Any, list, list]:
-    """The pool, the requested queue ids (None = all) and every queue id polled."""
-    pool = await get_pool(tx, work_pool_name)
-    queues = await tx.execute(
-        select(work_queue.c.id, work_queue.c.name).where(work_queue.c.work_pool_id == pool.id)
-    )
-    by_name = {row.name: row.id for row in queues}
+POOL_QUEUES = (
+    select(work_pool.c.id.label("pool_id"), work_queue.c.id, work_queue.c.name)
+    .join(work_queue, work_queue.c.work_pool_id == work_pool.c.id)
+    .where(work_pool.c.name == bindparam("name"))
+)
+"""A pool's queues in one round trip (every pool has its default queue, so no row = no pool)."""
+
+
+async def _resolve(tx: Tx, work_pool_name: str, work_queue_names: list[str] | None) -> tuple[UUID, list, list]:
+    """The pool id, the requested queue ids (None = all) and every queue id polled."""
+    rows = (await tx.execute(POOL_QUEUES, {"name": work_pool_name})).all()
+    if not rows:
+        raise pool_not_found(work_pool_name)
+    pool_id = rows[0].pool_id
+    by_name = {row.name: row.id for row in rows}
     if not work_queue_names:
-        return pool, None, list(by_name.values())
+        return pool_id, None, list(by_name.values())
     queue_ids = []
     for name in work_queue_names:
         if name not in by_name:
             raise queue_not_found(work_pool_name, name)
         queue_ids.append(by_name[name])
-    return pool, queue_ids, queue_ids
+    return pool_id, queue_ids, queue_ids
 
 
 async def get_scheduled_flow_runs(
@@ -144,10 +152,12 @@ async def get_scheduled_flow_runs(
     this poll has committed."""
     limit = check_limit(limit)
     claiming = claim is not None and claim.claim
-    async with db.transaction() as tx:
-        pool, queue_ids, polled = await _resolve(tx, work_pool_name, work_queue_names)
+    # A read-only poll runs in autocommit (its row locks last for its statement, as Prefect's
+    # last until its immediate commit); a claim needs its transaction (pool row, leases).
+    async with (db.transaction() if claiming else db.read()) as tx:
+        pool_id, queue_ids, polled = await _resolve(tx, work_pool_name, work_queue_names)
         params = {
-            "pool_id": pool.id,
+            "pool_id": pool_id,
             "queue_ids": queue_ids,
             "after": scheduled_after,
             "before": scheduled_before,
@@ -164,8 +174,8 @@ async def get_scheduled_flow_runs(
                 "expires": tx.now + timedelta(seconds=claim.lease_seconds),
             }
         rows = await tx.execute(CLAIM_RUNS if claiming else SCHEDULED_RUNS, params)
-        runs = [_item(pool.id, row._mapping, claiming) for row in rows]
-        mark = ReadyMark(work_pool_id=pool.id, work_queue_ids=polled, polled_at=tx.now)
+        runs = [_item(pool_id, row._mapping, claiming) for row in rows]
+        mark = ReadyMark(work_pool_id=pool_id, work_queue_ids=polled, polled_at=tx.now)
     return runs, mark
 
 
@@ -173,8 +183,8 @@ async def next_due(db: Database, work_pool_name: str, work_queue_names: list[str
                    scheduled_before: datetime) -> datetime | None:
     """When the next scheduled run after `scheduled_before` becomes due (a long poll's timer)."""
     async with db.read() as tx:
-        pool, queue_ids, _ = await _resolve(tx, work_pool_name, work_queue_names)
-        return (await tx.execute(NEXT_DUE, {"pool_id": pool.id, "queue_ids": queue_ids,
+        pool_id, queue_ids, _ = await _resolve(tx, work_pool_name, work_queue_names)
+        return (await tx.execute(NEXT_DUE, {"pool_id": pool_id, "queue_ids": queue_ids,
                                             "before": scheduled_before})).scalar()
 
 
