@@ -13,6 +13,7 @@ from typing import Any
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
+from redis.exceptions import AuthenticationError, NoPermissionError
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from client.errors import ServiceUnavailable
@@ -23,6 +24,9 @@ log = logging.getLogger("workpools.client")
 
 Decode = Callable[[bytes], tuple[str, Any]]
 """Raw reply -> (correlation id, what the waiting request gets)."""
+
+REFUSALS = (AuthenticationError, NoPermissionError)
+"""Redis refused the client's user (wrong credentials, or an ACL right missing): raised as they are."""
 
 
 def connect_redis(redis_url: str, max_connections: int, timeout: float) -> Redis:
@@ -47,17 +51,20 @@ class ReplyChannel:
 
     async def open(self) -> None:
         self._reader = asyncio.create_task(self._read())
-        try:
-            await asyncio.wait_for(self._subscribed.wait(), self.timeout)
-        except asyncio.TimeoutError:
-            await self.close()
-            raise ServiceUnavailable(503, "Redis is not reachable.") from None
+        subscribed = asyncio.create_task(self._subscribed.wait())
+        await asyncio.wait({self._reader, subscribed}, timeout=self.timeout, return_when=asyncio.FIRST_COMPLETED)
+        subscribed.cancel()
+        if self._subscribed.is_set():
+            return
+        reader, self._reader = self._reader, None
+        if reader.done():
+            reader.result()  # Redis refused this client (credentials, ACL rights): raise that, clearly
+        await _cancel(reader)
+        raise ServiceUnavailable(503, "Redis is not reachable.")
 
     async def close(self) -> None:
         if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reader
+            await _cancel(self._reader)
             self._reader = None
 
     def expect(self, correlation_id: str) -> asyncio.Future:
@@ -69,15 +76,19 @@ class ReplyChannel:
         self._pending.pop(correlation_id, None)
 
     async def _read(self) -> None:
-        """Dispatch replies; resubscribe after a lost connection."""
+        """Dispatch replies; resubscribe after a lost connection. Subscribed once Redis confirmed it
+        (a request sent before could be answered before the subscription, or refused: NOPERM)."""
         while True:
-            pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+            pubsub = self.redis.pubsub()
             try:
                 await pubsub.subscribe(self.channel)
-                self._subscribed.set()
                 async for message in pubsub.listen():
                     if message["type"] == "message":
                         self._deliver(message["data"])
+                    elif message["type"] == "subscribe":
+                        self._subscribed.set()
+            except REFUSALS:
+                raise  # retrying cannot fix credentials or rights
             except (RedisConnectionError, OSError):
                 log.warning("reply channel lost; resubscribing")
                 await asyncio.sleep(0.2)
@@ -94,6 +105,12 @@ class ReplyChannel:
         future = self._pending.pop(correlation_id, None)
         if future is not None and not future.done():
             future.set_result(value)
+
+
+async def _cancel(task: asyncio.Task) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 def _decode_envelope(raw: bytes) -> tuple[str, tuple[int, Any, dict[str, str]]]:

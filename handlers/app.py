@@ -17,10 +17,11 @@ from handlers.errors import error_middleware, size_limit
 from handlers.foreman import Lease, expire_leases, foreman_tick
 from handlers.loops import Loops
 from handlers.outbox import EventRelay
-from handlers.recovery import DropExpired, Reclaimer, exactly_once
+from handlers.recovery import DropExpired, InFlight, Reclaimer, exactly_once
+from handlers.rights import check_rights
 from handlers.rpc import rpc_subscriber
 from handlers.settings import Settings
-from handlers.wire import JSONEnvelope, replica_header
+from handlers.wire import JSONEnvelope, decode_body, replica_header
 from schemas.channels import Channels
 from schemas.scheduling import ReadyMark
 from services.db import Database, Tx
@@ -69,9 +70,12 @@ def build_app(settings: Settings, *, db: Database | None = None) -> FastStream:
         graceful_timeout=settings.graceful_timeout_seconds,
     )
     redis = Redis.from_url(settings.redis_url, retry=_retry(), client_name=f"workpools-{settings.consumer_name}-bg")
+    in_flight = InFlight(redis, channels.rpc_group, settings.consumer_name)
 
-    # Requests: every one gets an answer (errors included); stale ones are dropped.
-    rpc = RedisRouter(middlewares=[error_middleware(), size_limit(settings.max_message_bytes), DropExpired, exactly_once(db)])
+    # Requests: every one gets an answer (errors included); stale ones are dropped; slow ones are
+    # kept from the reclaimers while this replica works on them.
+    rpc = RedisRouter(middlewares=[in_flight.middleware(), error_middleware(), size_limit(settings.max_message_bytes),
+                                   DropExpired, exactly_once(db)], decoder=decode_body)
     subscribe = rpc_subscriber(rpc, channels, settings)
     ready = rpc.publisher(
         stream=StreamSub(channels.ready, maxlen=settings.ready_maxlen),
@@ -113,6 +117,7 @@ def build_app(settings: Settings, *, db: Database | None = None) -> FastStream:
         idle=settings.reclaim_idle_seconds, max_deliveries=settings.max_deliveries,
     )
     loops = Loops()
+    keep_fresh = Loops()  # runs until the in-flight requests are done (after the broker stopped)
 
     app = FastStream(
         broker,
@@ -126,6 +131,7 @@ def build_app(settings: Settings, *, db: Database | None = None) -> FastStream:
 
     @app.on_startup
     async def prepare() -> None:
+        await check_rights(redis, settings.prefix)
         await create_groups(redis, channels.all_rpc_streams(), channels.rpc_group)
         await create_groups(redis, [channels.ready], channels.ready_group)
 
@@ -133,6 +139,7 @@ def build_app(settings: Settings, *, db: Database | None = None) -> FastStream:
 
     @app.after_startup
     async def start_loops() -> None:
+        keep_fresh.every(settings.reclaim_idle_seconds / 3, in_flight.touch, "in-flight touch")
         loops.run(heartbeats.run(loops.stopping), "heartbeat ingest")
         loops.run(waiters.listen(redis, channels.wake, loops.stopping), "wake listener")
         loops.every(settings.outbox_sweep_seconds, relay.flush, "outbox sweep")
@@ -151,6 +158,7 @@ def build_app(settings: Settings, *, db: Database | None = None) -> FastStream:
 
     @app.after_shutdown
     async def close() -> None:
+        await keep_fresh.stop()
         await redis.aclose()
         await db.dispose()
 

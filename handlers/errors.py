@@ -8,6 +8,7 @@ from typing import Any
 from faststream import BaseMiddleware, ExceptionMiddleware
 from faststream.redis import RedisResponse
 from pydantic import ValidationError
+from pydantic_core import PydanticSerializationError, to_json
 
 from handlers.wire import respond
 from schemas.common import error_details
@@ -20,6 +21,16 @@ def error_reply(status: int, detail: object) -> RedisResponse:
     return respond(status, {"detail": detail})
 
 
+def replyable(details: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Validation errors as a reply can carry them: the reply encoder stops at a nesting depth
+    of about 250, so an input nested deeper (`[[[[…]]]]`) is left out rather than losing the reply."""
+    try:
+        to_json(details)
+    except PydanticSerializationError:
+        return [{key: value for key, value in detail.items() if key != "input"} for detail in details]
+    return details
+
+
 def error_middleware() -> ExceptionMiddleware:
     errors = ExceptionMiddleware()
 
@@ -29,7 +40,7 @@ def error_middleware() -> ExceptionMiddleware:
 
     @errors.add_handler(ValidationError, publish=True)
     async def invalid_request(exc: ValidationError) -> RedisResponse:
-        return error_reply(422, error_details(exc))
+        return error_reply(422, replyable(error_details(exc)))
 
     @errors.add_handler(Exception, publish=True)
     async def unexpected(exc: Exception) -> RedisResponse:

@@ -1,12 +1,18 @@
 """Requests and ready marks that a replica left pending when it died are taken over; stale
-requests are dropped; messages that keep failing go to a dead-letter stream; writes with a
-request id run once."""
+requests are dropped; messages that keep failing go to a dead-letter stream; writes run once.
+
+A replica keeps the requests it is still handling fresh (`InFlight`), so a slow request is never
+taken for one whose replica died. A write runs once per request id: the client's `request_id`
+header, or, for a client that sends none, the stream entry the request first arrived as (the
+reclaimer carries it along when it appends the entry again).
+"""
 
 from __future__ import annotations
 
 import json
 import logging
 import time
+from collections import defaultdict
 from typing import Any
 
 from faststream import BaseMiddleware
@@ -79,10 +85,47 @@ class Reclaimer:
                       maxlen=self.dead_maxlen, approximate=True)
         else:
             headers["deliveries"] = str(deliveries)
+            headers.setdefault("request_id", first_entry_id(stream, entry_id))
             pipe.xadd(stream, {wire.DATA_FIELD: json.dumps(envelope)}, maxlen=self.dead_maxlen * 10, approximate=True)
         pipe.xack(stream, group, entry_id)
         pipe.xdel(stream, entry_id)
         await pipe.execute()
+
+
+class InFlight:
+    """The entries this replica is handling, by stream. `touch()` resets their idle time
+    (XCLAIM to itself, JUSTID: the delivery count stays), so no reclaimer takes them while the
+    replica is alive and at work, however long a request takes."""
+
+    def __init__(self, redis: Redis, group: str, consumer: str) -> None:
+        self.redis, self.group, self.consumer = redis, group, consumer
+        self.entries: defaultdict[str, set[bytes]] = defaultdict(set)
+
+    async def touch(self) -> None:
+        for stream, ids in list(self.entries.items()):
+            if ids:
+                await self.redis.xclaim(stream, self.group, self.consumer, 0, list(ids), justid=True)
+
+    def middleware(self) -> type[BaseMiddleware]:
+        return type("InFlightOf", (TrackInFlight,), {"in_flight": self})
+
+
+class TrackInFlight(BaseMiddleware):
+    in_flight: InFlight
+
+    async def consume_scope(self, call_next: Any, msg: Any) -> Any:
+        entries = self.in_flight.entries[msg.raw_message["channel"]]
+        ids = msg.raw_message["message_ids"]
+        entries.update(ids)
+        try:
+            return await call_next(msg)
+        finally:
+            entries.difference_update(ids)
+
+
+def first_entry_id(stream: str, entry_id: bytes | str) -> str:
+    """The request id of a request sent without one: the stream entry it first arrived as."""
+    return f"{stream}/{entry_id.decode() if isinstance(entry_id, bytes) else entry_id}"
 
 
 WRITE_OPS = frozenset({
@@ -94,15 +137,16 @@ WRITE_OPS = frozenset({
 
 
 class ExactlyOnce(BaseMiddleware):
-    """A write with a `request_id` header runs once; every repeat gets the first reply."""
+    """A write runs once per request id; every repeat gets the first reply."""
 
     db: Database
 
     async def consume_scope(self, call_next: Any, msg: Any) -> Any:
-        request_id = msg.headers.get("request_id")
-        op = str(msg.raw_message.get("channel", "")).rsplit(".", 1)[-1]
-        if not request_id or op not in WRITE_OPS:
+        stream = str(msg.raw_message.get("channel", ""))
+        op = stream.rsplit(".", 1)[-1]
+        if op not in WRITE_OPS:
             return await call_next(msg)
+        request_id = msg.headers.get("request_id") or first_entry_id(stream, msg.raw_message["message_ids"][0])
         try:
             async with requests.once(self.db, request_id, op) as record:
                 response = await call_next(msg)

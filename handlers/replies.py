@@ -78,6 +78,10 @@ REQUEST_HEADERS = {
             "type": "string",
             "description": "Unix time in seconds; a request seen after it is dropped unanswered.",
         },
+        "request_id": {
+            "type": "string",
+            "description": "A write sent again with the same id acts once and gets the first reply.",
+        },
     },
     "required": ["correlation_id", "reply_to"],
 }

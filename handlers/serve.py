@@ -4,7 +4,9 @@ Redis keeps no data here: after a restart the streams and their groups are gone,
 FastStream stops a subscriber whose group vanished (asking its app to exit). This loop catches
 that, builds the replica again (which recreates the groups) and serves on, within seconds.
 SIGTERM stops reading, lets in-flight handlers finish within the grace period, and leaves
-what could not finish pending for another replica.
+what could not finish pending for another replica. A replica that Redis refuses — wrong
+credentials, or an ACL user without a command, key or channel it needs (NOPERM) — does not retry:
+it says what was refused and stops (`Refused`), since waiting cannot fix its configuration.
 """
 
 from __future__ import annotations
@@ -13,10 +15,18 @@ import asyncio
 import logging
 import signal
 
+from redis.exceptions import AuthenticationError, AuthenticationWrongNumberOfArgsError, NoPermissionError
+
 from handlers.app import build_app
 from handlers.settings import Settings
 
 log = logging.getLogger("workpools")
+
+REFUSALS = (AuthenticationError, AuthenticationWrongNumberOfArgsError, NoPermissionError)
+
+
+class Refused(Exception):
+    """Redis refused this replica's user: authentication failed, or a right is missing (NOPERM)."""
 
 
 async def serve_forever(settings: Settings) -> None:
@@ -30,6 +40,11 @@ async def serve_forever(settings: Settings) -> None:
         app.exit = lost.set  # FastStream calls it when a subscriber's consumer group vanished
         try:
             await app.start()
+        except REFUSALS as exc:
+            await _stop_quietly(app)
+            kind = "NOPERM" if isinstance(exc, NoPermissionError) else "authentication failed"
+            raise Refused(f"Redis refused this replica ({kind}: {exc}); check the user and password in "
+                          "WORKPOOLS_REDIS_URL and the user's ACL rules (README, Security)") from None
         except Exception:  # noqa: BLE001 - Redis or PostgreSQL not reachable yet: try again
             log.warning("could not start; retrying in 2 s", exc_info=True)
             await _stop_quietly(app)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from faststream import BaseMiddleware
@@ -9,6 +10,7 @@ from faststream.redis import RedisResponse
 from faststream.redis.parser.binary import BinaryMessageFormatV1
 
 from schemas import wire
+from services.errors import Invalid
 
 
 class JSONEnvelope(BinaryMessageFormatV1):
@@ -20,6 +22,15 @@ class JSONEnvelope(BinaryMessageFormatV1):
         msg = await cls.build(message=message, reply_to=reply_to, headers=headers,
                               correlation_id=correlation_id, serializer=serializer, codec=codec)
         return wire.encode_raw(msg.data, {k: str(v) for k, v in msg.headers.items()})
+
+
+async def decode_body(msg: Any, original: Callable[[Any], Awaitable[Any]]) -> Any:
+    """FastStream's decoding, except that a body nested deeper than Python's JSON parser goes
+    (`[[[[…]]]]`, a RecursionError) is a bad request (422), not an unexpected error (500)."""
+    try:
+        return await original(msg)
+    except RecursionError:
+        raise Invalid("Request body is nested too deeply.") from None
 
 
 def respond(status: int, body: Any = None) -> RedisResponse:

@@ -10,7 +10,7 @@ from alembic.config import Config
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from services.db import ensure_database
+from services.db import asyncpg_url, ensure_database
 
 MIGRATION_LOCK = 0x776F726B  # pg_advisory_lock key: one replica migrates, the others wait
 
@@ -18,14 +18,14 @@ MIGRATION_LOCK = 0x776F726B  # pg_advisory_lock key: one replica migrates, the o
 def alembic_config(url: str) -> Config:
     config = Config()
     config.set_main_option("script_location", str(Path(__file__).parent))
-    config.set_main_option("sqlalchemy.url", url)
+    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))  # ini syntax: a URL-escaped password has %
     return config
 
 
 async def upgrade(url: str, revision: str = "head") -> None:
     """Create the database if missing, then migrate it under an advisory lock."""
     await ensure_database(url)
-    engine = create_async_engine(url)
+    engine = create_async_engine(asyncpg_url(url))
     try:
         async with engine.connect() as conn:
             await conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": MIGRATION_LOCK})

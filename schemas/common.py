@@ -46,7 +46,12 @@ def _not_blank(value: str) -> str:
     return value
 
 
-QueueName = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
+NAME_MAX_LENGTH = 500
+"""The longest name a pool, queue or worker can be given. Names are unique-indexed, and an index
+entry of PostgreSQL holds about 2,700 bytes: 500 characters of up to 4 bytes each fit."""
+
+WorkerName = Annotated[str, StringConstraints(max_length=NAME_MAX_LENGTH)]
+QueueName = Annotated[str, StringConstraints(pattern=NAME_PATTERN, max_length=NAME_MAX_LENGTH)]
 PoolName = Annotated[QueueName, AfterValidator(_not_blank)]
 
 

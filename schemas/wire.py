@@ -6,7 +6,8 @@ pub/sub message on the requester's `reply_to` channel. The envelope is FastStrea
     {"data": "<the body, itself JSON text>", "headers": {"correlation_id": "...", ...}}
 
 Request headers: `correlation_id` (echoed in the reply), `reply_to` (a pub/sub channel),
-optionally `deadline` (unix seconds; a request seen after it is dropped unanswered).
+optionally `deadline` (unix seconds; a request seen after it is dropped unanswered) and
+`request_id` (a write sent again with the same id acts once and gets the first reply).
 Reply headers: `correlation_id`, `status` (HTTP-like: 200, 201, 204, 4xx, 500, 503).
 A reply body is the result, or `{"detail": ...}` for an error, or empty for 204.
 """

@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import Field
 
-from schemas.common import ActionModel, ResponseModel, UTCDateTime
+from schemas.common import ActionModel, Int32, ResponseModel, UTCDateTime, WorkerName
 from schemas.scheduling import ClaimOptions
 
 
@@ -20,8 +20,8 @@ class HeartbeatMessage(ActionModel):
     message_id: str | None = Field(default=None, max_length=200,
                                    description="Unique per message; identical messages within 10 s count once.")
     work_pool_name: str
-    worker_name: str
-    heartbeat_interval_seconds: int | None = None
+    worker_name: WorkerName
+    heartbeat_interval_seconds: Int32 | None = None
     correlation_id: str | None = None
     reply_to: str | None = Field(default=None, description="Ask for an acknowledgement here.")
 

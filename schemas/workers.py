@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from uuid import UUID
 
-from schemas.common import ActionModel, Int32, NonNegativeInt, Operator, ResponseModel, UTCDateTime, WorkerStatus
+from schemas.common import (
+    ActionModel,
+    Int32,
+    NonNegativeInt,
+    Operator,
+    ResponseModel,
+    UTCDateTime,
+    WorkerName,
+    WorkerStatus,
+)
 
 
 class Worker(ResponseModel):
@@ -36,7 +45,7 @@ class WorkerFilter(ActionModel):
 
 class WorkerHeartbeat(ActionModel):
     work_pool_name: str
-    name: str
+    name: WorkerName
     heartbeat_interval_seconds: Int32 | None = None
 
 

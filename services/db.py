@@ -12,7 +12,7 @@ from typing import Any
 
 import asyncpg
 from sqlalchemy import delete, insert, select, text
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
@@ -65,14 +65,26 @@ def translate(exc: DBAPIError) -> Exception:
     if isinstance(exc, IntegrityError):
         log.warning("integrity conflict: %s", exc.orig)
         return Conflict(INTEGRITY_CONFLICT)
-    if state.startswith("22"):  # data exception: out of range, invalid text, NUL byte ...
+    if state.startswith(("22", "54")):  # data exception (out of range, NUL byte …), or a value over a
+        # limit (a name too long for its unique index …): the request's fault, not the server's
         return Invalid(f"Invalid value: {str(getattr(exc.orig, '__cause__', None) or exc.orig).strip()}")
+    if isinstance(exc, InterfaceError) and "number of query arguments" in str(exc.orig):  # a filter of 40,000 names
+        return Invalid(f"Invalid value: {exc.orig}")
     if state in ("40P01", "40001"):  # deadlock, serialization failure: safe to retry
         log.warning("transaction aborted (%s); answering 503 so the caller retries", state)
         return Unavailable("Service Unavailable")
     if isinstance(exc, (OperationalError, InterfaceError)) or exc.connection_invalidated:
         return Unavailable("Service Unavailable")
     return exc
+
+
+def asyncpg_url(url: str | URL) -> URL:
+    """The URL as SQLAlchemy's asyncpg dialect takes it: libpq's `sslmode` (which asyncpg does not
+    know as a keyword) becomes asyncpg's `ssl`, which takes the same modes (`require`, `verify-full` …)."""
+    url = make_url(url)
+    if "sslmode" in url.query:
+        url = url.difference_update_query(["sslmode"]).update_query_dict({"ssl": url.query["sslmode"]})
+    return url
 
 
 class Database:
@@ -82,7 +94,7 @@ class Database:
         self.url = url
         self.clock = clock
         self.engine: AsyncEngine = create_async_engine(
-            url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=False
+            asyncpg_url(url), pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=False
         )
         self.reader = self.engine.execution_options(isolation_level="AUTOCOMMIT")
         self.after_commit: Callable[[Tx], Awaitable[None]] | None = None
@@ -152,18 +164,20 @@ class Database:
 
 async def ensure_database(url: str) -> None:
     """Create the database named in `url` when it does not exist (safe when replicas race)."""
-    target = make_url(url)
-    admin = target.set(database="postgres", drivername="postgresql")
-    dsn = admin.render_as_string(hide_password=False)
+    target = asyncpg_url(url)
+    admin = target.set(database="postgres")
+    # the URL's query (`?ssl=require` …) as keywords, as SQLAlchemy's asyncpg dialect passes them
+    options = {**admin.translate_connect_args(username="user"), **admin.query}
     try:
-        conn = await asyncpg.connect(dsn)
+        conn = await asyncpg.connect(**options)
     except Exception as exc:  # noqa: BLE001 - report the server we could not reach, not a traceback
         raise Unavailable(f"PostgreSQL is not reachable: {type(exc).__name__}") from exc
     try:
         exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", target.database)
         if not exists:
             try:
-                await conn.execute(f'CREATE DATABASE "{target.database}"')
+                quoted = target.database.replace('"', '""')  # an identifier: it cannot be a bound parameter
+                await conn.execute(f'CREATE DATABASE "{quoted}"')
             except (asyncpg.DuplicateDatabaseError, asyncpg.UniqueViolationError):
                 pass
     finally:

@@ -10,9 +10,11 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from client import ServiceUnavailable, WorkPoolClient
 from handlers.settings import Settings
+from schemas.channels import Op
 
-SERVE = [sys.executable, "-c", "from handlers.cli import main; main()", "serve", "--no-migrate", "--log-level", "WARNING"]
+SERVE = [sys.executable, "-c", "from handlers.cli import main; main()", "serve", "--no-migrate"]
 
 
 def replica_env(settings: Settings, name: str, **extra: str) -> dict[str, str]:
@@ -27,10 +29,11 @@ def replica_env(settings: Settings, name: str, **extra: str) -> dict[str, str]:
 
 
 class Replica:
-    def __init__(self, settings: Settings, name: str, **extra: str) -> None:
+    def __init__(self, settings: Settings, name: str, log_level: str = "WARNING", **extra: str) -> None:
         self.name = name
         self.log = tempfile.NamedTemporaryFile(prefix=f"replica-{name}-", suffix=".log", delete=False)
-        self.process = subprocess.Popen(SERVE, env=replica_env(settings, name, **extra), stdout=self.log, stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen([*SERVE, "--log-level", log_level], env=replica_env(settings, name, **extra),
+                                        stdout=self.log, stderr=subprocess.STDOUT)
 
     def kill(self) -> None:
         """SIGKILL: no shutdown hooks, nothing released."""
@@ -49,6 +52,18 @@ class Replica:
     def output(self) -> str:
         with open(self.log.name) as handle:
             return handle.read()
+
+
+async def serving(client: WorkPoolClient, names: set[str]) -> bool:
+    """True once every replica in `names` has answered a request (for `wait_until`)."""
+    seen = set()
+    try:
+        for _ in range(20):
+            _, _, headers = await client._rpc.exchange(Op.COUNT_WORK_POOLS, {}, timeout=2)
+            seen.add(headers["replica"])
+    except ServiceUnavailable:
+        return False
+    return seen >= names
 
 
 @contextmanager

@@ -6,30 +6,18 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 
-from client import ServiceUnavailable, WorkPoolClient
+from client import WorkPoolClient
 from schemas.channels import Op
 from tests.factories import wait_until
-from tests.replicas import replicas
+from tests.replicas import replicas, serving
 
 FAST_FOREMAN = {"WORKPOOLS_FOREMAN_LOOP_SECONDS": "0.2", "WORKPOOLS_FOREMAN_LEASE_SECONDS": "1"}
-
-
-async def answering(client: WorkPoolClient, names: set[str]) -> bool:
-    """True once every replica in `names` has answered a request."""
-    seen = set()
-    try:
-        for _ in range(20):
-            _, _, headers = await client._rpc.exchange(Op.COUNT_WORK_POOLS, {}, timeout=2)
-            seen.add(headers["replica"])
-    except ServiceUnavailable:
-        return False
-    return seen >= names
 
 
 async def test_two_replicas_share_the_work(db, redis, settings):
     with replicas(settings, "rep-a", "rep-b"):
         async with WorkPoolClient(redis_url=settings.redis_url, prefix=settings.prefix, timeout=10) as client:
-            await wait_until(lambda: answering(client, {"rep-a", "rep-b"}), timeout=30, interval=0.2)
+            await wait_until(lambda: serving(client, {"rep-a", "rep-b"}), timeout=30, interval=0.2)
             await client.create_work_pool({"name": "shared", "type": "process"})
             replies = await asyncio.gather(
                 *(client._rpc.exchange(Op.READ_WORK_POOL, {"name": "shared"}) for _ in range(200))

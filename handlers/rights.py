@@ -1,0 +1,57 @@
+"""Start-up check: may this replica's Redis user run every command the replica uses, on its
+prefix's keys and channels? Each command is tried once on `{prefix}.probe`, a key that never
+exists, in a way that changes nothing; a NOPERM answer stops the replica at start, naming what is
+missing, rather than leaving it "serving" while some loop fails on every round.
+
+The commands are those of the ACL user in the README (section Security).
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from redis.asyncio import Redis
+from redis.exceptions import NoPermissionError
+
+PROBE_SCRIPT = "return 1"
+
+
+def probes(key: str) -> list[tuple[str, ...]]:
+    """One harmless call of every command the replica sends (scripts call SET/GET/PEXPIRE/DEL)."""
+    sha = hashlib.sha1(PROBE_SCRIPT.encode()).hexdigest()
+    return [
+        ("PING",),  # the broker's health checks
+        ("XGROUP", "CREATE", key, "probe", "$"),  # no MKSTREAM: the key does not exist, nothing is made
+        ("XREADGROUP", "GROUP", "probe", "probe", "COUNT", "1", "STREAMS", key, ">"),
+        ("XAUTOCLAIM", key, "probe", "probe", "0", "0-0"),
+        ("XCLAIM", key, "probe", "probe", "0", "0-1", "JUSTID"),
+        ("XACK", key, "probe", "0-1"),
+        ("XADD", key, "NOMKSTREAM", "*", "probe", "1"),
+        ("XDEL", key, "0-1"),
+        ("PUBLISH", key, "probe"),
+        ("SET", key, "1", "XX"),
+        ("GET", key),
+        ("PEXPIRE", key, "1"),
+        ("DEL", key),
+        ("SCRIPT", "LOAD", PROBE_SCRIPT),
+        ("EVALSHA", sha, "0"),
+    ]
+
+
+async def check_rights(redis: Redis, prefix: str) -> None:
+    """Raise `NoPermissionError` naming the first command or key/channel the user may not use."""
+    key, commands = f"{prefix}.probe", probes(f"{prefix}.probe")
+    pipe = redis.pipeline(transaction=False)
+    for command in commands:
+        pipe.execute_command(*command)
+    for command, result in zip(commands, await pipe.execute(raise_on_error=False)):
+        if isinstance(result, NoPermissionError):
+            raise NoPermissionError(f"{result} (start-up check: {command[0]} on {key})")
+    async with redis.pipeline(transaction=True) as pipe:  # MULTI/EXEC (the reclaimer moves entries in one)
+        await pipe.xdel(key, "0-1").execute()
+    pubsub = redis.pubsub()
+    try:
+        await pubsub.subscribe(key)
+        await pubsub.get_message(timeout=1.0)  # the confirmation, or NOPERM for the channel
+    finally:
+        await pubsub.aclose()
