@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 import weakref
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from faststream.redis import RedisChannelMessage
@@ -26,6 +27,7 @@ from services.db import Database
 from services.errors import WorkPoolsError
 
 log = logging.getLogger("workpools.polls")
+MAX_POLL_BYTES = 65_536
 
 
 class Waiters:
@@ -82,12 +84,28 @@ class PollServer:
         self._stopping = False
 
     def submit(self, raw: bytes) -> None:
-        if len(raw) > 65_536:  # a poll is ~300 bytes; larger messages are dropped unread
-            log.warning("dropped a %d-byte poll message", len(raw))
-            return
-        task = asyncio.create_task(self.answer(raw))
+        if len(raw) > MAX_POLL_BYTES:  # a poll is ~300 bytes
+            task = asyncio.create_task(self.refuse_oversized(raw))
+        else:
+            task = asyncio.create_task(self.answer(raw))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def refuse_oversized(self, raw: bytes) -> None:
+        """Answer 422 when the message says where to (and is small enough to read); else drop it."""
+        if len(raw) > 16 * MAX_POLL_BYTES:
+            log.warning("dropped a %d-byte poll message", len(raw))
+            return
+        if not await self.claims.won([raw]):
+            return
+        try:
+            message = json.loads(raw)
+            reply_to, correlation_id = message["reply_to"], str(message["correlation_id"])
+        except (ValueError, KeyError, TypeError):
+            return
+        if isinstance(reply_to, str):
+            detail = f"Message is larger than {MAX_POLL_BYTES} bytes."
+            await self.redis.publish(reply_to, reply_body(correlation_id, 422, detail=detail))
 
     async def stop(self, timeout: float = 5.0) -> None:
         """Waiting polls are answered now (empty); the rest finish or are cancelled."""
@@ -112,6 +130,10 @@ class PollServer:
         except WorkPoolsError as exc:
             await self.redis.publish(poll.reply_to, reply_body(poll.correlation_id, exc.status, detail=exc.detail))
             return
+        except Exception:  # noqa: BLE001 - the worker is answered, never left to time out
+            log.exception("unexpected error while answering a poll")
+            await self.redis.publish(poll.reply_to, reply_body(poll.correlation_id, 500, detail="Internal Server Error"))
+            return
         result = [run.model_dump(mode="json") for run in runs]
         await self.redis.publish(poll.reply_to, reply_body(poll.correlation_id, 200, result=result))
 
@@ -133,8 +155,7 @@ class PollServer:
             while True:
                 woken.clear()
                 async with self._turn(poll), self._queries:
-                    waited = timedelta(seconds=time.monotonic() - started)
-                    before = poll.scheduled_before + waited if poll.scheduled_before else None
+                    before = _slide(poll.scheduled_before, time.monotonic() - started)
                     runs, mark = await scheduling.get_scheduled_flow_runs(
                         self.db, poll.work_pool_name, poll.work_queue_names, before, poll.scheduled_after,
                         poll.limit, claim=poll,
@@ -152,6 +173,16 @@ class PollServer:
                         timer = min(timer, max(0.0, (due - before).total_seconds()))
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(woken.wait(), timer)
+
+
+def _slide(scheduled_before: datetime | None, waited: float) -> datetime | None:
+    """A long poll's `scheduled_before`, moved on by the time it has waited (capped at the end of time)."""
+    if scheduled_before is None:
+        return None
+    try:
+        return scheduled_before + timedelta(seconds=waited)
+    except OverflowError:
+        return scheduled_before
 
 
 def register(router: Any, channels: Channels, server: PollServer) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from datetime import datetime, timezone
 
 import pytest
 
@@ -118,3 +119,14 @@ async def test_repeated_heartbeats_of_one_worker_each_count(client, settings):
 async def _beat_after(client, pool, when):
     [recorded] = await client.read_workers_for_work_pool(pool)
     return recorded.last_heartbeat_time if recorded.last_heartbeat_time > when else None
+
+
+async def test_odd_polls_are_answered(client, settings):
+    await client.create_work_pool({"name": "odd", "type": "process"})
+    async with worker(settings, "odd") as w:
+        far = datetime(9999, 12, 31, tzinfo=timezone.utc)
+        assert await w.get_scheduled_flow_runs(scheduled_before=far, wait_seconds=0.3) == []
+        with pytest.raises(InvalidRequest) as raised:
+            await w._ask(f"{settings.prefix}.workers.poll",
+                         {"work_pool_name": "odd", "work_queue_names": [f"q{i}" for i in range(20_000)]})
+        assert raised.value.detail == "Message is larger than 65536 bytes."
