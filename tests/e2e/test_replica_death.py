@@ -51,7 +51,12 @@ async def test_killing_one_of_three_replicas_loses_nothing(db, redis, settings):
             fleet = [asyncio.create_task(work(w)) for w in workers]
             creates = [asyncio.create_task(client.create_flow_run({"work_pool_name": "fleet", "name": f"run-{i}"}))
                        for i in range(150)]
-            await asyncio.sleep(0.2)  # let the burst get under way before the kill
+
+            async def under_way() -> bool:  # kill while the burst is being served
+                async with db.read() as tx:
+                    return (await tx.execute(select(func.count()).select_from(flow_run))).scalar_one() >= 10
+
+            await wait_until(under_way, timeout=15)
             r2.kill()
             killed_at = datetime.now(timezone.utc)
             created = await asyncio.gather(*creates)
