@@ -49,12 +49,11 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import (  # noqa: E402
-    DEFAULT_REDIS_URL,
     CpuMeter,
     LatencyRecorder,
     ReplicaSet,
     asyncpg_dsn,
-    check_bench_database,
+    parse_bench_args,
     create_priority_pool,
     delete_prefix_keys,
     drop_database,
@@ -115,16 +114,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         default=["prefect", "claim", "limits", "latency"])
     parser.add_argument("--database-url", default=DEFAULT_DATABASE_URL,
                         help=f"benchmark database, dropped and recreated (default: {DEFAULT_DATABASE_URL})")
-    parser.add_argument("--redis-url", default=DEFAULT_REDIS_URL, help=f"default: {DEFAULT_REDIS_URL}")
     parser.add_argument("--quiet-wait", type=float, default=3.0,
                         help="before each phase, wait up to this many seconds for the machine to use < 0.3 cores")
-    parser.add_argument("--keep-database", action="store_true", help="do not drop the database at the end")
-    parser.add_argument("--json", type=Path, default=None, help="also write the results as JSON here")
-    args = parser.parse_args(argv)
-    try:
-        check_bench_database(args.database_url)
-    except ValueError as exc:
-        parser.error(str(exc))
+    args = parse_bench_args(parser, argv)
     return args
 
 

@@ -48,7 +48,6 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import (  # noqa: E402
-    DEFAULT_REDIS_URL,
     CpuMeter,
     LatencyRecorder,
     Profiler,
@@ -56,6 +55,7 @@ from bench.common import (  # noqa: E402
     WorkerPollers,
     asyncpg_dsn,
     check_bench_database,
+    parse_bench_args,
     code_version,
     create_priority_pool,
     delete_prefix_keys,
@@ -144,7 +144,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--cases", nargs="+", choices=[c.key for c in CASES], default=[c.key for c in CASES])
     parser.add_argument("--database-url", default=DEFAULT_DATABASE_URL,
                         help=f"benchmark database, dropped and recreated (default: {DEFAULT_DATABASE_URL})")
-    parser.add_argument("--redis-url", default=DEFAULT_REDIS_URL, help=f"default: {DEFAULT_REDIS_URL}")
     parser.add_argument("--quiet-wait", type=float, default=4.0,
                         help="before each case, wait up to this many seconds for the machine to use < 0.3 cores "
                              "(0: don't wait; default 4)")
@@ -152,16 +151,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="profile every replica and this client during each measured case: py-spy (wall "
                              "clock, idle excluded) or cpu (bench/profiling.py's CPU-time sampler; replicas run "
                              "under its wrapper; exact on a busy machine); prints where the samples went")
-    parser.add_argument("--keep-database", action="store_true", help="do not drop the database at the end")
     parser.add_argument("--code", default="worktree",
                         help="the code to benchmark: worktree (default) or a git revision, e.g. HEAD (exported "
                              "with git archive; for when the working tree is mid-edit)")
-    parser.add_argument("--json", type=Path, default=None, help="also write the results as JSON here")
-    args = parser.parse_args(argv)
-    try:
-        check_bench_database(args.database_url)
-    except ValueError as exc:
-        parser.error(str(exc))
+    args = parse_bench_args(parser, argv)
     return args
 
 

@@ -33,11 +33,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import (  # noqa: E402
     DEFAULT_DATABASE_URL,
-    DEFAULT_REDIS_URL,
     CpuMeter,
     LatencyRecorder,
     ReplicaSet,
-    check_bench_database,
+    parse_bench_args,
     delete_prefix_keys,
     drop_database,
     fmt_float,
@@ -90,7 +89,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=None, help="warm-up requests per case (default: per case)")
     parser.add_argument("--database-url", default=DEFAULT_DATABASE_URL,
                         help=f"benchmark database, dropped and recreated (default: {DEFAULT_DATABASE_URL})")
-    parser.add_argument("--redis-url", default=DEFAULT_REDIS_URL, help=f"default: {DEFAULT_REDIS_URL}")
     parser.add_argument("--concurrency", type=int, default=32, help="the high concurrency (default: 32)")
     parser.add_argument("--queue-pools", type=int, default=8, help="pools the created queues go into (default: 8)")
     parser.add_argument("--workers", type=int, default=1000, help="distinct worker names (default: 1000)")
@@ -98,13 +96,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quiet-wait", type=float, default=5.0,
                         help="before each case, wait up to this many seconds for other processes on the machine "
                              "to use < 0.3 cores (shared machines; 0: don't wait; default 5)")
-    parser.add_argument("--keep-database", action="store_true", help="do not drop the database at the end")
-    parser.add_argument("--json", type=Path, default=None, help="also write the results as JSON here")
-    args = parser.parse_args(argv)
-    try:
-        check_bench_database(args.database_url)
-    except ValueError as exc:
-        parser.error(str(exc))
+    args = parse_bench_args(parser, argv)
     return args
 
 

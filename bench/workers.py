@@ -67,7 +67,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from redis.asyncio import Redis  # noqa: E402
 
 from bench.common import (  # noqa: E402
-    DEFAULT_REDIS_URL,
     PG_STATS_IDLE_FLUSH,
     CpuMeter,
     Profiler,
@@ -77,6 +76,7 @@ from bench.common import (  # noqa: E402
     all_table_writes,
     asyncpg_dsn,
     check_bench_database,
+    parse_bench_args,
     code_version,
     create_priority_pool,
     delete_prefix_keys,
@@ -750,20 +750,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "the replicas (started under its wrapper) and in this process — exact on a busy machine")
     parser.add_argument("--database-url", default=DEFAULT_DATABASE_URL,
                         help=f"benchmark database, dropped and recreated (default: {DEFAULT_DATABASE_URL})")
-    parser.add_argument("--redis-url", default=DEFAULT_REDIS_URL, help=f"default: {DEFAULT_REDIS_URL}")
     parser.add_argument("--quiet-wait", type=float, default=4.0,
                         help="before each phase, wait up to this many seconds for the machine to use < 0.3 cores "
                              "(0: don't wait; default 4)")
-    parser.add_argument("--keep-database", action="store_true", help="do not drop the database at the end")
     parser.add_argument("--code", default="worktree",
                         help="the code to benchmark: worktree (default) or a git revision, e.g. HEAD (exported "
                              "with git archive; for when the working tree is mid-edit)")
-    parser.add_argument("--json", type=Path, default=None, help="also write the results as JSON here")
-    args = parser.parse_args(argv)
-    try:
-        check_bench_database(args.database_url)
-    except ValueError as exc:
-        parser.error(str(exc))
+    args = parse_bench_args(parser, argv)
     if args.rate > 0 and args.rate * args.seconds < args.workers:
         parser.error("--rate x --seconds must reach every worker at least once")
     return args
