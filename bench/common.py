@@ -96,7 +96,7 @@ def serve_command(log_level: str = "WARNING") -> list[str]:
     script = Path(sys.executable).parent / "workpools"
     if script.exists():
         return [str(script), "serve", "--log-level", log_level]
-    return [sys.executable, "-c", "from handlers.cli import main; main()", "serve", "--log-level", log_level]
+    return [sys.executable, "-c", "from cli.main import main; main()", "serve", "--log-level", log_level]
 
 
 def _tail(path: Path, lines: int = 30) -> str:

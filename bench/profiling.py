@@ -97,7 +97,7 @@ def _serve_main() -> None:
 
     signal.signal(signal.SIGUSR1, start)
     signal.signal(signal.SIGUSR2, stop)
-    from handlers.cli import main
+    from cli.main import main
 
     sys.argv = ["workpools", *sys.argv[1:]]
     main()

@@ -10,7 +10,7 @@ from faststream.redis import RedisResponse
 from pydantic import ValidationError
 from pydantic_core import PydanticSerializationError, to_json
 
-from handlers.wire import respond
+from transport.envelope import respond
 from schemas.common import error_details
 from services.errors import Invalid, WorkPoolsError
 

@@ -6,8 +6,8 @@ import asyncio
 
 from faststream.redis import RedisRouter, StreamSub
 
-from handlers.settings import Settings
-from handlers.wire import JSONEnvelope
+from schemas.settings import Settings
+from transport.envelope import JSONEnvelope
 from schemas.channels import Channels
 from schemas.scheduling import ReadyMark
 from services import readiness

@@ -8,8 +8,8 @@ from typing import Any
 from faststream.redis import RedisResponse, RedisRouter, StreamSub
 from pydantic import BaseModel
 
-from handlers.settings import Settings
-from handlers.wire import JSONEnvelope, respond
+from schemas.settings import Settings
+from transport.envelope import JSONEnvelope, respond
 from schemas.channels import Channels, Op
 
 Subscribe = Callable[[Op, str], Callable[[Callable[..., Any]], Any]]

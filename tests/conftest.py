@@ -18,8 +18,8 @@ from sqlalchemy.engine import make_url
 
 import migrations
 from client import WorkPoolClient
-from handlers.app import build_app
-from handlers.settings import Settings
+from replica.app import build_app
+from schemas.settings import Settings
 from services.db import Database
 from services.tables import metadata
 from tests.factories import Clock

@@ -11,10 +11,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from client import ServiceUnavailable, WorkPoolClient
-from handlers.settings import Settings
+from schemas.settings import Settings
 from schemas.channels import Op
 
-SERVE = [sys.executable, "-c", "from handlers.cli import main; main()", "serve", "--no-migrate"]
+SERVE = [sys.executable, "-c", "from cli.main import main; main()", "serve", "--no-migrate"]
 
 
 def replica_env(settings: Settings, name: str, **extra: str) -> dict[str, str]:

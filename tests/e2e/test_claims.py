@@ -18,7 +18,7 @@ import pytest
 from sqlalchemy import event, text
 
 from client import WorkerClient, WorkPoolClient
-from handlers.app import build_app
+from replica.app import build_app
 from services import leases
 from services.db import Database
 from services.flow_runs import LEASED, STALE_LEASE

@@ -16,9 +16,9 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from client import ServiceUnavailable, WorkPoolClient
-from handlers.cli import cli
-from handlers.replies import CONSUMER_PLACEHOLDER, ERROR_STATUSES, REPLIES
-from handlers.settings import Settings
+from cli.main import cli
+from replica.asyncapi import CONSUMER_PLACEHOLDER, ERROR_STATUSES, REPLIES
+from schemas.settings import Settings
 from schemas.channels import Channels, Op
 from tests.factories import unique, wait_until
 from tests.replicas import Replica, replicas

@@ -17,11 +17,11 @@ from typing import Any
 import pytest
 
 from client import WorkPoolClient
-from handlers.settings import Settings
+from schemas.settings import Settings
 from tests.factories import make_pool, unique, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
-WORKER = [sys.executable, "-c", "from handlers.cli import main; main()", "worker"]
+WORKER = [sys.executable, "-c", "from cli.main import main; main()", "worker"]
 FAST = ["--poll-interval", "0.2", "--heartbeat-interval", "1", "--prefetch-seconds", "5"]
 
 # Appends the run's MARKER to a file named after the run, in the working directory.

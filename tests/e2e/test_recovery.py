@@ -8,7 +8,7 @@ import json
 import time
 
 from client import WorkPoolClient
-from handlers.app import build_app, create_groups
+from replica.app import build_app, create_groups
 from schemas import wire
 from schemas.channels import Channels, Op
 from tests.factories import wait_until

@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 import pytest
 
 from client import InvalidRequest, ObjectNotFound, WorkerClient
-from handlers.app import build_app
+from replica.app import build_app
 from tests.factories import wait_until
 
 

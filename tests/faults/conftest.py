@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 from redis.asyncio import Redis
 
-from handlers.settings import Settings
+from schemas.settings import Settings
 from tests.faults.servers import Certificate, PostgresServer, RedisServer, postgres_server, redis_server
 
 

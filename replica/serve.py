@@ -17,8 +17,8 @@ import signal
 
 from redis.exceptions import AuthenticationError, AuthenticationWrongNumberOfArgsError, NoPermissionError
 
-from handlers.app import build_app
-from handlers.settings import Settings
+from replica.app import build_app
+from schemas.settings import Settings
 
 log = logging.getLogger("workpools")
 

@@ -19,7 +19,7 @@ from faststream import BaseMiddleware
 from faststream.exceptions import AckMessage
 from redis.asyncio import Redis
 
-from handlers.wire import respond
+from transport.envelope import respond
 from schemas import wire
 from schemas.channels import Op
 from services import requests

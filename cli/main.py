@@ -9,8 +9,8 @@ from pathlib import Path
 
 import typer
 
-from handlers import admin
-from handlers.settings import Settings
+from cli import admin
+from schemas.settings import Settings
 
 cli = typer.Typer(help="workpools: Prefect-compatible work pools over Redis and PostgreSQL.", no_args_is_help=True)
 db_cli = typer.Typer(help="Database schema.", no_args_is_help=True)
@@ -27,7 +27,7 @@ def serve(
 ) -> None:
     """Run one replica: every subscriber and background loop. Start more for scale."""
     import migrations
-    from handlers.serve import Refused, serve_forever
+    from replica.serve import Refused, serve_forever
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = Settings()
@@ -57,7 +57,7 @@ def docs_asyncapi(
 
     Streams are named with WORKPOOLS_PREFIX and the server is WORKPOOLS_REDIS_URL's host.
     """
-    from handlers.replies import asyncapi_document
+    from replica.asyncapi import asyncapi_document
 
     document = asyncapi_document(Settings())
     output.parent.mkdir(parents=True, exist_ok=True)

@@ -14,14 +14,14 @@ from redis.exceptions import ResponseError
 
 from handlers import readiness, scheduling, worker_channel, worker_polls, work_pools, work_queues, workers
 from handlers.errors import error_middleware, size_limit
-from handlers.foreman import Lease, expire_leases, foreman_tick
-from handlers.loops import Loops
-from handlers.outbox import EventRelay
-from handlers.recovery import DropExpired, InFlight, Reclaimer, exactly_once
-from handlers.rights import check_rights
+from replica.foreman import Lease, expire_leases, foreman_tick
+from replica.loops import Loops
+from replica.outbox import EventRelay
+from replica.recovery import DropExpired, InFlight, Reclaimer, exactly_once
+from replica.rights import check_rights
 from handlers.rpc import rpc_subscriber
-from handlers.settings import Settings
-from handlers.wire import JSONEnvelope, decode_body, replica_header
+from schemas.settings import Settings
+from transport.envelope import JSONEnvelope, decode_body, replica_header
 from schemas.channels import Channels
 from schemas.scheduling import ReadyMark
 from services.db import Database, Tx

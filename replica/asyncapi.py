@@ -15,8 +15,8 @@ from typing import Any, NamedTuple, get_args, get_origin
 
 from pydantic import BaseModel, TypeAdapter
 
-from handlers.app import build_app
-from handlers.settings import Settings
+from replica.app import build_app
+from schemas.settings import Settings
 from schemas.channels import Channels, Op
 from schemas.deployments import Deployment
 from schemas.flow_runs import FlowRun, OrchestrationResult
@@ -101,7 +101,7 @@ def add_replies(document: dict[str, Any], channels: Channels) -> None:
     """Give each operation its reply (success or error), on one reply channel with no fixed address."""
     missing = set(Op) - set(REPLIES)
     if missing:
-        raise LookupError(f"handlers.replies.REPLIES has no reply for {sorted(missing)}")
+        raise LookupError(f"replica.asyncapi.REPLIES has no reply for {sorted(missing)}")
     payloads = _payload_schemas(document["components"].setdefault("schemas", {}))
     messages = document["components"].setdefault("messages", {})
     reply_channel = f"{channels.prefix}.reply"

@@ -24,7 +24,7 @@ from rich.text import Text
 
 from client import WorkPoolClient, WorkPoolsError
 from client.process_worker import ProcessWorker
-from handlers.settings import Settings
+from schemas.settings import Settings
 from schemas.common import DEFAULT_LIMIT
 from schemas.work_pools import WorkPool
 from schemas.work_queues import WorkQueue

@@ -1,0 +1,1 @@
+"""The workpools command line: serve, migrations, documents and the admin commands."""
