@@ -42,31 +42,31 @@ import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import (  # noqa: E402
+from redis.asyncio import Redis
+
+from bench.common import (
     CpuMeter,
     LatencyRecorder,
     ReplicaSet,
     asyncpg_dsn,
-    parse_bench_args,
     create_priority_pool,
     delete_prefix_keys,
     drop_database,
     fmt_float,
     new_prefix,
+    parse_bench_args,
     percentile,
     print_table,
     seed_scheduled_runs,
     wait_for_quiet,
 )
-from redis.asyncio import Redis  # noqa: E402
-
-from client import WorkerClient, WorkPoolClient  # noqa: E402
+from client import WorkerClient, WorkPoolClient
 
 DEFAULT_DATABASE_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/workpools_bench_claims"
 POOL = "bench-claims"
@@ -110,12 +110,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--limit-runs", type=int, default=400, help="runs drained in the limits phase")
     parser.add_argument("--rate", type=float, default=20.0, help="runs created per second in the latency phase")
     parser.add_argument("--latency-runs", type=int, default=200, help="runs created in the latency phase")
-    parser.add_argument("--phases", nargs="+", choices=["prefect", "claim", "limits", "latency"],
-                        default=["prefect", "claim", "limits", "latency"])
-    parser.add_argument("--database-url", default=DEFAULT_DATABASE_URL,
-                        help=f"benchmark database, dropped and recreated (default: {DEFAULT_DATABASE_URL})")
-    parser.add_argument("--quiet-wait", type=float, default=3.0,
-                        help="before each phase, wait up to this many seconds for the machine to use < 0.3 cores")
+    parser.add_argument(
+        "--phases",
+        nargs="+",
+        choices=["prefect", "claim", "limits", "latency"],
+        default=["prefect", "claim", "limits", "latency"],
+    )
+    parser.add_argument(
+        "--database-url",
+        default=DEFAULT_DATABASE_URL,
+        help=f"benchmark database, dropped and recreated (default: {DEFAULT_DATABASE_URL})",
+    )
+    parser.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=3.0,
+        help="before each phase, wait up to this many seconds for the machine to use < 0.3 cores",
+    )
     args = parse_bench_args(parser, argv)
     return args
 
@@ -124,8 +135,17 @@ class Workers:
     """`count` WorkerClients (one per concurrent worker) and one shared WorkPoolClient."""
 
     def __init__(self, args: argparse.Namespace, prefix: str, pool: str, name: str) -> None:
-        self.clients = [WorkerClient(args.redis_url, prefix, work_pool_name=pool, worker_name=f"{name}-{i}",
-                                     heartbeat_interval_seconds=15, timeout=30) for i in range(args.workers)]
+        self.clients = [
+            WorkerClient(
+                args.redis_url,
+                prefix,
+                work_pool_name=pool,
+                worker_name=f"{name}-{i}",
+                heartbeat_interval_seconds=15,
+                timeout=30,
+            )
+            for i in range(args.workers)
+        ]
 
     async def __aenter__(self) -> list[WorkerClient]:
         for client in self.clients:
@@ -145,7 +165,7 @@ async def for_seconds(seconds: float, clients: list[WorkerClient], round_: Any, 
         while (t0 := time.perf_counter()) < deadline:
             try:
                 await round_(worker)
-            except Exception as exc:  # noqa: BLE001 - counted, the phase goes on
+            except Exception as exc:
                 recorder.error(exc)
             else:
                 recorder.add(time.perf_counter() - t0)
@@ -155,8 +175,9 @@ async def for_seconds(seconds: float, clients: list[WorkerClient], round_: Any, 
     recorder.stop()
 
 
-async def propose(client: WorkPoolClient, tally: Tally, item: Any, state_type: str = "PENDING",
-                  token: int | None = None) -> bool:
+async def propose(
+    client: WorkPoolClient, tally: Tally, item: Any, state_type: str = "PENDING", token: int | None = None
+) -> bool:
     result = await client.set_flow_run_state(item.flow_run.id, {"type": state_type}, lease_token=token)
     status = str(result.status)
     tally.proposals += 1
@@ -170,8 +191,9 @@ async def propose(client: WorkPoolClient, tally: Tally, item: Any, state_type: s
 # Phases
 
 
-async def throughput(args: argparse.Namespace, prefix: str, client: WorkPoolClient, pids: list[int],
-                     claim: bool) -> dict[str, Any]:
+async def throughput(
+    args: argparse.Namespace, prefix: str, client: WorkPoolClient, pids: list[int], claim: bool
+) -> dict[str, Any]:
     await seed_scheduled_runs(args.database_url, POOL, args.runs)
     await quiet(args)
     tally, recorder = Tally(), LatencyRecorder()
@@ -191,15 +213,22 @@ async def throughput(args: argparse.Namespace, prefix: str, client: WorkPoolClie
         meter.stop()
     started = sum(tally.accepted.values())
     return {
-        "phase": "claim" if claim else "prefect", "polls_per_s": tally.polls / recorder.elapsed,
-        "started_per_s": started / recorder.elapsed, "p50_ms": recorder.p(50), "p99_ms": recorder.p(99),
-        "polls": tally.polls, "runs_per_poll": tally.runs / tally.polls if tally.polls else math.nan,
-        "proposals": tally.proposals, "aborted": tally.statuses.get("ABORT", 0),
+        "phase": "claim" if claim else "prefect",
+        "polls_per_s": tally.polls / recorder.elapsed,
+        "started_per_s": started / recorder.elapsed,
+        "p50_ms": recorder.p(50),
+        "p99_ms": recorder.p(99),
+        "polls": tally.polls,
+        "runs_per_poll": tally.runs / tally.polls if tally.polls else math.nan,
+        "proposals": tally.proposals,
+        "aborted": tally.statuses.get("ABORT", 0),
         # Prefect mode hands a run to every poller until one of them claims it; only a second
         # *accepted* PENDING would be a duplicate start there.
         "duplicates": tally.duplicates if claim else sum(n - 1 for n in tally.accepted.values() if n > 1),
-        "errors": recorder.errors, "error_kinds": dict(recorder.error_kinds.most_common(3)),
-        "other_cores": meter.percent().get("other", math.nan) / 100, "cpu_ms_per_run": cpu_ms_per_run(meter, started),
+        "errors": recorder.errors,
+        "error_kinds": dict(recorder.error_kinds.most_common(3)),
+        "other_cores": meter.percent().get("other", math.nan) / 100,
+        "cpu_ms_per_run": cpu_ms_per_run(meter, started),
     }
 
 
@@ -221,8 +250,11 @@ async def limits(args: argparse.Namespace, prefix: str, client: WorkPoolClient, 
             while not done.is_set():
                 active = {row["name"]: row["active"] for row in await conn.fetch(LIVE_SLOTS, LIMITED)}
                 samples.append(sum(active.values()))
-                violations.extend(("queue", name, active[name]) for name, limit in LIMITED_QUEUES.items()
-                                  if limit is not None and active.get(name, 0) > limit)
+                violations.extend(
+                    ("queue", name, active[name])
+                    for name, limit in LIMITED_QUEUES.items()
+                    if limit is not None and active.get(name, 0) > limit
+                )
                 if samples[-1] > LIMITED_POOL_LIMIT:
                     violations.append(("pool", samples[-1]))
                 await asyncio.sleep(0.002)
@@ -256,7 +288,7 @@ async def limits(args: argparse.Namespace, prefix: str, client: WorkPoolClient, 
             workers = [asyncio.create_task(drain(worker)) for worker in clients]
             try:
                 await asyncio.wait_for(done.wait(), timeout=60)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 print(f"  limits: {len(completed)} of {args.limit_runs} runs completed in 60 s", flush=True)
             done.set()
             await asyncio.gather(*workers, return_exceptions=True)
@@ -266,10 +298,16 @@ async def limits(args: argparse.Namespace, prefix: str, client: WorkPoolClient, 
         await sampler
     elapsed = time.perf_counter() - started
     return {
-        "phase": "limits", "completed": len(completed), "completed_twice": sum(n > 1 for n in completed.values()),
-        "started_per_s": len(completed) / elapsed, "polls_per_s": tally.polls / elapsed,
-        "duplicates": tally.duplicates, "violations": len(violations), "violation_examples": violations[:5],
-        "samples": len(samples), "max_in_pool": max(samples, default=0),
+        "phase": "limits",
+        "completed": len(completed),
+        "completed_twice": sum(n > 1 for n in completed.values()),
+        "started_per_s": len(completed) / elapsed,
+        "polls_per_s": tally.polls / elapsed,
+        "duplicates": tally.duplicates,
+        "violations": len(violations),
+        "violation_examples": violations[:5],
+        "samples": len(samples),
+        "max_in_pool": max(samples, default=0),
         "refused": sum(n for status, n in tally.statuses.items() if status != "ACCEPT"),
         "other_cores": meter.percent().get("other", math.nan) / 100,
         "cpu_ms_per_run": cpu_ms_per_run(meter, len(completed)),
@@ -287,7 +325,7 @@ async def latency(args: argparse.Namespace, prefix: str, client: WorkPoolClient,
     async def wait_for_work(worker: WorkerClient) -> None:
         while not done.is_set():
             items = await worker.get_scheduled_flow_runs(limit=1, claim=True, lease_seconds=600, wait_seconds=10)
-            received = datetime.now(timezone.utc)
+            received = datetime.now(UTC)
             for item in items:
                 handed[item.flow_run.id] += 1
                 if item.flow_run.name.startswith("measured-"):
@@ -314,17 +352,21 @@ async def latency(args: argparse.Namespace, prefix: str, client: WorkPoolClient,
             await asyncio.sleep(max(0.0, started + (i + 1) / args.rate - time.perf_counter()))
         try:
             await asyncio.wait_for(done.wait(), timeout=15)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             print(f"  latency: {sum(handed.values())} of {args.latency_runs} runs delivered", flush=True)
         meter.stop()
         done.set()
         await asyncio.gather(*waiters, return_exceptions=True)
     ordered = sorted(delays)
     return {
-        "phase": "latency", "delivered": len(handed), "measured": len(ordered),
-        "p50_ms": percentile(ordered, 50) * 1000, "p99_ms": percentile(ordered, 99) * 1000,
+        "phase": "latency",
+        "delivered": len(handed),
+        "measured": len(ordered),
+        "p50_ms": percentile(ordered, 50) * 1000,
+        "p99_ms": percentile(ordered, 99) * 1000,
         "max_ms": ordered[-1] * 1000 if ordered else math.nan,
-        "duplicates": sum(n - 1 for n in handed.values() if n > 1), "missing": len(created_ids - set(handed)),
+        "duplicates": sum(n - 1 for n in handed.values() if n > 1),
+        "missing": len(created_ids - set(handed)),
         "other_cores": meter.percent().get("other", math.nan) / 100,
         "cpu_ms_per_run": cpu_ms_per_run(meter, len(handed)),
     }
@@ -364,8 +406,11 @@ async def run_replicas(replicas: int, args: argparse.Namespace) -> list[dict[str
     replica_set = ReplicaSet(replicas, prefix=prefix, database_url=args.database_url, redis_url=args.redis_url)
     try:
         async with replica_set:
-            print(f"[{replicas} replica(s)] ready in {replica_set.ready_seconds:.1f} s; prefix {prefix}, "
-                  f"logs {replica_set.log_dir}", flush=True)
+            print(
+                f"[{replicas} replica(s)] ready in {replica_set.ready_seconds:.1f} s; prefix {prefix}, "
+                f"logs {replica_set.log_dir}",
+                flush=True,
+            )
             async with WorkPoolClient(redis_url=args.redis_url, prefix=prefix, timeout=30) as client:
                 await setup(client)
                 for phase in args.phases:
@@ -377,8 +422,10 @@ async def run_replicas(replicas: int, args: argparse.Namespace) -> list[dict[str
                         result = await latency(args, prefix, client, replica_set.pids)
                     result["replicas"] = replicas
                     results.append(result)
-                    print(f"  {json.dumps({k: round(v, 2) if isinstance(v, float) else v for k, v in result.items()})}",
-                          flush=True)
+                    print(
+                        f"  {json.dumps({k: round(v, 2) if isinstance(v, float) else v for k, v in result.items()})}",
+                        flush=True,
+                    )
     finally:
         deleted = await delete_prefix_keys(args.redis_url, prefix)
         print(f"  deleted {deleted} Redis keys {prefix}*", flush=True)
@@ -404,33 +451,67 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace) -> None:
             if r["errors"]:
                 checks.append(f"{r['errors']} errors")
         elif phase == "limits":
-            checks.append(f"{r['completed']}/{args.limit_runs} completed, {r['samples']} samples, "
-                          f"max {r['max_in_pool']}/{LIMITED_POOL_LIMIT} in pool, {r['refused']} refused")
+            checks.append(
+                f"{r['completed']}/{args.limit_runs} completed, {r['samples']} samples, "
+                f"max {r['max_in_pool']}/{LIMITED_POOL_LIMIT} in pool, {r['refused']} refused"
+            )
         else:
             met = "✓" if r["p99_ms"] <= TARGET_P99_MS else "✗"
-            checks.append(f"p99 ≤ {TARGET_P99_MS:.0f} ms {met}; {r['measured']} measured at {args.rate:.0f}/s, "
-                          f"{r['missing']} missing")
-        rows.append([
-            LABELS[phase], r["replicas"], args.workers,
-            fmt_float(r.get("polls_per_s", math.nan), 0), fmt_float(r.get("started_per_s", math.nan), 0),
-            fmt_float(r.get("p50_ms", math.nan), 1), fmt_float(r.get("p99_ms", math.nan), 1),
-            r.get("duplicates", "-"), r.get("violations", "-"), fmt_float(r.get("cpu_ms_per_run", math.nan), 1),
-            fmt_float(r.get("other_cores", math.nan), 2),
-            "; ".join(checks),
-        ])
+            checks.append(
+                f"p99 ≤ {TARGET_P99_MS:.0f} ms {met}; {r['measured']} measured at {args.rate:.0f}/s, "
+                f"{r['missing']} missing"
+            )
+        rows.append(
+            [
+                LABELS[phase],
+                r["replicas"],
+                args.workers,
+                fmt_float(r.get("polls_per_s", math.nan), 0),
+                fmt_float(r.get("started_per_s", math.nan), 0),
+                fmt_float(r.get("p50_ms", math.nan), 1),
+                fmt_float(r.get("p99_ms", math.nan), 1),
+                r.get("duplicates", "-"),
+                r.get("violations", "-"),
+                fmt_float(r.get("cpu_ms_per_run", math.nan), 1),
+                fmt_float(r.get("other_cores", math.nan), 2),
+                "; ".join(checks),
+            ]
+        )
     print_table(
         "workpools claim mode (one client process; 2-core machine)",
-        ["case", "replicas", "workers", "polls/s", "runs/s", "p50 ms", "p99 ms", "duplicate hand-offs",
-         "limit violations", "CPU ms/run", "other cores", "notes"],
+        [
+            "case",
+            "replicas",
+            "workers",
+            "polls/s",
+            "runs/s",
+            "p50 ms",
+            "p99 ms",
+            "duplicate hand-offs",
+            "limit violations",
+            "CPU ms/run",
+            "other cores",
+            "notes",
+        ],
         rows,
-        right_align=["replicas", "workers", "polls/s", "runs/s", "p50 ms", "p99 ms", "duplicate hand-offs",
-                     "limit violations", "CPU ms/run", "other cores"],
+        right_align=[
+            "replicas",
+            "workers",
+            "polls/s",
+            "runs/s",
+            "p50 ms",
+            "p99 ms",
+            "duplicate hand-offs",
+            "limit violations",
+            "CPU ms/run",
+            "other cores",
+        ],
         caption="polls/s: polls (claims) answered; runs/s: runs moved to PENDING (limits: to COMPLETED). p50/p99: "
-                "one poll + its proposals (throughput rows), run created -> received by a waiting worker (latency). "
-                "duplicate hand-offs: claim mode, a run handed out under two live leases; Prefect mode, a second "
-                "accepted PENDING. CPU ms/run: replicas + client + Redis + PostgreSQL, per run (robust on a shared "
-                "machine); "
-                "other cores: CPU used by the rest of the machine meanwhile (a noisy neighbour).",
+        "one poll + its proposals (throughput rows), run created -> received by a waiting worker (latency). "
+        "duplicate hand-offs: claim mode, a run handed out under two live leases; Prefect mode, a second "
+        "accepted PENDING. CPU ms/run: replicas + client + Redis + PostgreSQL, per run (robust on a shared "
+        "machine); "
+        "other cores: CPU used by the rest of the machine meanwhile (a noisy neighbour).",
     )
 
 

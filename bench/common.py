@@ -53,8 +53,10 @@ def check_bench_database(url: str) -> str:
     """The database name in `url`, if it is a benchmark's (contains "bench"): benchmarks drop it."""
     name = make_url(url).database or ""
     if "bench" not in name:
-        raise ValueError(f"database {name!r} is not a benchmark database (its name must contain 'bench'); "
-                         "benchmarks drop and recreate it")
+        raise ValueError(
+            f"database {name!r} is not a benchmark database (its name must contain 'bench'); "
+            "benchmarks drop and recreate it"
+        )
     return name
 
 
@@ -77,7 +79,7 @@ async def delete_prefix_keys(redis_url: str, prefix: str) -> int:
     try:
         keys = [key async for key in redis.scan_iter(match=f"{prefix}*", count=1000)]
         for i in range(0, len(keys), 500):
-            await redis.delete(*keys[i:i + 500])
+            await redis.delete(*keys[i : i + 500])
         return len(keys)
     finally:
         await redis.aclose()
@@ -222,8 +224,10 @@ class ReplicaSet:
                 if not reading and time.monotonic() - started > 15:
                     # No connection carries the replicas' names: the app names its connections
                     # differently now. Fall back to the round trip below (it proves one replica).
-                    print("ReplicaSet: cannot see the replicas' Redis connections by name; "
-                          "waiting for a reply only", file=sys.stderr)
+                    print(
+                        "ReplicaSet: cannot see the replicas' Redis connections by name; waiting for a reply only",
+                        file=sys.stderr,
+                    )
                     break
                 if time.monotonic() > deadline:
                     raise ReplicaStartError(self._timeout_message("subscribe to the request streams"))
@@ -237,7 +241,7 @@ class ReplicaSet:
                 try:
                     await client.count_work_pools()
                     break
-                except Exception as exc:  # noqa: BLE001 - retry until the deadline
+                except Exception as exc:
                     if time.monotonic() > deadline:
                         raise ReplicaStartError(self._timeout_message(f"answer ({exc!r})")) from exc
                     await asyncio.sleep(0.2)
@@ -247,7 +251,8 @@ class ReplicaSet:
         """Connections in XREADGROUP, by client name, of our replicas (named workpools-<consumer>)."""
         names = {f"workpools-{r.name}" for r in self.replicas}
         return Counter(
-            c.get("name") for c in await redis.client_list()
+            c.get("name")
+            for c in await redis.client_list()
             if c.get("name") in names and str(c.get("cmd", "")).startswith("xreadgroup")
         )
 
@@ -390,7 +395,7 @@ async def run_for(
         while (t0 := clock()) < deadline:
             try:
                 await op()
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 recorder.error(exc)
             else:
                 recorder.add(clock() - t0)
@@ -405,8 +410,9 @@ async def run_for(
     return recorder
 
 
-async def _drive(op: Callable[[], Awaitable[Any]], total: int, concurrency: int,
-                 recorder: LatencyRecorder | None) -> None:
+async def _drive(
+    op: Callable[[], Awaitable[Any]], total: int, concurrency: int, recorder: LatencyRecorder | None
+) -> None:
     remaining = total
 
     async def worker() -> None:
@@ -417,7 +423,7 @@ async def _drive(op: Callable[[], Awaitable[Any]], total: int, concurrency: int,
             t0 = clock()
             try:
                 await op()
-            except Exception as exc:  # noqa: BLE001 - counted, the run goes on
+            except Exception as exc:
                 if recorder is not None:
                     recorder.error(exc)
             else:
@@ -496,8 +502,9 @@ class CpuMeter:
     "other"; so do `exclude_backends` (e.g. the benchmark's own query connections). (A backend
     that exits during the window takes its CPU with it: "other" too.)"""
 
-    def __init__(self, replica_pids: Sequence[int] = (), *, database: str | None = None,
-                 exclude_backends: Sequence[int] = ()) -> None:
+    def __init__(
+        self, replica_pids: Sequence[int] = (), *, database: str | None = None, exclude_backends: Sequence[int] = ()
+    ) -> None:
         self.replica_pids = list(replica_pids)
         self.database = database
         self.exclude_backends = set(exclude_backends)  # e.g. the benchmark's own sampling connections
@@ -529,8 +536,12 @@ class CpuMeter:
         # Per backend: one that exited during the window must not subtract what it had used before.
         self.used["postgres"] = sum(max(0.0, cpu - self._pg_before.get(pid, 0.0)) for pid, cpu in self._pg.items())
         self.used["other"] = max(
-            0.0, self.used["machine"] - self.used["replicas"] - self.used["client"]
-            - self.used["redis"] - self.used["postgres"]
+            0.0,
+            self.used["machine"]
+            - self.used["replicas"]
+            - self.used["client"]
+            - self.used["redis"]
+            - self.used["postgres"],
         )
         return self.used
 
@@ -560,8 +571,14 @@ async def wait_for_quiet(max_wait: float, busy_below: float = 0.3, window: float
 # Output
 
 
-def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]],
-                *, right_align: Sequence[str] = (), caption: str | None = None) -> None:
+def print_table(
+    title: str,
+    columns: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    *,
+    right_align: Sequence[str] = (),
+    caption: str | None = None,
+) -> None:
     """A Rich table when Rich is installed, otherwise plain aligned text."""
     cells = [["" if v is None else str(v) for v in row] for row in rows]
     try:
@@ -582,7 +599,7 @@ def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]
 
     def line(values: Sequence[str]) -> str:
         return "  ".join(
-            v.rjust(w) if col in right_align else v.ljust(w) for v, w, col in zip(values, widths, columns)
+            v.rjust(w) if col in right_align else v.ljust(w) for v, w, col in zip(values, widths, columns, strict=True)
         )
 
     print(title)
@@ -628,7 +645,7 @@ def run_on_code(script: str, argv: Sequence[str] | None = None) -> None:
     for i, arg in enumerate(argv):
         if arg == "--code" and i + 1 < len(argv):
             rev = argv[i + 1]
-            del argv[i:i + 2]
+            del argv[i : i + 2]
             break
         if arg.startswith("--code="):
             rev = arg.split("=", 1)[1]
@@ -639,25 +656,35 @@ def run_on_code(script: str, argv: Sequence[str] | None = None) -> None:
     import shutil
 
     env = {**os.environ, "GIT_OPTIONAL_LOCKS": "0"}
-    sha = subprocess.run(["git", "rev-parse", "--short", rev], cwd=ROOT, env=env, capture_output=True,
-                         text=True, check=True).stdout.strip()
+    sha = subprocess.run(
+        ["git", "rev-parse", "--short", rev], cwd=ROOT, env=env, capture_output=True, text=True, check=True
+    ).stdout.strip()
     target = Path(tempfile.mkdtemp(prefix=f"workpools-code-{sha}-"))
-    archive = subprocess.run(["git", "archive", "--format=tar", sha], cwd=ROOT, env=env, capture_output=True,
-                             check=True).stdout
+    archive = subprocess.run(
+        ["git", "archive", "--format=tar", sha], cwd=ROOT, env=env, capture_output=True, check=True
+    ).stdout
     subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True)
     (target / "bench").mkdir(exist_ok=True)
     for source in (ROOT / "bench").glob("*.py"):
         shutil.copy2(source, target / "bench" / source.name)
     print(f"running {script} on revision {rev} ({sha}), exported to {target}", flush=True)
-    env = {**os.environ, "PYTHONPATH": str(target), CODE_LABEL_ENV: f"{sha} ({rev}, exported)",
-           CODE_DIR_ENV: str(target)}
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(target),
+        CODE_LABEL_ENV: f"{sha} ({rev}, exported)",
+        CODE_DIR_ENV: str(target),
+    }
     os.execve(sys.executable, [sys.executable, str(target / "bench" / script), *argv], env)
 
 
 def remove_exported_code() -> None:
     """Remove the directory `run_on_code` exported (call at the very end of the script)."""
     target = os.environ.get(CODE_DIR_ENV)
-    if target and Path(target).name.startswith("workpools-code-") and Path(target).parent == Path(tempfile.gettempdir()):
+    if (
+        target
+        and Path(target).name.startswith("workpools-code-")
+        and Path(target).parent == Path(tempfile.gettempdir())
+    ):
         import shutil
 
         shutil.rmtree(target, ignore_errors=True)
@@ -669,10 +696,12 @@ def code_version() -> str:
         return os.environ[CODE_LABEL_ENV]
     env = {**os.environ, "GIT_OPTIONAL_LOCKS": "0"}  # never write the index
     try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, env=env,
-                              capture_output=True, text=True, timeout=5).stdout.strip()
-        changed = subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, env=env,
-                                 capture_output=True, text=True, timeout=5).stdout.splitlines()
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=5
+        ).stdout.strip()
+        changed = subprocess.run(
+            ["git", "status", "--porcelain"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=5
+        ).stdout.splitlines()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return f"{head or 'unknown'}" + (f" + {len(changed)} uncommitted file(s)" if changed else "")
@@ -724,7 +753,9 @@ async def seed_scheduled_runs(database_url: str, pool: str, count: int, spread_s
     try:
         await conn.execute(
             "DELETE FROM flow_run WHERE work_queue_id IN "
-            "(SELECT q.id FROM work_queue q JOIN work_pool p ON p.id = q.work_pool_id WHERE p.name = $1)", pool)
+            "(SELECT q.id FROM work_queue q JOIN work_pool p ON p.id = q.work_pool_id WHERE p.name = $1)",
+            pool,
+        )
         status = await conn.execute(SEED_RUNS, pool, count, float(spread_seconds))
         inserted = int(status.split()[-1])
         if inserted != count:
@@ -737,22 +768,26 @@ async def seed_scheduled_runs(database_url: str, pool: str, count: int, spread_s
 
 async def all_table_writes(conn: Any) -> int:
     """Rows inserted + updated + deleted in every table of the connection's database."""
-    return int(await conn.fetchval(
-        "SELECT coalesce(sum(n_tup_ins + n_tup_upd + n_tup_del), 0) FROM pg_stat_user_tables"))
+    return int(
+        await conn.fetchval("SELECT coalesce(sum(n_tup_ins + n_tup_upd + n_tup_del), 0) FROM pg_stat_user_tables")
+    )
 
 
 async def table_writes(conn: Any, table: str) -> dict[str, int]:
     """Cumulative row writes of one table (pg_stat_user_tables): ins, upd, hot_upd, del."""
     row = await conn.fetchrow(
-        "SELECT n_tup_ins, n_tup_upd, n_tup_hot_upd, n_tup_del FROM pg_stat_user_tables WHERE relname = $1", table)
-    return {"ins": row[0], "upd": row[1], "hot_upd": row[2], "del": row[3]} if row else \
-        {"ins": 0, "upd": 0, "hot_upd": 0, "del": 0}
+        "SELECT n_tup_ins, n_tup_upd, n_tup_hot_upd, n_tup_del FROM pg_stat_user_tables WHERE relname = $1", table
+    )
+    return (
+        {"ins": row[0], "upd": row[1], "hot_upd": row[2], "del": row[3]}
+        if row
+        else {"ins": 0, "upd": 0, "hot_upd": 0, "del": 0}
+    )
 
 
 async def database_commits(conn: Any) -> int:
     """Committed transactions of the connection's database (pg_stat_database.xact_commit)."""
-    return int(await conn.fetchval(
-        "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"))
+    return int(await conn.fetchval("SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"))
 
 
 PG_STATS_IDLE_FLUSH = 10.5
@@ -761,8 +796,14 @@ statistics: a backend reports when a transaction ends at least 1 s after its pre
 otherwise (PGSTAT_IDLE_INTERVAL) 10 s later if it stays idle."""
 
 
-async def settled(read: Callable[[], Awaitable[Any]], *, quiet: float = 2.0, max_wait: float = 12.0,
-                  every: float = 0.5, not_before: float | None = None) -> tuple[Any, bool, float]:
+async def settled(
+    read: Callable[[], Awaitable[Any]],
+    *,
+    quiet: float = 2.0,
+    max_wait: float = 12.0,
+    every: float = 0.5,
+    not_before: float | None = None,
+) -> tuple[Any, bool, float]:
     """Read a statistic until it has not changed for `quiet` seconds (and, with `not_before`, a
     time.monotonic() value, not before then), at most `max_wait` seconds.
 
@@ -843,12 +884,23 @@ class WorkerPollers:
             await run_load(pollers.op, requests=3000, concurrency=32)
     """
 
-    def __init__(self, redis_url: str, prefix: str, pool: str, count: int, *, limit: int = 10,
-                 name: str = "bench-poller", timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        redis_url: str,
+        prefix: str,
+        pool: str,
+        count: int,
+        *,
+        limit: int = 10,
+        name: str = "bench-poller",
+        timeout: float = 10.0,
+    ) -> None:
         from client.workers import WorkerClient
 
-        self.clients = [WorkerClient(redis_url, prefix, work_pool_name=pool, worker_name=f"{name}-{i}",
-                                     timeout=timeout) for i in range(count)]
+        self.clients = [
+            WorkerClient(redis_url, prefix, work_pool_name=pool, worker_name=f"{name}-{i}", timeout=timeout)
+            for i in range(count)
+        ]
         self.limit = limit
         self.polls = 0
         self.runs = 0
@@ -888,23 +940,34 @@ class WorkerPollers:
 CPU_PARTS = ("machine", "replicas", "client", "redis", "postgres", "other")
 
 
-def print_cpu_table(title: str, rows: Sequence[tuple[str, int, int, CpuMeter, int]], *,
-                    unit: str = "op", caption: str | None = None) -> None:
+def print_cpu_table(
+    title: str, rows: Sequence[tuple[str, int, int, CpuMeter, int]], *, unit: str = "op", caption: str | None = None
+) -> None:
     """rows: (operation, concurrency, replicas, meter, ops). CPU % of one core during the
     measured window, and CPU ms per op per process (the robust number on a shared machine)."""
     per = [f"ms/{unit} {k}" for k in ("repl.", "client", "redis", "pg")]
     print_table(
         title,
         ["operation", "conc.", "repl.", *CPU_PARTS, *per],
-        [[label, conc, repl,
-          *(fmt_float(meter.percent().get(k, math.nan), 0) for k in CPU_PARTS),
-          *(fmt_float(meter.ms_per_op(ops).get(k, math.nan), 3) for k in ("replicas", "client", "redis", "postgres"))]
-         for label, conc, repl, meter, ops in rows],
+        [
+            [
+                label,
+                conc,
+                repl,
+                *(fmt_float(meter.percent().get(k, math.nan), 0) for k in CPU_PARTS),
+                *(
+                    fmt_float(meter.ms_per_op(ops).get(k, math.nan), 3)
+                    for k in ("replicas", "client", "redis", "postgres")
+                ),
+            ]
+            for label, conc, repl, meter, ops in rows
+        ],
         right_align=["conc.", "repl.", *CPU_PARTS, *per],
-        caption=caption or "CPU % of one core (200 % = both cores busy). postgres = the benchmark database's "
-                           "backends. other = the rest of the machine (other sessions, their "
-                           "databases; backends that exited during the window): a noisy neighbour if not ~0; per-op "
-                           "CPU is the robust number.",
+        caption=caption
+        or "CPU % of one core (200 % = both cores busy). postgres = the benchmark database's "
+        "backends. other = the rest of the machine (other sessions, their "
+        "databases; backends that exited during the window): a noisy neighbour if not ~0; per-op "
+        "CPU is the robust number.",
     )
 
 
@@ -933,21 +996,33 @@ class PySpy:
         for name, pid in self.targets.items():
             path = self.out / f"{name}.raw"
             proc = await asyncio.create_subprocess_exec(
-                str(spy), "record", "--pid", str(pid), "--format", "raw", "--rate", str(self.rate),
-                "--nonblocking", "--full-filenames", "-o", str(path),
-                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+                str(spy),
+                "record",
+                "--pid",
+                str(pid),
+                "--format",
+                "raw",
+                "--rate",
+                str(self.rate),
+                "--nonblocking",
+                "--full-filenames",
+                "-o",
+                str(path),
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.PIPE,
+            )
             self._procs.append((name, path, proc))
         await asyncio.sleep(0.5)  # attached
 
     async def stop(self) -> dict[str, Path]:
         files = {}
-        for name, path, proc in self._procs:
+        for _name, _path, proc in self._procs:
             if proc.returncode is None:
                 proc.send_signal(signal.SIGINT)
         for name, path, proc in self._procs:
             try:
                 _, err = await asyncio.wait_for(proc.communicate(), 15)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 proc.kill()
                 _, err = await proc.communicate()
             if path.exists():
@@ -980,7 +1055,7 @@ def entry_points(samples: Any) -> tuple[int, Counter]:
         in_handlers = False
         for frame in _after_loop(frames):  # what the event loop runs now (not the serve command around it)
             if frame.file.startswith(handlers):
-                short = frame.file[len(handlers):]
+                short = frame.file[len(handlers) :]
             elif "/handlers/" in frame.file and "site-packages" not in frame.file:  # another checkout
                 short = frame.file.rsplit("/handlers/", 1)[1]
             else:
@@ -992,9 +1067,15 @@ def entry_points(samples: Any) -> tuple[int, Counter]:
             if short in background and "consume_scope" not in frame.func:
                 label = f"{frame.func} (handlers/{short})"
                 break
-        counts[label or ("request pipeline around the handler (middlewares: FastStream decode + validate, "
-                         "reply encode + publish)" if in_handlers
-                         else "no project frame: framework, event loop, SQLAlchemy in greenlets")] += count
+        counts[
+            label
+            or (
+                "request pipeline around the handler (middlewares: FastStream decode + validate, "
+                "reply encode + publish)"
+                if in_handlers
+                else "no project frame: framework, event loop, SQLAlchemy in greenlets"
+            )
+        ] += count
     return total, counts
 
 
@@ -1023,8 +1104,10 @@ class Profiler:
             return {}
         from bench.profiling import PROFILE_INTERVAL_ENV, PROFILE_OUT_ENV, profiled_serve_command
 
-        return {"command": profiled_serve_command(),
-                "env": {PROFILE_OUT_ENV: str(Path(out) / "replica-{pid}.collapsed"), PROFILE_INTERVAL_ENV: "0.002"}}
+        return {
+            "command": profiled_serve_command(),
+            "env": {PROFILE_OUT_ENV: str(Path(out) / "replica-{pid}.collapsed"), PROFILE_INTERVAL_ENV: "0.002"},
+        }
 
     async def start(self) -> None:
         self._window += 1

@@ -47,7 +47,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import (  # noqa: E402
+from bench.common import (
     CpuMeter,
     LatencyRecorder,
     Profiler,
@@ -55,7 +55,6 @@ from bench.common import (  # noqa: E402
     WorkerPollers,
     asyncpg_dsn,
     check_bench_database,
-    parse_bench_args,
     code_version,
     create_priority_pool,
     delete_prefix_keys,
@@ -63,6 +62,7 @@ from bench.common import (  # noqa: E402
     entry_points,
     fmt_float,
     new_prefix,
+    parse_bench_args,
     print_cpu_table,
     print_table,
     remove_exported_code,
@@ -75,7 +75,7 @@ from bench.common import (  # noqa: E402
 if __name__ == "__main__":
     run_on_code("poll.py")  # --code REV: re-executes on that revision (before the project is imported)
 
-from client import WorkPoolClient  # noqa: E402
+from client import WorkPoolClient
 
 DEFAULT_DATABASE_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/workpools_bench_poll"
 POOL = "bench-poll"
@@ -138,22 +138,40 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--runs", type=int, default=10_000, help="SCHEDULED runs at the start of each phase")
     parser.add_argument("--queues", type=int, default=5, help="queues in the pool, priorities 1..N (default 5)")
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every case's request count")
-    parser.add_argument("--claim", choices=["sequential", "concurrent"], default="sequential",
-                        help="how a poller proposes PENDING for the runs of one poll (default: sequential, "
-                             "like `workpools worker`; concurrent: like Prefect's worker)")
+    parser.add_argument(
+        "--claim",
+        choices=["sequential", "concurrent"],
+        default="sequential",
+        help="how a poller proposes PENDING for the runs of one poll (default: sequential, "
+        "like `workpools worker`; concurrent: like Prefect's worker)",
+    )
     parser.add_argument("--cases", nargs="+", choices=[c.key for c in CASES], default=[c.key for c in CASES])
-    parser.add_argument("--database-url", default=DEFAULT_DATABASE_URL,
-                        help=f"benchmark database, dropped and recreated (default: {DEFAULT_DATABASE_URL})")
-    parser.add_argument("--quiet-wait", type=float, default=4.0,
-                        help="before each case, wait up to this many seconds for the machine to use < 0.3 cores "
-                             "(0: don't wait; default 4)")
-    parser.add_argument("--profile", choices=["py-spy", "cpu"], default=None,
-                        help="profile every replica and this client during each measured case: py-spy (wall "
-                             "clock, idle excluded) or cpu (bench/profiling.py's CPU-time sampler; replicas run "
-                             "under its wrapper; exact on a busy machine); prints where the samples went")
-    parser.add_argument("--code", default="worktree",
-                        help="the code to benchmark: worktree (default) or a git revision, e.g. HEAD (exported "
-                             "with git archive; for when the working tree is mid-edit)")
+    parser.add_argument(
+        "--database-url",
+        default=DEFAULT_DATABASE_URL,
+        help=f"benchmark database, dropped and recreated (default: {DEFAULT_DATABASE_URL})",
+    )
+    parser.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=4.0,
+        help="before each case, wait up to this many seconds for the machine to use < 0.3 cores "
+        "(0: don't wait; default 4)",
+    )
+    parser.add_argument(
+        "--profile",
+        choices=["py-spy", "cpu"],
+        default=None,
+        help="profile every replica and this client during each measured case: py-spy (wall "
+        "clock, idle excluded) or cpu (bench/profiling.py's CPU-time sampler; replicas run "
+        "under its wrapper; exact on a busy machine); prints where the samples went",
+    )
+    parser.add_argument(
+        "--code",
+        default="worktree",
+        help="the code to benchmark: worktree (default) or a git revision, e.g. HEAD (exported "
+        "with git archive; for when the working tree is mid-edit)",
+    )
     args = parse_bench_args(parser, argv)
     return args
 
@@ -167,6 +185,7 @@ def read_only_poll(client: WorkPoolClient, tally: Tally):
         items = await client.get_scheduled_flow_runs_for_work_pool(POOL, limit=LIMIT)
         tally.polls += 1
         tally.runs += len(items)
+
     return op
 
 
@@ -181,7 +200,7 @@ def poll_and_claim(client: WorkPoolClient, tally: Tally, *, concurrent: bool, le
                 result = await client.set_flow_run_state(item.flow_run.id, {"type": "PENDING"}, lease_token=token)
             else:
                 result = await client.set_flow_run_state(item.flow_run.id, {"type": "PENDING"})
-        except Exception:  # noqa: BLE001 - counted; the round goes on with the next run
+        except Exception:
             tally.proposal_errors += 1
             raise
         finally:
@@ -196,8 +215,9 @@ def poll_and_claim(client: WorkPoolClient, tally: Tally, *, concurrent: bool, le
             worker = f"bench-claimer-{next(turn) % pollers}"
             # A long lease: these claimers send no heartbeats, and a lease that runs out puts
             # PENDING runs back to SCHEDULED (they would then be handed out and accepted again).
-            items = await client.get_scheduled_flow_runs_for_work_pool(POOL, limit=LIMIT, claim=True,
-                                                                       worker_name=worker, lease_seconds=3600)
+            items = await client.get_scheduled_flow_runs_for_work_pool(
+                POOL, limit=LIMIT, claim=True, worker_name=worker, lease_seconds=3600
+            )
         else:
             items = await client.get_scheduled_flow_runs_for_work_pool(POOL, limit=LIMIT)
         tally.polls += 1
@@ -212,10 +232,11 @@ def poll_and_claim(client: WorkPoolClient, tally: Tally, *, concurrent: bool, le
             for item in items:
                 try:
                     await propose(item)
-                except Exception as exc:  # noqa: BLE001 - finish the round, then report it
+                except Exception as exc:
                     first_error = first_error or exc
             if first_error is not None:
                 raise first_error
+
     return op
 
 
@@ -226,7 +247,9 @@ async def pending_in_db(database_url: str) -> int:
     try:
         return await conn.fetchval(
             "SELECT count(*) FROM flow_run r JOIN work_queue q ON q.id = r.work_queue_id "
-            "JOIN work_pool p ON p.id = q.work_pool_id WHERE p.name = $1 AND r.state_type = 'PENDING'", POOL)
+            "JOIN work_pool p ON p.id = q.work_pool_id WHERE p.name = $1 AND r.state_type = 'PENDING'",
+            POOL,
+        )
     finally:
         await conn.close()
 
@@ -235,8 +258,9 @@ async def pending_in_db(database_url: str) -> int:
 # One replica count
 
 
-async def run_case(case: Case, args: argparse.Namespace, client: WorkPoolClient, replica_set: ReplicaSet,
-                   replicas: int) -> dict[str, Any]:
+async def run_case(
+    case: Case, args: argparse.Namespace, client: WorkPoolClient, replica_set: ReplicaSet, replicas: int
+) -> dict[str, Any]:
     requests = max(case.concurrency, int(case.requests * args.scale))
     seed_s = await seed_scheduled_runs(args.database_url, POOL, args.runs)
     tally = Tally()
@@ -245,8 +269,13 @@ async def run_case(case: Case, args: argparse.Namespace, client: WorkPoolClient,
     if case.key.startswith("rpc"):
         op = read_only_poll(client, tally)
     elif claiming:
-        op = poll_and_claim(client, tally, concurrent=args.claim == "concurrent", lease=case.key == "lease_c32",
-                            pollers=case.concurrency)
+        op = poll_and_claim(
+            client,
+            tally,
+            concurrent=args.claim == "concurrent",
+            lease=case.key == "lease_c32",
+            pollers=case.concurrency,
+        )
     else:
         pollers = WorkerPollers(args.redis_url, replica_set.prefix, POOL, case.concurrency, limit=LIMIT)
         await pollers.__aenter__()
@@ -285,10 +314,18 @@ async def run_case(case: Case, args: argparse.Namespace, client: WorkPoolClient,
     if pollers is not None:
         tally.polls, tally.runs = pollers.polls, pollers.runs
     result: dict[str, Any] = {
-        "case": case.key, "operation": case.label, "concurrency": case.concurrency, "replicas": replicas,
-        **recorder.summary(), "polls": tally.polls, "runs_per_poll": tally.runs / tally.polls if tally.polls else 0.0,
-        "seed_seconds": seed_s, "cpu_percent": meter.percent(), "cpu_ms_per_op": meter.ms_per_op(len(recorder.samples)),
-        "meter": meter, "error_kinds": dict(recorder.error_kinds.most_common(5)),
+        "case": case.key,
+        "operation": case.label,
+        "concurrency": case.concurrency,
+        "replicas": replicas,
+        **recorder.summary(),
+        "polls": tally.polls,
+        "runs_per_poll": tally.runs / tally.polls if tally.polls else 0.0,
+        "seed_seconds": seed_s,
+        "cpu_percent": meter.percent(),
+        "cpu_ms_per_op": meter.ms_per_op(len(recorder.samples)),
+        "meter": meter,
+        "error_kinds": dict(recorder.error_kinds.most_common(5)),
     }
     if profiler is not None:
         result["profiles"] = profiles
@@ -298,19 +335,28 @@ async def run_case(case: Case, args: argparse.Namespace, client: WorkPoolClient,
         pending = await pending_in_db(args.database_url)
         accepts = tally.statuses.get("ACCEPT", 0)
         result |= {
-            "proposals": tally.proposals, "proposal_errors": tally.proposal_errors,
-            "statuses": dict(tally.statuses), "accepted": accepts, "aborted": tally.statuses.get("ABORT", 0),
+            "proposals": tally.proposals,
+            "proposal_errors": tally.proposal_errors,
+            "statuses": dict(tally.statuses),
+            "accepted": accepts,
+            "aborted": tally.statuses.get("ABORT", 0),
             "abort_share": tally.statuses.get("ABORT", 0) / tally.proposals if tally.proposals else math.nan,
-            "duplicate_accepts": tally.duplicate_accepts, "pending_in_db": pending,
-            "claim": args.claim, "proposals_per_s": tally.proposals / recorder.elapsed if recorder.elapsed else 0.0,
+            "duplicate_accepts": tally.duplicate_accepts,
+            "pending_in_db": pending,
+            "claim": args.claim,
+            "proposals_per_s": tally.proposals / recorder.elapsed if recorder.elapsed else 0.0,
         }
-    line = (f"  {case.label:<32} c={case.concurrency:<3} {result['ops_per_s']:>7.0f} polls/s  "
-            f"p50 {result['p50_ms']:7.2f} ms  p99 {result['p99_ms']:7.2f} ms  errors {result['errors']}  "
-            f"runs/poll {result['runs_per_poll']:.1f}")
+    line = (
+        f"  {case.label:<32} c={case.concurrency:<3} {result['ops_per_s']:>7.0f} polls/s  "
+        f"p50 {result['p50_ms']:7.2f} ms  p99 {result['p99_ms']:7.2f} ms  errors {result['errors']}  "
+        f"runs/poll {result['runs_per_poll']:.1f}"
+    )
     if claiming:
-        line += (f"  proposals {result['proposals']} ACCEPT {result['accepted']} ABORT {result['aborted']} "
-                 f"({100 * result['abort_share']:.0f} %) dup-accepts {result['duplicate_accepts']} "
-                 f"PENDING in DB {result['pending_in_db']}")
+        line += (
+            f"  proposals {result['proposals']} ACCEPT {result['accepted']} ABORT {result['aborted']} "
+            f"({100 * result['abort_share']:.0f} %) dup-accepts {result['duplicate_accepts']} "
+            f"PENDING in DB {result['pending_in_db']}"
+        )
     print(line, flush=True)
     for kind, count in recorder.error_kinds.most_common(3):
         print(f"    {count} x {kind}", flush=True)
@@ -322,16 +368,23 @@ async def run_replicas(replicas: int, args: argparse.Namespace, cases: list[Case
     await drop_database(args.database_url)  # fresh: the replicas create and migrate it
     results = []
     options = Profiler.replica_options(args.profile, args.profile_dir) if args.profile else {}
-    replica_set = ReplicaSet(replicas, prefix=prefix, database_url=args.database_url, redis_url=args.redis_url,
-                             **options)
+    replica_set = ReplicaSet(
+        replicas, prefix=prefix, database_url=args.database_url, redis_url=args.redis_url, **options
+    )
     try:
         async with replica_set:
-            print(f"[{replicas} replica(s)] ready in {replica_set.ready_seconds:.1f} s; pids {replica_set.pids}, "
-                  f"prefix {prefix}, logs {replica_set.log_dir}", flush=True)
+            print(
+                f"[{replicas} replica(s)] ready in {replica_set.ready_seconds:.1f} s; pids {replica_set.pids}, "
+                f"prefix {prefix}, logs {replica_set.log_dir}",
+                flush=True,
+            )
             async with WorkPoolClient(redis_url=args.redis_url, prefix=prefix, timeout=30) as client:
                 queues = await create_priority_pool(client, POOL, args.queues)
-                print(f"  pool {POOL}: queues {queues} (priorities 1..{len(queues)}); "
-                      f"{args.runs:,} runs seeded by SQL before each phase", flush=True)
+                print(
+                    f"  pool {POOL}: queues {queues} (priorities 1..{len(queues)}); "
+                    f"{args.runs:,} runs seeded by SQL before each phase",
+                    flush=True,
+                )
                 for case in cases:
                     results.append(await run_case(case, args, client, replica_set, replicas))
     finally:
@@ -349,35 +402,76 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace, version: str
     for r in results:
         target, met = TARGETS.get(r["case"], ("", None))
         claims = "proposals" in r
-        rows.append([
-            r["operation"], r["concurrency"], r["replicas"],
-            fmt_float(r["ops_per_s"], 0), fmt_float(r["p50_ms"], 2), fmt_float(r["p99_ms"], 2), r["errors"],
-            fmt_float(r["runs_per_poll"], 1),
-            r["proposals"] if claims else "", r["accepted"] if claims else "", r["aborted"] if claims else "",
-            f"{100 * r['abort_share']:.0f} %" if claims else "",
-            r["duplicate_accepts"] if claims else "",
-            (f"{target} {'✓' if met(r) else '✗'}" if met else ""), PREFECT.get(r["case"], ""),
-        ])
+        rows.append(
+            [
+                r["operation"],
+                r["concurrency"],
+                r["replicas"],
+                fmt_float(r["ops_per_s"], 0),
+                fmt_float(r["p50_ms"], 2),
+                fmt_float(r["p99_ms"], 2),
+                r["errors"],
+                fmt_float(r["runs_per_poll"], 1),
+                r["proposals"] if claims else "",
+                r["accepted"] if claims else "",
+                r["aborted"] if claims else "",
+                f"{100 * r['abort_share']:.0f} %" if claims else "",
+                r["duplicate_accepts"] if claims else "",
+                (f"{target} {'✓' if met(r) else '✗'}" if met else ""),
+                PREFECT.get(r["case"], ""),
+            ]
+        )
     print_table(
         f"workpools worker poll: 1 pool, {args.queues} queues, {args.runs:,} SCHEDULED runs, limit={LIMIT} "
         f"(code {version})",
-        ["operation", "concurrency", "replicas", "ops/s", "p50 ms", "p99 ms", "errors", "runs/poll",
-         "proposals", "ACCEPT", "ABORT", "ABORT %", "dup accepts", "target", "Prefect HTTP"],
+        [
+            "operation",
+            "concurrency",
+            "replicas",
+            "ops/s",
+            "p50 ms",
+            "p99 ms",
+            "errors",
+            "runs/poll",
+            "proposals",
+            "ACCEPT",
+            "ABORT",
+            "ABORT %",
+            "dup accepts",
+            "target",
+            "Prefect HTTP",
+        ],
         rows,
-        right_align=["concurrency", "replicas", "ops/s", "p50 ms", "p99 ms", "errors", "runs/poll", "proposals",
-                     "ACCEPT", "ABORT", "ABORT %", "dup accepts"],
-        caption=(f"ops/s = polls/s; for the claim rows p50/p99 are one round (poll + its PENDING proposals, "
-                 f"{args.claim}). dup accepts: runs ACCEPTed more than once (must be 0). Prefect HTTP: Prefect's "
-                 f"server on this machine (37.5 ms p50 at 1, 40 polls/s at 32, 67 % of PENDING proposals ABORTed)."),
+        right_align=[
+            "concurrency",
+            "replicas",
+            "ops/s",
+            "p50 ms",
+            "p99 ms",
+            "errors",
+            "runs/poll",
+            "proposals",
+            "ACCEPT",
+            "ABORT",
+            "ABORT %",
+            "dup accepts",
+        ],
+        caption=(
+            f"ops/s = polls/s; for the claim rows p50/p99 are one round (poll + its PENDING proposals, "
+            f"{args.claim}). dup accepts: runs ACCEPTed more than once (must be 0). Prefect HTTP: Prefect's "
+            f"server on this machine (37.5 ms p50 at 1, 40 polls/s at 32, 67 % of PENDING proposals ABORTed)."
+        ),
     )
-    print_cpu_table("CPU during the measured polls: % of one core | CPU ms per poll (claim rows: per round)",
-                    [(r["operation"], r["concurrency"], r["replicas"], r["meter"], r["ok"]) for r in results],
-                    unit="poll",
-                    caption="CPU % of one core (200 % = both cores busy). postgres = the benchmark database's "
-                            "backends (not the server's shared writers). other = the rest of the machine: other sessions and "
-                            "their databases, and PostgreSQL backends that exited during the window (e.g. the "
-                            "replicas' overflow connections under the claim rounds: the meter cannot see their CPU). "
-                            "Per-poll CPU is the robust number on a shared machine.")
+    print_cpu_table(
+        "CPU during the measured polls: % of one core | CPU ms per poll (claim rows: per round)",
+        [(r["operation"], r["concurrency"], r["replicas"], r["meter"], r["ok"]) for r in results],
+        unit="poll",
+        caption="CPU % of one core (200 % = both cores busy). postgres = the benchmark database's "
+        "backends (not the server's shared writers). other = the rest of the machine: other sessions and "
+        "their databases, and PostgreSQL backends that exited during the window (e.g. the "
+        "replicas' overflow connections under the claim rounds: the meter cannot see their CPU). "
+        "Per-poll CPU is the robust number on a shared machine.",
+    )
     for r in results:
         if r.get("profiles"):
             print_profiles(r)
@@ -388,28 +482,51 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace, version: str
 def print_profiles(r: dict[str, Any]) -> None:
     from bench.profiling import CLIENT_STAGES, REPLICA_STAGES, summarize
 
-    how = ("py-spy: wall clock, idle excluded" if r["profiler"] == "py-spy"
-           else "CPU-time sampler")
+    how = "py-spy: wall clock, idle excluded" if r["profiler"] == "py-spy" else "CPU-time sampler"
     for name, samples in r["profiles"].items():
         replica = name.startswith("replica")
         summary = summarize(samples, REPLICA_STAGES if replica else CLIENT_STAGES)
         ms = r["cpu_ms_per_op"].get("replicas" if replica else "client", math.nan)
         if replica:
             ms /= r["replicas"]  # about even
-        title = (f"{name if replica else 'client'}: {r['operation']} c={r['concurrency']}, {r['replicas']} replica(s) "
-                 f"(≈ {ms:.2f} ms CPU per poll in this process; {summary.total} samples, {how})")
+        title = (
+            f"{name if replica else 'client'}: {r['operation']} c={r['concurrency']}, {r['replicas']} replica(s) "
+            f"(≈ {ms:.2f} ms CPU per poll in this process; {summary.total} samples, {how})"
+        )
         if replica:
             total, entries = entry_points(samples)
-            print_table(title + " — by entry point (inclusive)", ["project code", "%", "ms / poll"],
-                        [[label, fmt_float(100 * n / total, 1), fmt_float(n / total * ms, 3)]
-                         for label, n in entries.most_common(8)], right_align=["%", "ms / poll"])
-        print_table(title + " — by owner", ["owner (deepest library/app frame)", "%", "ms / poll"],
-                    [[who, fmt_float(summary.pct(n), 1), fmt_float(summary.pct(n) / 100 * ms, 3)]
-                     for who, n in summary.owners.most_common(10)], right_align=["%", "ms / poll"])
-        print_table(title + " — by part", ["part (exclusive)", "%", "ms / poll"],
-                    [[label, fmt_float(summary.pct(summary.stages[label]), 1),
-                      fmt_float(summary.pct(summary.stages[label]) / 100 * ms, 3)]
-                     for label in summary.stage_order if summary.stages[label]], right_align=["%", "ms / poll"])
+            print_table(
+                title + " — by entry point (inclusive)",
+                ["project code", "%", "ms / poll"],
+                [
+                    [label, fmt_float(100 * n / total, 1), fmt_float(n / total * ms, 3)]
+                    for label, n in entries.most_common(8)
+                ],
+                right_align=["%", "ms / poll"],
+            )
+        print_table(
+            title + " — by owner",
+            ["owner (deepest library/app frame)", "%", "ms / poll"],
+            [
+                [who, fmt_float(summary.pct(n), 1), fmt_float(summary.pct(n) / 100 * ms, 3)]
+                for who, n in summary.owners.most_common(10)
+            ],
+            right_align=["%", "ms / poll"],
+        )
+        print_table(
+            title + " — by part",
+            ["part (exclusive)", "%", "ms / poll"],
+            [
+                [
+                    label,
+                    fmt_float(summary.pct(summary.stages[label]), 1),
+                    fmt_float(summary.pct(summary.stages[label]) / 100 * ms, 3),
+                ]
+                for label in summary.stage_order
+                if summary.stages[label]
+            ],
+            right_align=["%", "ms / poll"],
+        )
     if r.get("profile_errors"):
         print(f"profiler errors: {r['profile_errors']}")
 
@@ -431,13 +548,16 @@ async def main(argv: list[str] | None = None) -> int:
             await drop_database(args.database_url)
     report(results, args, version)
     if args.json:
-        args.json.write_text(json.dumps([{k: v for k, v in r.items() if k not in ("meter", "profiles")}
-                                         for r in results],
-                                        indent=2, default=str))
-    failed = any(r["errors"] or r.get("duplicate_accepts")
-                 or ("pending_in_db" in r and r["pending_in_db"] != r["accepted"]) for r in results)
+        args.json.write_text(
+            json.dumps(
+                [{k: v for k, v in r.items() if k not in ("meter", "profiles")} for r in results], indent=2, default=str
+            )
+        )
+    failed = any(
+        r["errors"] or r.get("duplicate_accepts") or ("pending_in_db" in r and r["pending_in_db"] != r["accepted"])
+        for r in results
+    )
     return 1 if failed else 0
-
 
 
 def run() -> int:

@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import (  # noqa: E402
+from bench.common import (
     DEFAULT_DATABASE_URL,
     DEFAULT_REDIS_URL,
     CpuMeter,
@@ -39,7 +39,7 @@ from bench.common import (  # noqa: E402
     run_for,
     wait_for_quiet,
 )
-from bench.profiling import (  # noqa: E402
+from bench.profiling import (
     CLIENT_STAGES,
     PROFILE_INTERVAL_ENV,
     PROFILE_OUT_ENV,
@@ -52,8 +52,8 @@ from bench.profiling import (  # noqa: E402
     profiled_serve_command,
     summarize,
 )
-from bench.rpc import CASES, operation, setup  # noqa: E402
-from client import WorkPoolClient  # noqa: E402
+from bench.rpc import CASES, operation, setup
+from client import WorkPoolClient
 
 
 def parse_args() -> argparse.Namespace:
@@ -63,8 +63,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--seconds", type=float, default=15.0, help="length of the measured window")
     parser.add_argument("--warmup", type=int, default=None, help="warm-up requests (default: the case's)")
     parser.add_argument("--interval", type=float, default=0.002, help="CPU sampling interval, seconds")
-    parser.add_argument("--quiet-wait", type=float, default=5.0,
-                        help="wait up to this long for other processes to use < 0.3 cores first (0: don't)")
+    parser.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=5.0,
+        help="wait up to this long for other processes to use < 0.3 cores first (0: don't)",
+    )
     parser.add_argument("--no-perf", action="store_true", help="skip perf record")
     parser.add_argument("--py-spy", action="store_true", help="also a wall-clock py-spy window on replica 0")
     parser.add_argument("--out", type=Path, default=Path("/tmp/workpools-profile"))
@@ -86,19 +90,35 @@ async def wait_for_files(paths: list[Path], timeout: float = 10.0) -> None:
 
 
 def owners_table(title: str, summary, cpu_ms_per_op: float, unit: str = "µs CPU / request") -> None:
-    rows = [[who, fmt_float(summary.pct(n), 1), fmt_float(summary.pct(n) / 100 * cpu_ms_per_op * 1000, 0)]
-            for who, n in summary.owners.most_common()]
-    print_table(title, ["owner (deepest library/app frame)", "% of samples", unit], rows,
-                right_align=["% of samples", unit],
-                caption=f"{summary.total} samples; stdlib/asyncio frames count for the library that called them.")
+    rows = [
+        [who, fmt_float(summary.pct(n), 1), fmt_float(summary.pct(n) / 100 * cpu_ms_per_op * 1000, 0)]
+        for who, n in summary.owners.most_common()
+    ]
+    print_table(
+        title,
+        ["owner (deepest library/app frame)", "% of samples", unit],
+        rows,
+        right_align=["% of samples", unit],
+        caption=f"{summary.total} samples; stdlib/asyncio frames count for the library that called them.",
+    )
 
 
 def stages_table(title: str, summary, cpu_ms_per_op: float, unit: str = "µs CPU / request") -> None:
-    rows = [[label, fmt_float(summary.pct(summary.stages[label]), 1),
-             fmt_float(summary.pct(summary.stages[label]) / 100 * cpu_ms_per_op * 1000, 0)]
-            for label in summary.stage_order if summary.stages[label]]
-    print_table(title, ["part (exclusive; first matching part in this order wins)", "% of samples", unit], rows,
-                right_align=["% of samples", unit])
+    rows = [
+        [
+            label,
+            fmt_float(summary.pct(summary.stages[label]), 1),
+            fmt_float(summary.pct(summary.stages[label]) / 100 * cpu_ms_per_op * 1000, 0),
+        ]
+        for label in summary.stage_order
+        if summary.stages[label]
+    ]
+    print_table(
+        title,
+        ["part (exclusive; first matching part in this order wins)", "% of samples", unit],
+        rows,
+        right_align=["% of samples", unit],
+    )
 
 
 def leaves_table(title: str, summary, top: int) -> None:
@@ -119,14 +139,20 @@ async def main() -> int:
     prefix = new_prefix("wpprof")
     await drop_database(args.database_url)
     replica_set = ReplicaSet(
-        args.replicas, prefix=prefix, database_url=args.database_url, redis_url=args.redis_url,
+        args.replicas,
+        prefix=prefix,
+        database_url=args.database_url,
+        redis_url=args.redis_url,
         command=profiled_serve_command(),
         env={PROFILE_OUT_ENV: str(out / "replica-{pid}.collapsed"), PROFILE_INTERVAL_ENV: str(args.interval)},
     )
     try:
         async with replica_set, WorkPoolClient(redis_url=args.redis_url, prefix=prefix, timeout=30) as client:
-            print(f"replicas {replica_set.pids} (logs {replica_set.log_dir}), client pid {os.getpid()}; "
-                  f"case {case.key}: {case.operation} at concurrency {case.concurrency}", flush=True)
+            print(
+                f"replicas {replica_set.pids} (logs {replica_set.log_dir}), client pid {os.getpid()}; "
+                f"case {case.key}: {case.operation} at concurrency {case.concurrency}",
+                flush=True,
+            )
             queue_pools = await setup(client, args)
             op = operation(case, client, queue_pools, args.workers)
             await run_for(op, seconds=0.0, concurrency=case.concurrency, warmup=warmup)
@@ -139,9 +165,17 @@ async def main() -> int:
             if use_perf:
                 targets = [(f"replica-{pid}", pid) for pid in replica_set.pids] + [("client", os.getpid())]
                 for name, pid in targets:
-                    perfs.append((name, out / f"{name}.perf.data", await asyncio.create_subprocess_exec(
-                        *perf_record_command(pid, args.seconds, out / f"{name}.perf.data"),
-                        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)))
+                    perfs.append(
+                        (
+                            name,
+                            out / f"{name}.perf.data",
+                            await asyncio.create_subprocess_exec(
+                                *perf_record_command(pid, args.seconds, out / f"{name}.perf.data"),
+                                stdout=asyncio.subprocess.DEVNULL,
+                                stderr=asyncio.subprocess.DEVNULL,
+                            ),
+                        )
+                    )
             for pid in replica_set.pids:
                 os.kill(pid, signal.SIGUSR1)
             sampler = CpuSampler(args.interval)
@@ -163,9 +197,22 @@ async def main() -> int:
                 spy = Path(sys.executable).parent / "py-spy"
                 spy_file = out / "replica0.py-spy.raw"
                 proc = await asyncio.create_subprocess_exec(
-                    str(spy), "record", "--pid", str(replica_set.pids[0]), "--format", "raw", "--rate", "100",
-                    "--duration", str(int(args.seconds)), "--full-filenames", "-o", str(spy_file),
-                    stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+                    str(spy),
+                    "record",
+                    "--pid",
+                    str(replica_set.pids[0]),
+                    "--format",
+                    "raw",
+                    "--rate",
+                    "100",
+                    "--duration",
+                    str(int(args.seconds)),
+                    "--full-filenames",
+                    "-o",
+                    str(spy_file),
+                    stdout=asyncio.subprocess.DEVNULL,
+                    stderr=asyncio.subprocess.DEVNULL,
+                )
                 spy_recorder = await run_for(op, seconds=args.seconds + 0.5, concurrency=case.concurrency)
                 await proc.wait()
     finally:
@@ -173,22 +220,28 @@ async def main() -> int:
         await drop_database(args.database_url)
 
     s = recorder.summary()
-    print(f"\nwindow 1 (profiled): {s['ok']} requests in {s['seconds']:.1f} s = {s['ops_per_s']:.0f} ops/s, "
-          f"p50 {s['p50_ms']:.2f} ms, p99 {s['p99_ms']:.2f} ms, errors {s['errors']}")
+    print(
+        f"\nwindow 1 (profiled): {s['ok']} requests in {s['seconds']:.1f} s = {s['ops_per_s']:.0f} ops/s, "
+        f"p50 {s['p50_ms']:.2f} ms, p99 {s['p99_ms']:.2f} ms, errors {s['errors']}"
+    )
     pct, per_op = meter.percent(), meter.ms_per_op(s["ok"])
     parts = ("replicas", "client", "redis", "postgres", "other", "machine")
-    print_table("CPU in window 1", ["process", "% of one core", "CPU ms / request"],
-                [[k, fmt_float(pct.get(k), 0), fmt_float(per_op.get(k), 3)] for k in parts],
-                right_align=["% of one core", "CPU ms / request"],
-                caption="machine = all processes (2 cores = 200 %); other = processes not ours (other sessions).")
+    print_table(
+        "CPU in window 1",
+        ["process", "% of one core", "CPU ms / request"],
+        [[k, fmt_float(pct.get(k), 0), fmt_float(per_op.get(k), 3)] for k in parts],
+        right_align=["% of one core", "CPU ms / request"],
+        caption="machine = all processes (2 cores = 200 %); other = processes not ours (other sessions).",
+    )
 
     replica_samples = [sample for path in replica_files for sample in load_collapsed(path)]
     replica_summary = summarize(replica_samples, REPLICA_STAGES)
     client_summary = summarize(load_collapsed(out / "client.collapsed"), CLIENT_STAGES)
     replica_ms = per_op.get("replicas", 0.0)
     client_ms = per_op.get("client", 0.0)
-    owners_table(f"Replica CPU by owner ({replica_ms:.3f} ms CPU per request in all replicas)",
-                 replica_summary, replica_ms)
+    owners_table(
+        f"Replica CPU by owner ({replica_ms:.3f} ms CPU per request in all replicas)", replica_summary, replica_ms
+    )
     stages_table("Replica CPU by part of the request path", replica_summary, replica_ms)
     leaves_table("Replica: hottest leaf frames", replica_summary, args.top)
     owners_table(f"Client CPU by owner ({client_ms:.3f} ms CPU per request)", client_summary, client_ms)
@@ -197,20 +250,35 @@ async def main() -> int:
 
     for name, data, _ in perfs:
         if data.exists():
-            print_table(f"perf {name}: CPU by shared object", ["%", "shared object"],
-                        [[fmt_float(p, 1), n] for p, n in perf_report(data, "dso", 12)], right_align=["%"])
-            print_table(f"perf {name}: hottest native symbols", ["%", "symbol"],
-                        [[fmt_float(p, 1), n] for p, n in perf_report(data, "dso,sym", args.top)],
-                        right_align=["%"])
+            print_table(
+                f"perf {name}: CPU by shared object",
+                ["%", "shared object"],
+                [[fmt_float(p, 1), n] for p, n in perf_report(data, "dso", 12)],
+                right_align=["%"],
+            )
+            print_table(
+                f"perf {name}: hottest native symbols",
+                ["%", "symbol"],
+                [[fmt_float(p, 1), n] for p, n in perf_report(data, "dso,sym", args.top)],
+                right_align=["%"],
+            )
 
     if spy_file is not None and spy_file.exists():
         ss = spy_recorder.summary()
         spy_summary = summarize(load_collapsed(spy_file), REPLICA_STAGES)
         print(f"\nwindow 2 (py-spy, wall clock, idle excluded): {ss['ops_per_s']:.0f} ops/s, p50 {ss['p50_ms']:.2f} ms")
-        owners_table("Replica 0 wall-clock samples by owner (py-spy; includes time runnable but not running)",
-                     spy_summary, 1000 / max(ss["ops_per_s"], 1e-9), unit="µs wall / request")
-        stages_table("Replica 0 wall-clock samples by part (py-spy)", spy_summary,
-                     1000 / max(ss["ops_per_s"], 1e-9), unit="µs wall / request")
+        owners_table(
+            "Replica 0 wall-clock samples by owner (py-spy; includes time runnable but not running)",
+            spy_summary,
+            1000 / max(ss["ops_per_s"], 1e-9),
+            unit="µs wall / request",
+        )
+        stages_table(
+            "Replica 0 wall-clock samples by part (py-spy)",
+            spy_summary,
+            1000 / max(ss["ops_per_s"], 1e-9),
+            unit="µs wall / request",
+        )
     print(f"\nartefacts in {out}: *.collapsed (speedscope.app / flamegraph.pl), *.perf.data (perf report -i)")
     return 0
 

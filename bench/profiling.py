@@ -138,6 +138,7 @@ def load_collapsed(path: str | Path) -> list[tuple[list[Frame], int]]:
 PROJECT = str(Path(__file__).resolve().parents[1])
 STDLIB = os.path.dirname(os.__file__)
 
+
 def category(frame: Frame) -> str:
     f = frame.file
     for marker, name in (
@@ -178,7 +179,7 @@ def _after_loop(frames: Sequence[Frame]) -> Sequence[Frame]:
     frames below it, e.g. `main` or the CLI, own nothing)."""
     for i in range(len(frames) - 1, -1, -1):
         if frames[i].func.endswith("_run_once") and "asyncio" in frames[i].file:
-            return frames[i + 1:]
+            return frames[i + 1 :]
     return frames
 
 
@@ -198,8 +199,7 @@ def owner(frames: Sequence[Frame]) -> str:
 
 
 def _has(frames: Sequence[Frame], func: str | None = None, file: str | None = None) -> bool:
-    return any((func is None or re.search(func, f.func)) and (file is None or re.search(file, f.file))
-               for f in frames)
+    return any((func is None or re.search(func, f.func)) and (file is None or re.search(file, f.file)) for f in frames)
 
 
 _P = re.escape(PROJECT)
@@ -209,57 +209,96 @@ _P = re.escape(PROJECT)
 # reply's PUBLISH inside FastStream's pipeline counts as the reply, ...). Generic over handlers.
 # SQLAlchemy's sync engine runs in greenlets: those samples' stacks start at the greenlet (no
 # event loop below them), hence the sync-engine names (Engine.connect, Connection.close...).
-_SA_COMMIT = (r"AsyncTransaction\.__aexit__$|AsyncConnection\.__aexit__$|AsyncConnection\.close$|"
-              r"^Connection\.close$|TransactionalContext\.__exit__$|_commit_impl$|do_commit$|_checkin$|"
-              r"_finalize_fairy$|_connection_commit_impl$|do_rollback$|_reset$")
-_SA_BEGIN = (r"AsyncEngine\.begin$|AsyncConnection\.start$|AsyncTransaction\.start$|AsyncEngine\.connect$|"
-             r"^Engine\.connect$|^Connection\.begin$|^Connection\.__init__$|_checkout$|do_begin$|_begin_impl$")
-_SA_EXECUTE = (r"AsyncConnection\.execute$|^Connection\.execute$|_execute_clauseelement$|_execute_context$|"
-               r"_exec_single_context$|_execute_on_connection$|greenlet_spawn$")
+_SA_COMMIT = (
+    r"AsyncTransaction\.__aexit__$|AsyncConnection\.__aexit__$|AsyncConnection\.close$|"
+    r"^Connection\.close$|TransactionalContext\.__exit__$|_commit_impl$|do_commit$|_checkin$|"
+    r"_finalize_fairy$|_connection_commit_impl$|do_rollback$|_reset$"
+)
+_SA_BEGIN = (
+    r"AsyncEngine\.begin$|AsyncConnection\.start$|AsyncTransaction\.start$|AsyncEngine\.connect$|"
+    r"^Engine\.connect$|^Connection\.begin$|^Connection\.__init__$|_checkout$|do_begin$|_begin_impl$"
+)
+_SA_EXECUTE = (
+    r"AsyncConnection\.execute$|^Connection\.execute$|_execute_clauseelement$|_execute_context$|"
+    r"_exec_single_context$|_execute_on_connection$|greenlet_spawn$"
+)
 
 REPLICA_STAGES: tuple[tuple[str, object], ...] = (
     ("asyncpg (Python + Cython it calls; BEGIN, query, COMMIT)", lambda fs: _has(fs, file=r"/asyncpg/")),
-    ("SQLAlchemy: compile / cache key / bind params",
-     lambda fs: _has(fs, r"_compile_w_cache$|_generate_cache_key$|_gen_cache_key$|construct_params$|"
-                         r"SQLCompiler\.|_process_parameters_for_postcompile|_init_compiled$")),
-    ("SQLAlchemy: result rows (incl. JSONB decode)",
-     lambda fs: _has(fs, file=r"/sqlalchemy/engine/(result|cursor|row)\.py") or _has(fs, r"_jsonb_decoder")
-     or _has(fs, r"_setup_result_proxy$")),
+    (
+        "SQLAlchemy: compile / cache key / bind params",
+        lambda fs: _has(
+            fs,
+            r"_compile_w_cache$|_generate_cache_key$|_gen_cache_key$|construct_params$|"
+            r"SQLCompiler\.|_process_parameters_for_postcompile|_init_compiled$",
+        ),
+    ),
+    (
+        "SQLAlchemy: result rows (incl. JSONB decode)",
+        lambda fs: (
+            _has(fs, file=r"/sqlalchemy/engine/(result|cursor|row)\.py")
+            or _has(fs, r"_jsonb_decoder")
+            or _has(fs, r"_setup_result_proxy$")
+        ),
+    ),
     ("SQLAlchemy: commit + pool return", lambda fs: _has(fs, _SA_COMMIT)),
     ("SQLAlchemy: connect + begin (pool checkout)", lambda fs: _has(fs, _SA_BEGIN)),
     ("SQLAlchemy: execute (rest: greenlet, context, dialect)", lambda fs: _has(fs, _SA_EXECUTE)),
-    ("SQLAlchemy: building statements (select/where in services)",
-     lambda fs: _has(fs, file=r"/sqlalchemy/") and _has(fs, file=_P + r"/services/")),
+    (
+        "SQLAlchemy: building statements (select/where in services)",
+        lambda fs: _has(fs, file=r"/sqlalchemy/") and _has(fs, file=_P + r"/services/"),
+    ),
     ("SQLAlchemy: other", lambda fs: _has(fs, file=r"/sqlalchemy/")),
-    ("pydantic: result models (services, handlers)",
-     lambda fs: _has(fs, file=_P + r"/(services|handlers)/") and _has(fs, file=r"/pydantic|" + _P + "/schemas/")),
+    (
+        "pydantic: result models (services, handlers)",
+        lambda fs: _has(fs, file=_P + r"/(services|handlers)/") and _has(fs, file=r"/pydantic|" + _P + "/schemas/"),
+    ),
     ("services: own code", lambda fs: _has(fs, file=_P + r"/services/")),
-    ("reply: build + encode + PUBLISH (FastStream + redis-py)",
-     lambda fs: _has(fs, r"FakePublisher\.|publish_scope$|RedisFastProducer\.publish$|as_publish_command$|"
-                         r"_get_response_publisher$|_make_response_publisher$")),
+    (
+        "reply: build + encode + PUBLISH (FastStream + redis-py)",
+        lambda fs: _has(
+            fs,
+            r"FakePublisher\.|publish_scope$|RedisFastProducer\.publish$|as_publish_command$|"
+            r"_get_response_publisher$|_make_response_publisher$",
+        ),
+    ),
     ("handlers: own code", lambda fs: _has(fs, file=_P + r"/handlers/(?!cli)")),
     ("ack: XACK (FastStream + redis-py)", lambda fs: _has(fs, r"__ack$|\.ack$")),
-    ("FastStream: fetch (XREADGROUP + batch parse)",
-     lambda fs: _has(fs, r"_get_msgs$|_xreadgroup$|_StreamHandlerMixin\._consume$")),
+    (
+        "FastStream: fetch (XREADGROUP + batch parse)",
+        lambda fs: _has(fs, r"_get_msgs$|_xreadgroup$|_StreamHandlerMixin\._consume$"),
+    ),
     ("FastStream: fast_depends (decode + validate args)", lambda fs: _has(fs, file=r"/fast_depends/")),
     ("FastStream: log context (deepcopy of StreamSub per message)", lambda fs: _has(fs, r"get_log_context$")),
     ("FastStream: parse message (parser, uuid4 correlation id)", lambda fs: _has(fs, r"parse_message$|is_suitable$")),
-    ("FastStream: pipeline rest (middlewares, exit stacks, context, logging)",
-     lambda fs: _has(fs, r"process_message$")),
-    ("FastStream: task per message + memory stream (anyio, max_workers)",
-     lambda fs: _has(fs, r"_serve_consume_queue$|TaskHandle|TaskGroup|CancelScope|MemoryObject|"
-                         r"UnreliableObjectReceiveStream|_consume_msg$")),
+    (
+        "FastStream: pipeline rest (middlewares, exit stacks, context, logging)",
+        lambda fs: _has(fs, r"process_message$"),
+    ),
+    (
+        "FastStream: task per message + memory stream (anyio, max_workers)",
+        lambda fs: _has(
+            fs,
+            r"_serve_consume_queue$|TaskHandle|TaskGroup|CancelScope|MemoryObject|"
+            r"UnreliableObjectReceiveStream|_consume_msg$",
+        ),
+    ),
     ("FastStream: other", lambda fs: _has(fs, file=r"/faststream/|/anyio/")),
     ("redis-py: other", lambda fs: _has(fs, file=r"/redis/")),
-    ("asyncio: socket recv + protocol callbacks (asyncpg Cython parsing)",
-     lambda fs: _has(fs, r"_read_ready|data_received")),
+    (
+        "asyncio: socket recv + protocol callbacks (asyncpg Cython parsing)",
+        lambda fs: _has(fs, r"_read_ready|data_received"),
+    ),
     ("asyncio: event loop (scheduling, epoll)", lambda fs: True),
 )
 
 CLIENT_STAGES: tuple[tuple[str, object], ...] = (
     ("wire.encode (json)", lambda fs: _has(fs, r"^encode", r"/schemas/wire")),
     ("wire.decode (json)", lambda fs: _has(fs, r"^decode", r"/schemas/wire")),
-    ("XADD request (redis-py, socket send)", lambda fs: _has(fs, r"RpcTransport\.request$") and _has(fs, file=r"/redis/")),
+    (
+        "XADD request (redis-py, socket send)",
+        lambda fs: _has(fs, r"RpcTransport\.request$") and _has(fs, file=r"/redis/"),
+    ),
     ("reply pub/sub read + parse (redis-py)", lambda fs: _has(fs, r"_read_replies$") and _has(fs, file=r"/redis/")),
     ("reply model validation (pydantic + schemas)", lambda fs: _has(fs, file=r"/pydantic|" + _P + "/schemas/")),
     ("uuid4 (correlation id)", lambda fs: _has(fs, r"^uuid4$")),
@@ -284,8 +323,9 @@ class ProfileSummary:
         return 100.0 * n / self.total if self.total else 0.0
 
 
-def summarize(samples: Iterable[tuple[list[Frame], int]],
-              stages: Sequence[tuple[str, object]] = REPLICA_STAGES) -> ProfileSummary:
+def summarize(
+    samples: Iterable[tuple[list[Frame], int]], stages: Sequence[tuple[str, object]] = REPLICA_STAGES
+) -> ProfileSummary:
     owners: Counter = Counter()
     stage_counts: Counter = Counter()
     leaves: Counter = Counter()
@@ -312,14 +352,32 @@ def perf_available() -> bool:
 
 
 def perf_record_command(pid: int, seconds: float, output: str | Path, frequency: int = 999) -> list[str]:
-    return ["perf", "record", "-q", "-e", "cpu-clock", "-F", str(frequency), "-p", str(pid),
-            "-o", str(output), "--", "sleep", f"{seconds:g}"]
+    return [
+        "perf",
+        "record",
+        "-q",
+        "-e",
+        "cpu-clock",
+        "-F",
+        str(frequency),
+        "-p",
+        str(pid),
+        "-o",
+        str(output),
+        "--",
+        "sleep",
+        f"{seconds:g}",
+    ]
 
 
 def perf_report(data: str | Path, sort: str = "dso", limit: int = 15) -> list[tuple[float, str]]:
     """[(percent, name)] from `perf report --sort <sort>`."""
-    out = subprocess.run(["perf", "report", "-i", str(data), "--sort", sort, "--stdio", "-q"],
-                         capture_output=True, text=True, check=False).stdout
+    out = subprocess.run(
+        ["perf", "report", "-i", str(data), "--sort", sort, "--stdio", "-q"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout
     rows = []
     for line in out.splitlines():
         m = re.match(r"\s*([\d.]+)%\s+(.*\S)", line)

@@ -31,21 +31,21 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import (  # noqa: E402
+from bench.common import (
     DEFAULT_DATABASE_URL,
     CpuMeter,
     LatencyRecorder,
     ReplicaSet,
-    parse_bench_args,
     delete_prefix_keys,
     drop_database,
     fmt_float,
     new_prefix,
+    parse_bench_args,
     print_table,
     run_load,
     wait_for_quiet,
 )
-from client import WorkPoolClient  # noqa: E402
+from client import WorkPoolClient
 
 READ_POOL = "bench-read"
 HEARTBEAT_POOL = "bench-workers"
@@ -84,18 +84,29 @@ PREFECT: dict[str, tuple[str, Any]] = {
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--replicas", type=int, nargs="+", default=[1, 2], help="replica counts (default: 1 2)")
-    parser.add_argument("--requests", type=int, default=None,
-                        help="measured requests per case (default: sized per case, ~1-2 min in all)")
+    parser.add_argument(
+        "--requests",
+        type=int,
+        default=None,
+        help="measured requests per case (default: sized per case, ~1-2 min in all)",
+    )
     parser.add_argument("--warmup", type=int, default=None, help="warm-up requests per case (default: per case)")
-    parser.add_argument("--database-url", default=DEFAULT_DATABASE_URL,
-                        help=f"benchmark database, dropped and recreated (default: {DEFAULT_DATABASE_URL})")
+    parser.add_argument(
+        "--database-url",
+        default=DEFAULT_DATABASE_URL,
+        help=f"benchmark database, dropped and recreated (default: {DEFAULT_DATABASE_URL})",
+    )
     parser.add_argument("--concurrency", type=int, default=32, help="the high concurrency (default: 32)")
     parser.add_argument("--queue-pools", type=int, default=8, help="pools the created queues go into (default: 8)")
     parser.add_argument("--workers", type=int, default=1000, help="distinct worker names (default: 1000)")
     parser.add_argument("--cases", nargs="+", choices=[c.key for c in CASES], default=[c.key for c in CASES])
-    parser.add_argument("--quiet-wait", type=float, default=5.0,
-                        help="before each case, wait up to this many seconds for other processes on the machine "
-                             "to use < 0.3 cores (shared machines; 0: don't wait; default 5)")
+    parser.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=5.0,
+        help="before each case, wait up to this many seconds for other processes on the machine "
+        "to use < 0.3 cores (shared machines; 0: don't wait; default 5)",
+    )
     args = parse_bench_args(parser, argv)
     return args
 
@@ -115,13 +126,16 @@ async def setup(client: WorkPoolClient, args: argparse.Namespace) -> list[str]:
 def operation(case: Case, client: WorkPoolClient, queue_pools: list[str], workers: int):
     counter = itertools.count()
     if case.operation == "read_work_pool":
+
         async def op() -> None:
             await client.read_work_pool(READ_POOL)
     elif case.operation == "create_work_queue":
+
         async def op() -> None:
             i = next(counter)
             await client.create_work_queue(queue_pools[i % len(queue_pools)], {"name": f"q{i}"})
     elif case.operation == "send_worker_heartbeat":
+
         async def op() -> None:
             i = next(counter)
             await client.send_worker_heartbeat(HEARTBEAT_POOL, f"worker-{i % workers}", 30)
@@ -137,17 +151,20 @@ async def run_replicas(replicas: int, args: argparse.Namespace, cases: list[Case
     replica_set = ReplicaSet(replicas, prefix=prefix, database_url=args.database_url, redis_url=args.redis_url)
     try:
         async with replica_set:
-            print(f"[{replicas} replica(s)] ready in {replica_set.ready_seconds:.1f} s; pids {replica_set.pids}, "
-                  f"prefix {prefix}, logs {replica_set.log_dir}",
-                  flush=True)
+            print(
+                f"[{replicas} replica(s)] ready in {replica_set.ready_seconds:.1f} s; pids {replica_set.pids}, "
+                f"prefix {prefix}, logs {replica_set.log_dir}",
+                flush=True,
+            )
             async with WorkPoolClient(redis_url=args.redis_url, prefix=prefix, timeout=30) as client:
                 queue_pools = await setup(client, args)
                 for case in cases:
                     if args.quiet_wait > 0:
                         busy = await wait_for_quiet(args.quiet_wait)
                         if busy >= 0.3:
-                            print(f"  (machine still busy before {case.key}: {busy:.2f} cores used by others)",
-                                  flush=True)
+                            print(
+                                f"  (machine still busy before {case.key}: {busy:.2f} cores used by others)", flush=True
+                            )
                     meter = CpuMeter(replica_set.pids)
                     recorder: LatencyRecorder = await run_load(
                         operation(case, client, queue_pools, args.workers),
@@ -156,14 +173,22 @@ async def run_replicas(replicas: int, args: argparse.Namespace, cases: list[Case
                         warmup=case.warmup,
                         meter=meter,
                     )
-                    summary = {"case": case.key, "operation": case.operation, "concurrency": case.concurrency,
-                               "replicas": replicas, **recorder.summary(),
-                               "cpu_percent": meter.percent(), "cpu_ms_per_op": meter.ms_per_op(len(recorder.samples))}
+                    summary = {
+                        "case": case.key,
+                        "operation": case.operation,
+                        "concurrency": case.concurrency,
+                        "replicas": replicas,
+                        **recorder.summary(),
+                        "cpu_percent": meter.percent(),
+                        "cpu_ms_per_op": meter.ms_per_op(len(recorder.samples)),
+                    }
                     results.append(summary)
-                    print(f"  {case.operation:<22} c={case.concurrency:<3} {summary['ops_per_s']:>8.0f} ops/s  "
-                          f"p50 {summary['p50_ms']:6.2f} ms  p99 {summary['p99_ms']:6.2f} ms  "
-                          f"errors {summary['errors']}  ({summary['requests']} in {summary['seconds']:.1f} s)",
-                          flush=True)
+                    print(
+                        f"  {case.operation:<22} c={case.concurrency:<3} {summary['ops_per_s']:>8.0f} ops/s  "
+                        f"p50 {summary['p50_ms']:6.2f} ms  p99 {summary['p99_ms']:6.2f} ms  "
+                        f"errors {summary['errors']}  ({summary['requests']} in {summary['seconds']:.1f} s)",
+                        flush=True,
+                    )
                     for kind, count in recorder.error_kinds.most_common(3):
                         print(f"    {count} x {kind}", flush=True)
     finally:
@@ -177,30 +202,56 @@ def report(results: list[dict[str, Any]]) -> None:
     for r in results:
         target, met = TARGETS.get(r["case"], ("", None))
         prefect, ratio = PREFECT.get(r["case"], ("", None))
-        rows.append([
-            r["operation"], r["concurrency"], r["replicas"],
-            fmt_float(r["ops_per_s"], 0), fmt_float(r["p50_ms"], 2), fmt_float(r["p99_ms"], 2), r["errors"],
-            f"{target} {'✓' if met(r) else '✗'}" if met else "",
-            prefect,
-            f"{ratio(r):.1f}x" if ratio else "",
-        ])
+        rows.append(
+            [
+                r["operation"],
+                r["concurrency"],
+                r["replicas"],
+                fmt_float(r["ops_per_s"], 0),
+                fmt_float(r["p50_ms"], 2),
+                fmt_float(r["p99_ms"], 2),
+                r["errors"],
+                f"{target} {'✓' if met(r) else '✗'}" if met else "",
+                prefect,
+                f"{ratio(r):.1f}x" if ratio else "",
+            ]
+        )
     print_table(
         "workpools request/reply over Redis (one client process, closed loop)",
-        ["operation", "concurrency", "replicas", "ops/s", "p50 ms", "p99 ms", "errors",
-         "target", "Prefect HTTP", "vs Prefect"],
+        [
+            "operation",
+            "concurrency",
+            "replicas",
+            "ops/s",
+            "p50 ms",
+            "p99 ms",
+            "errors",
+            "target",
+            "Prefect HTTP",
+            "vs Prefect",
+        ],
         rows,
         right_align=["concurrency", "replicas", "ops/s", "p50 ms", "p99 ms", "errors", "vs Prefect"],
         caption="Prefect HTTP: Prefect's server on this machine (read p50 at concurrency 1, throughput at 32). "
-                "vs Prefect: its p50 / ours for the read at 1, our ops/s / its ops/s otherwise.",
+        "vs Prefect: its p50 / ours for the read at 1, our ops/s / its ops/s otherwise.",
     )
     parts = ("machine", "replicas", "client", "redis", "postgres", "other")
     print_table(
         "CPU during the measured requests: % of one core (200 % = both cores busy) | CPU ms per request",
         ["operation", "conc.", "repl.", *parts, "ms/op repl.", "ms/op client", "ms/op redis", "ms/op pg"],
-        [[r["operation"], r["concurrency"], r["replicas"],
-          *(fmt_float(r["cpu_percent"].get(k, math.nan), 0) for k in parts),
-          *(fmt_float(r["cpu_ms_per_op"].get(k, math.nan), 2) for k in ("replicas", "client", "redis", "postgres"))]
-         for r in results],
+        [
+            [
+                r["operation"],
+                r["concurrency"],
+                r["replicas"],
+                *(fmt_float(r["cpu_percent"].get(k, math.nan), 0) for k in parts),
+                *(
+                    fmt_float(r["cpu_ms_per_op"].get(k, math.nan), 2)
+                    for k in ("replicas", "client", "redis", "postgres")
+                ),
+            ]
+            for r in results
+        ],
         right_align=["conc.", "repl.", *parts, "ms/op repl.", "ms/op client", "ms/op redis", "ms/op pg"],
         caption="other = the rest of the machine (e.g. other sessions' processes): a noisy neighbour if not ~0.",
     )
@@ -210,8 +261,13 @@ async def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     cases = [c for c in CASES if c.key in args.cases]
     cases = [
-        Case(c.key, c.operation, args.concurrency if c.concurrency > 1 else 1,
-             args.requests or c.requests, c.warmup if args.warmup is None else args.warmup)
+        Case(
+            c.key,
+            c.operation,
+            args.concurrency if c.concurrency > 1 else 1,
+            args.requests or c.requests,
+            c.warmup if args.warmup is None else args.warmup,
+        )
         for c in cases
     ]
     results: list[dict[str, Any]] = []

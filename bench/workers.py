@@ -64,9 +64,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from redis.asyncio import Redis  # noqa: E402
+from redis.asyncio import Redis
 
-from bench.common import (  # noqa: E402
+from bench.common import (
     PG_STATS_IDLE_FLUSH,
     CpuMeter,
     Profiler,
@@ -76,7 +76,6 @@ from bench.common import (  # noqa: E402
     all_table_writes,
     asyncpg_dsn,
     check_bench_database,
-    parse_bench_args,
     code_version,
     create_priority_pool,
     delete_prefix_keys,
@@ -85,6 +84,7 @@ from bench.common import (  # noqa: E402
     fmt_float,
     log_warnings,
     new_prefix,
+    parse_bench_args,
     percentile,
     print_cpu_table,
     print_table,
@@ -100,8 +100,8 @@ from bench.common import (  # noqa: E402
 if __name__ == "__main__":
     run_on_code("workers.py")  # --code REV: re-executes on that revision (before the project is imported)
 
-from client import WorkPoolClient  # noqa: E402
-from schemas.channels import Channels  # noqa: E402
+from client import WorkPoolClient
+from schemas.channels import Channels
 
 DEFAULT_DATABASE_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/workpools_bench_workers"
 POOL = "bench-hb"
@@ -170,8 +170,10 @@ class Publisher:
                 interval = self.phase_tag
             else:
                 interval = 30
-            message = (f'{{"message_id": "{tag}-{seq}", "work_pool_name": {pool}, "worker_name": "w{i}", '
-                       f'"heartbeat_interval_seconds": {interval}}}')
+            message = (
+                f'{{"message_id": "{tag}-{seq}", "work_pool_name": {pool}, "worker_name": "w{i}", '
+                f'"heartbeat_interval_seconds": {interval}}}'
+            )
             pipe.publish(self.channel, message)
             batch.append((i, message, interval))
         t = time.time()
@@ -211,8 +213,7 @@ class Publisher:
 
     def claim_keys(self, channels: Channels) -> list[str]:
         """The claim key of each worker's last message (as handlers/worker_channel.py names it)."""
-        return [channels.seen(hashlib.blake2b(m.encode(), digest_size=12).hexdigest())
-                for m in self.last_msg if m]
+        return [channels.seen(hashlib.blake2b(m.encode(), digest_size=12).hexdigest()) for m in self.last_msg if m]
 
     async def close(self) -> None:
         await self.redis.aclose()
@@ -237,8 +238,10 @@ class VisibilitySampler:
 
     async def observe(self) -> None:
         rows = await self.conn.fetch(
-            "SELECT name, heartbeat_interval_seconds FROM worker "
-            "WHERE work_pool_id = $1 AND name = any($2::text[])", self.pool_id, self.names)
+            "SELECT name, heartbeat_interval_seconds FROM worker WHERE work_pool_id = $1 AND name = any($2::text[])",
+            self.pool_id,
+            self.names,
+        )
         self.queries += 1
         seen = time.time()
         for name, interval in rows:
@@ -305,9 +308,9 @@ class Context:
     channels: Channels
     publisher: Publisher
     sampler: VisibilitySampler
-    db: Counted        # bench database: checks, table statistics
+    db: Counted  # bench database: checks, table statistics
     sample_db: Counted  # bench database: the visibility sampler
-    admin: Any          # database `postgres`: pg_stat_database for the bench database
+    admin: Any  # database `postgres`: pg_stat_database for the bench database
     pool_id: Any
     dbname: str
     profile_dir: Path | None = None  # where replicas under the CPU sampler write their profiles
@@ -324,17 +327,21 @@ async def recorded_count(ctx: Context, indexes: list[int]) -> int:
         "SELECT count(*) FROM unnest($1::text[], $2::float8[], $3::int[]) AS p(name, t, tag) "
         "JOIN worker w ON w.work_pool_id = $4 AND w.name = p.name "
         "WHERE w.heartbeat_interval_seconds = p.tag AND w.last_heartbeat_time >= to_timestamp(p.t)",
-        names, times, tags, ctx.pool_id)
+        names,
+        times,
+        tags,
+        ctx.pool_id,
+    )
 
 
 async def existing_keys(redis: Redis, keys: list[str]) -> set[str]:
     found: set[str] = set()
     for i in range(0, len(keys), 2000):
-        chunk = keys[i:i + 2000]
+        chunk = keys[i : i + 2000]
         pipe = redis.pipeline(transaction=False)
         for key in chunk:
             pipe.exists(key)
-        found.update(key for key, there in zip(chunk, await pipe.execute()) if there)
+        found.update(key for key, there in zip(chunk, await pipe.execute(), strict=True) if there)
     return found
 
 
@@ -352,7 +359,11 @@ async def not_recorded(ctx: Context, indexes: list[int]) -> dict[str, int]:
         "                          AND w.heartbeat_interval_seconds IS DISTINCT FROM p.tag) "
         "  FROM unnest($1::text[], $2::float8[], $3::int[]) AS p(name, t, tag) "
         "  LEFT JOIN worker w ON w.work_pool_id = $4 AND w.name = p.name",
-        names, times, tags, ctx.pool_id)
+        names,
+        times,
+        tags,
+        ctx.pool_id,
+    )
     return {"no row": row[0], "last beat not written": row[1], "older beat written after it": row[2]}
 
 
@@ -366,12 +377,21 @@ async def stats_snapshot(ctx: Context, not_before: float | None) -> dict[str, An
         return writes["ins"], writes["upd"], writes["hot_upd"], await all_table_writes(ctx.db)
 
     (ins, upd, hot, total), stable, waited = await settled(
-        read, quiet=1.0, max_wait=PG_STATS_IDLE_FLUSH + 4, not_before=not_before)
+        read, quiet=1.0, max_wait=PG_STATS_IDLE_FLUSH + 4, not_before=not_before
+    )
     await ctx.db.flush_stats()
     commits = await ctx.admin.fetchval("SELECT xact_commit FROM pg_stat_database WHERE datname = $1", ctx.dbname)
-    return {"ins": ins, "upd": upd, "hot_upd": hot, "all_rows": total, "commits": int(commits),
-            "own": ctx.db.statements + ctx.sample_db.statements,
-            "stable": stable, "waited": waited, "t": time.monotonic()}
+    return {
+        "ins": ins,
+        "upd": upd,
+        "hot_upd": hot,
+        "all_rows": total,
+        "commits": int(commits),
+        "own": ctx.db.statements + ctx.sample_db.statements,
+        "stable": stable,
+        "waited": waited,
+        "t": time.monotonic(),
+    }
 
 
 async def heartbeat_phase(ctx: Context, kind: str, baseline: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -422,8 +442,9 @@ async def heartbeat_phase(ctx: Context, kind: str, baseline: dict[str, Any]) -> 
     ctx.last_activity = t_recorded
     claimed = len(claimed_keys)
     # Flush lag of every worker's last beat.
-    rows = await ctx.db.fetch("SELECT name, extract(epoch FROM last_heartbeat_time)::float8 FROM worker "
-                              "WHERE work_pool_id = $1", ctx.pool_id)
+    rows = await ctx.db.fetch(
+        "SELECT name, extract(epoch FROM last_heartbeat_time)::float8 FROM worker WHERE work_pool_id = $1", ctx.pool_id
+    )
     beats = {name: t for name, t in rows}
     lags = sorted(beats.get(f"w{i}", math.nan) - publisher.last_pub[i] for i in indexes)
     lags = [x for x in lags if not math.isnan(x)]
@@ -436,25 +457,41 @@ async def heartbeat_phase(ctx: Context, kind: str, baseline: dict[str, Any]) -> 
     commits = after["commits"] - baseline["commits"] - (after["own"] - baseline["own"])
     visible = sorted(ctx.sampler.latencies)
     result = {
-        "kind": kind, "replicas": ctx.replicas, "published": published, "publish_s": publish_s,
+        "kind": kind,
+        "replicas": ctx.replicas,
+        "published": published,
+        "publish_s": publish_s,
         "published_per_s": published / publish_s if publish_s else 0.0,
-        "receivers": publisher.receivers - receivers0, "workers": len(indexes), "recorded": recorded,
-        "record_s": t_recorded - t0, "ingest_per_s": published / (t_recorded - t0) if recorded == len(indexes) else math.nan,
-        "claimed_last": claimed, "not_recorded": missing, "visible_samples": len(visible), "not_visible": unseen,
-        "vis_p50_ms": percentile(visible, 50) * 1000, "vis_p99_ms": percentile(visible, 99) * 1000,
+        "receivers": publisher.receivers - receivers0,
+        "workers": len(indexes),
+        "recorded": recorded,
+        "record_s": t_recorded - t0,
+        "ingest_per_s": published / (t_recorded - t0) if recorded == len(indexes) else math.nan,
+        "claimed_last": claimed,
+        "not_recorded": missing,
+        "visible_samples": len(visible),
+        "not_visible": unseen,
+        "vis_p50_ms": percentile(visible, 50) * 1000,
+        "vis_p99_ms": percentile(visible, 99) * 1000,
         "vis_max_ms": (visible[-1] * 1000) if visible else math.nan,
         "vis_within_2s": (sum(1 for v in visible if v <= TARGET_VISIBLE_S) / len(visible)) if visible else math.nan,
-        "lag_p50_ms": percentile(lags, 50) * 1000, "lag_p99_ms": percentile(lags, 99) * 1000,
+        "lag_p50_ms": percentile(lags, 50) * 1000,
+        "lag_p99_ms": percentile(lags, 99) * 1000,
         "lag_max_ms": (lags[-1] * 1000) if lags else math.nan,
-        "rows_worker": rows_worker, "rows_ins": after["ins"] - baseline["ins"],
-        "rows_upd": after["upd"] - baseline["upd"], "rows_hot": after["hot_upd"] - baseline["hot_upd"],
+        "rows_worker": rows_worker,
+        "rows_ins": after["ins"] - baseline["ins"],
+        "rows_upd": after["upd"] - baseline["upd"],
+        "rows_hot": after["hot_upd"] - baseline["hot_upd"],
         "rows_all": after["all_rows"] - baseline["all_rows"],
         "rows_per_hb": rows_worker / published if published else math.nan,
-        "commits_gross": commits, "commits_background": background,
+        "commits_gross": commits,
+        "commits_background": background,
         "commits_per_1k_hb": 1000 * (commits - background) / published if published else math.nan,
-        "stats_window_s": window, "stats_stable": after["stable"],
+        "stats_window_s": window,
+        "stats_stable": after["stable"],
         "max_backlog_mb": max_backlog / 1e6,
-        "meter": meter, "per_replica": per_replica,
+        "meter": meter,
+        "per_replica": per_replica,
         "cpu_us_per_hb": {k: 1000 * v for k, v in meter.ms_per_op(published).items()},
         "cpu_percent": meter.percent(),
         "replica_cpu_percent": [m.percent().get("replicas", math.nan) for m in per_replica],
@@ -462,13 +499,16 @@ async def heartbeat_phase(ctx: Context, kind: str, baseline: dict[str, Any]) -> 
     }
     ok = recorded == len(indexes)
     fanout = result["receivers"] / published if published else math.nan
-    print(f"  heartbeats {kind:<6} {published:>7,} in {publish_s:5.2f} s = {result['published_per_s']:>8,.0f}/s "
-          f"published (each to {fanout:.2f} subscribers); recorded {recorded:,}/{len(indexes):,} after {result['record_s']:.2f} s"
-          f"{'' if ok else f' (NOT ALL: {missing})'}; last beats claimed {claimed:,}; visibility p50 "
-          f"{result['vis_p50_ms']:.0f} ms p99 {result['vis_p99_ms']:.0f} ms max {result['vis_max_ms']:.0f} ms "
-          f"({len(visible):,} samples, {unseen} not visible); rows/hb {result['rows_per_hb']:.3f}; "
-          f"commits/1k hb {result['commits_per_1k_hb']:.2f}; backlog max {result['max_backlog_mb']:.1f} MB; "
-          f"replica CPU {', '.join(f'{p:.0f} %' for p in result['replica_cpu_percent'])}", flush=True)
+    print(
+        f"  heartbeats {kind:<6} {published:>7,} in {publish_s:5.2f} s = {result['published_per_s']:>8,.0f}/s "
+        f"published (each to {fanout:.2f} subscribers); recorded {recorded:,}/{len(indexes):,} after {result['record_s']:.2f} s"
+        f"{'' if ok else f' (NOT ALL: {missing})'}; last beats claimed {claimed:,}; visibility p50 "
+        f"{result['vis_p50_ms']:.0f} ms p99 {result['vis_p99_ms']:.0f} ms max {result['vis_max_ms']:.0f} ms "
+        f"({len(visible):,} samples, {unseen} not visible); rows/hb {result['rows_per_hb']:.3f}; "
+        f"commits/1k hb {result['commits_per_1k_hb']:.2f}; backlog max {result['max_backlog_mb']:.1f} MB; "
+        f"replica CPU {', '.join(f'{p:.0f} %' for p in result['replica_cpu_percent'])}",
+        flush=True,
+    )
     return result, after
 
 
@@ -502,11 +542,19 @@ async def profile_window(ctx: Context, seconds: float) -> dict[str, Any]:
     profiles = await profiler.stop()
     profiles = {("publisher" if name == "self" else name): samples for name, samples in profiles.items()}
     published = ctx.publisher.sent - sent0
-    return {"replicas": ctx.replicas, "published": published, "published_per_s": published / publish_s,
-            "rate": rate, "meter": meter, "per_replica": per_replica, "out": ctx.profile_dir,
-            "errors": profiler.errors, "profiler": args.profiler,
-            "summaries": {name: summarize(samples) for name, samples in profiles.items()},
-            "entries": {name: entry_points(samples) for name, samples in profiles.items() if name != "publisher"}}
+    return {
+        "replicas": ctx.replicas,
+        "published": published,
+        "published_per_s": published / publish_s,
+        "rate": rate,
+        "meter": meter,
+        "per_replica": per_replica,
+        "out": ctx.profile_dir,
+        "errors": profiler.errors,
+        "profiler": args.profiler,
+        "summaries": {name: summarize(samples) for name, samples in profiles.items()},
+        "entries": {name: entry_points(samples) for name, samples in profiles.items() if name != "publisher"},
+    }
 
 
 # --------------------------------------------------------------------------------------------
@@ -520,33 +568,50 @@ async def run_replicas(replicas: int, args: argparse.Namespace) -> dict[str, Any
     await drop_database(args.database_url)
     profile_dir = Path(tempfile.mkdtemp(prefix="workpools-workers-profile-")) if args.profile > 0 else None
     extra = Profiler.replica_options(args.profiler, profile_dir) if profile_dir else {}
-    replica_set = ReplicaSet(replicas, prefix=prefix, database_url=args.database_url, redis_url=args.redis_url,
-                             **extra)
+    replica_set = ReplicaSet(replicas, prefix=prefix, database_url=args.database_url, redis_url=args.redis_url, **extra)
     out: dict[str, Any] = {"replicas": replicas, "heartbeats": [], "polls": None, "profile": None}
     dsn = asyncpg_dsn(args.database_url)
     try:
         async with replica_set:
-            print(f"[{replicas} replica(s)] ready in {replica_set.ready_seconds:.1f} s; pids {replica_set.pids}, "
-                  f"prefix {prefix}, logs {replica_set.log_dir}", flush=True)
+            print(
+                f"[{replicas} replica(s)] ready in {replica_set.ready_seconds:.1f} s; pids {replica_set.pids}, "
+                f"prefix {prefix}, logs {replica_set.log_dir}",
+                flush=True,
+            )
             async with WorkPoolClient(redis_url=args.redis_url, prefix=prefix, timeout=30) as client:
                 await create_priority_pool(client, POOL)
                 await seed_scheduled_runs(args.database_url, POOL, args.runs)
                 pool_id = (await client.read_work_pool(POOL)).id
             channels = Channels(prefix)
             step = max(1, args.workers // args.sample)
-            sampled = list(range(0, args.workers, step))[:args.sample]
+            sampled = list(range(0, args.workers, step))[: args.sample]
             publisher = Publisher(args.redis_url, channels.worker_heartbeats, POOL, args.workers, set(sampled))
-            conns = [await asyncpg.connect(dsn), await asyncpg.connect(dsn),
-                     await asyncpg.connect(asyncpg_dsn(args.database_url).rsplit("/", 1)[0] + "/postgres")]
+            conns = [
+                await asyncpg.connect(dsn),
+                await asyncpg.connect(dsn),
+                await asyncpg.connect(asyncpg_dsn(args.database_url).rsplit("/", 1)[0] + "/postgres"),
+            ]
             try:
                 db, sample_db = Counted(conns[0]), Counted(conns[1])
                 sampler = VisibilitySampler(sample_db, pool_id, sampled)
-                ctx = Context(args=args, replicas=replicas, replica_set=replica_set, channels=channels,
-                              publisher=publisher, sampler=sampler, db=db, sample_db=sample_db, admin=conns[2],
-                              pool_id=pool_id, dbname=await db.fetchval("SELECT current_database()"),
-                              profile_dir=profile_dir)
-                ctx.own_backends = (await db.fetchval("SELECT pg_backend_pid()"),
-                                    await sample_db.fetchval("SELECT pg_backend_pid()"))
+                ctx = Context(
+                    args=args,
+                    replicas=replicas,
+                    replica_set=replica_set,
+                    channels=channels,
+                    publisher=publisher,
+                    sampler=sampler,
+                    db=db,
+                    sample_db=sample_db,
+                    admin=conns[2],
+                    pool_id=pool_id,
+                    dbname=await db.fetchval("SELECT current_database()"),
+                    profile_dir=profile_dir,
+                )
+                ctx.own_backends = (
+                    await db.fetchval("SELECT pg_backend_pid()"),
+                    await sample_db.fetchval("SELECT pg_backend_pid()"),
+                )
                 for conn in conns[:2]:
                     # Our lookups by worker name use the (pool, name) index even before the new
                     # table has statistics (a seq scan of the bloating table 50x/s would compete
@@ -587,12 +652,21 @@ async def poll_phase(args: argparse.Namespace, replica_set: ReplicaSet, replicas
         recorder = await run_load(pollers.op, requests=args.poll_requests, concurrency=args.concurrency, meter=meter)
         runs_per_poll = pollers.runs / pollers.polls if pollers.polls else 0.0
     s = recorder.summary()
-    print(f"  polls (worker pub/sub) c={args.concurrency} {s['ops_per_s']:>7.0f} polls/s  p50 {s['p50_ms']:.2f} ms  "
-          f"p99 {s['p99_ms']:.2f} ms  errors {s['errors']}  runs/poll {runs_per_poll:.1f}", flush=True)
+    print(
+        f"  polls (worker pub/sub) c={args.concurrency} {s['ops_per_s']:>7.0f} polls/s  p50 {s['p50_ms']:.2f} ms  "
+        f"p99 {s['p99_ms']:.2f} ms  errors {s['errors']}  runs/poll {runs_per_poll:.1f}",
+        flush=True,
+    )
     for kind, count in recorder.error_kinds.most_common(3):
         print(f"    {count} x {kind}", flush=True)
-    return {**s, "replicas": replicas, "concurrency": args.concurrency, "runs_per_poll": runs_per_poll,
-            "meter": meter, "error_kinds": dict(recorder.error_kinds)}
+    return {
+        **s,
+        "replicas": replicas,
+        "concurrency": args.concurrency,
+        "runs_per_poll": runs_per_poll,
+        "meter": meter,
+        "error_kinds": dict(recorder.error_kinds),
+    }
 
 
 # --------------------------------------------------------------------------------------------
@@ -600,8 +674,12 @@ async def poll_phase(args: argparse.Namespace, replica_set: ReplicaSet, replicas
 
 
 def heartbeat_target(r: dict[str, Any]) -> bool:
-    return (r["published_per_s"] >= TARGET_RATE * RATE_TOLERANCE and r["recorded"] == r["workers"]
-            and r["not_visible"] == 0 and r["vis_max_ms"] <= TARGET_VISIBLE_S * 1000)
+    return (
+        r["published_per_s"] >= TARGET_RATE * RATE_TOLERANCE
+        and r["recorded"] == r["workers"]
+        and r["not_visible"] == 0
+        and r["vis_max_ms"] <= TARGET_VISIBLE_S * 1000
+    )
 
 
 SHORT = {"no row": "no row", "last beat not written": "lost", "older beat written after it": "stale"}
@@ -611,53 +689,123 @@ def report(runs: list[dict[str, Any]], args: argparse.Namespace, version: str) -
     rows = []
     for run in runs:
         for r in run["heartbeats"]:
-            label = (f"heartbeats paced {args.rate:,.0f}/s" if r["kind"] == "paced"
-                     else f"heartbeats burst {args.burst:,} unpaced")
+            label = (
+                f"heartbeats paced {args.rate:,.0f}/s"
+                if r["kind"] == "paced"
+                else f"heartbeats burst {args.burst:,} unpaced"
+            )
             lost = r["workers"] - r["recorded"]
-            rows.append([
-                label + " (pub/sub)", "1 pub.", r["replicas"], fmt_float(r["published_per_s"], 0),
-                fmt_float(r["vis_p50_ms"], 0), fmt_float(r["vis_p99_ms"], 0), lost + r["not_visible"],
-                f"{r['recorded']:,}/{r['workers']:,}" + (
-                    " (" + ", ".join(f"{v:,} {SHORT[k]}" for k, v in r["not_recorded"].items() if v) + ")"
-                    if r["not_recorded"] else ""),
-                f"{r['claimed_last']:,}",
-                fmt_float(r["vis_max_ms"], 0), f"{100 * r['vis_within_2s']:.1f} %",
-                fmt_float(r["lag_p99_ms"], 0), fmt_float(r["ingest_per_s"], 0),
-                fmt_float(r["rows_per_hb"], 3), f"{r['rows_hot']:,}", fmt_float(r["commits_per_1k_hb"], 2),
-                fmt_float(r["max_backlog_mb"], 1),
-                (f"≥ 10k/s, all, ≤ 2 s {'✓' if heartbeat_target(r) else '✗'}" if r["kind"] == "paced" else ""),
-                f"{PREFECT_HEARTBEATS}/s",
-            ])
+            rows.append(
+                [
+                    label + " (pub/sub)",
+                    "1 pub.",
+                    r["replicas"],
+                    fmt_float(r["published_per_s"], 0),
+                    fmt_float(r["vis_p50_ms"], 0),
+                    fmt_float(r["vis_p99_ms"], 0),
+                    lost + r["not_visible"],
+                    f"{r['recorded']:,}/{r['workers']:,}"
+                    + (
+                        " (" + ", ".join(f"{v:,} {SHORT[k]}" for k, v in r["not_recorded"].items() if v) + ")"
+                        if r["not_recorded"]
+                        else ""
+                    ),
+                    f"{r['claimed_last']:,}",
+                    fmt_float(r["vis_max_ms"], 0),
+                    f"{100 * r['vis_within_2s']:.1f} %",
+                    fmt_float(r["lag_p99_ms"], 0),
+                    fmt_float(r["ingest_per_s"], 0),
+                    fmt_float(r["rows_per_hb"], 3),
+                    f"{r['rows_hot']:,}",
+                    fmt_float(r["commits_per_1k_hb"], 2),
+                    fmt_float(r["max_backlog_mb"], 1),
+                    (f"≥ 10k/s, all, ≤ 2 s {'✓' if heartbeat_target(r) else '✗'}" if r["kind"] == "paced" else ""),
+                    f"{PREFECT_HEARTBEATS}/s",
+                ]
+            )
         p = run["polls"]
         if p:
-            rows.append([
-                "polls limit=10 (worker pub/sub)", p["concurrency"], p["replicas"], fmt_float(p["ops_per_s"], 0),
-                fmt_float(p["p50_ms"], 2), fmt_float(p["p99_ms"], 2), p["errors"],
-                f"runs/poll {p['runs_per_poll']:.1f}", "", "", "", "", "", "", "", "", "", "", "",
-            ])
+            rows.append(
+                [
+                    "polls limit=10 (worker pub/sub)",
+                    p["concurrency"],
+                    p["replicas"],
+                    fmt_float(p["ops_per_s"], 0),
+                    fmt_float(p["p50_ms"], 2),
+                    fmt_float(p["p99_ms"], 2),
+                    p["errors"],
+                    f"runs/poll {p['runs_per_poll']:.1f}",
+                    "",
+                    "",
+                    "",
+                    "",
+                    "",
+                    "",
+                    "",
+                    "",
+                    "",
+                    "",
+                    "",
+                ]
+            )
     print_table(
         f"workpools worker channel: {args.workers:,} workers, Redis pub/sub (code {version})",
-        ["operation", "concurrency", "replicas", "ops/s", "p50 ms", "p99 ms", "errors", "recorded",
-         "last claimed", "vis max ms", "vis ≤ 2 s", "lag p99 ms", "ingest/s", "rows/hb", "HOT upd",
-         "tx/1k hb", "backlog MB", "target", "Prefect HTTP"],
+        [
+            "operation",
+            "concurrency",
+            "replicas",
+            "ops/s",
+            "p50 ms",
+            "p99 ms",
+            "errors",
+            "recorded",
+            "last claimed",
+            "vis max ms",
+            "vis ≤ 2 s",
+            "lag p99 ms",
+            "ingest/s",
+            "rows/hb",
+            "HOT upd",
+            "tx/1k hb",
+            "backlog MB",
+            "target",
+            "Prefect HTTP",
+        ],
         rows,
-        right_align=["concurrency", "replicas", "ops/s", "p50 ms", "p99 ms", "errors", "recorded", "last claimed",
-                     "vis max ms", "vis ≤ 2 s", "lag p99 ms", "ingest/s", "rows/hb", "HOT upd", "tx/1k hb",
-                     "backlog MB"],
-        caption=("Heartbeat rows: ops/s = heartbeats published per second (achieved); p50/p99/vis max = time from "
-                 "publish until PostgreSQL shows it (200 sampled workers, every beat, DB polled every 20 ms); "
-                 "errors = workers not recorded + sampled beats never visible; recorded = workers whose row "
-                 "holds their last message (its tag in heartbeat_interval_seconds, last_heartbeat_time ≥ its "
-                 "publish) — else lost (last_heartbeat_time before the last publish) or stale (a later time but "
-                 "an earlier beat's content: an older heartbeat written after the last one); target: published "
-                 "≥ 99 % of 10,000/s (paced exactly at the rate), all recorded, every sampled beat visible "
-                 "≤ 2 s; last claimed = last messages a replica took (Redis "
-                 "claim key); lag p99 = last_heartbeat_time - publish time of every worker's last beat; ingest/s "
-                 "= messages / time until all recorded; rows/hb = rows inserted+updated in `worker` per heartbeat "
-                 "(HOT upd: of which heap-only); tx/1k hb = transactions in the bench database per 1,000 "
-                 "heartbeats (net of this benchmark's queries and ~0.5/s/replica background); backlog = largest "
-                 "pub/sub output buffer Redis held for a replica. Prefect HTTP: its server here, heartbeats at "
-                 "concurrency 32."),
+        right_align=[
+            "concurrency",
+            "replicas",
+            "ops/s",
+            "p50 ms",
+            "p99 ms",
+            "errors",
+            "recorded",
+            "last claimed",
+            "vis max ms",
+            "vis ≤ 2 s",
+            "lag p99 ms",
+            "ingest/s",
+            "rows/hb",
+            "HOT upd",
+            "tx/1k hb",
+            "backlog MB",
+        ],
+        caption=(
+            "Heartbeat rows: ops/s = heartbeats published per second (achieved); p50/p99/vis max = time from "
+            "publish until PostgreSQL shows it (200 sampled workers, every beat, DB polled every 20 ms); "
+            "errors = workers not recorded + sampled beats never visible; recorded = workers whose row "
+            "holds their last message (its tag in heartbeat_interval_seconds, last_heartbeat_time ≥ its "
+            "publish) — else lost (last_heartbeat_time before the last publish) or stale (a later time but "
+            "an earlier beat's content: an older heartbeat written after the last one); target: published "
+            "≥ 99 % of 10,000/s (paced exactly at the rate), all recorded, every sampled beat visible "
+            "≤ 2 s; last claimed = last messages a replica took (Redis "
+            "claim key); lag p99 = last_heartbeat_time - publish time of every worker's last beat; ingest/s "
+            "= messages / time until all recorded; rows/hb = rows inserted+updated in `worker` per heartbeat "
+            "(HOT upd: of which heap-only); tx/1k hb = transactions in the bench database per 1,000 "
+            "heartbeats (net of this benchmark's queries and ~0.5/s/replica background); backlog = largest "
+            "pub/sub output buffer Redis held for a replica. Prefect HTTP: its server here, heartbeats at "
+            "concurrency 32."
+        ),
     )
     cpu_rows = []
     for run in runs:
@@ -666,61 +814,114 @@ def report(runs: list[dict[str, Any]], args: argparse.Namespace, version: str) -
         if run["polls"]:
             p = run["polls"]
             cpu_rows.append(("polls (worker pub/sub)", p["concurrency"], p["replicas"], p["meter"], p["ok"]))
-    print_cpu_table("CPU from the first publish until all recorded (heartbeats) / during the polls: % of one core | "
-                    "CPU ms per heartbeat or poll", cpu_rows, unit="op")
+    print_cpu_table(
+        "CPU from the first publish until all recorded (heartbeats) / during the polls: % of one core | "
+        "CPU ms per heartbeat or poll",
+        cpu_rows,
+        unit="op",
+    )
     sat_rows = []
     for run in runs:
         for r in run["heartbeats"]:
             us = r["cpu_us_per_hb"]
-            sat_rows.append([f"heartbeats {r['kind']}", r["replicas"],
-                             " / ".join(f"{p:.0f}" for p in r["replica_cpu_percent"]),
-                             fmt_float(r["cpu_percent"].get("client"), 0), fmt_float(r["cpu_percent"].get("redis"), 0),
-                             fmt_float(r["cpu_percent"].get("postgres"), 0),
-                             fmt_float(r["cpu_percent"].get("other"), 0),
-                             " / ".join(f"{u:.1f}" for u in r["replica_us_per_hb"]),
-                             fmt_float(us.get("client"), 1), fmt_float(us.get("redis"), 1),
-                             fmt_float(us.get("postgres"), 1),
-                             f"{r['rows_ins']:,} / {r['rows_upd']:,} / {r['rows_all']:,}",
-                             f"{r['commits_gross']:,} ({r['commits_background']:.0f} bg, "
-                             f"{r['stats_window_s']:.0f} s{'' if r['stats_stable'] else ', unsettled'})"])
+            sat_rows.append(
+                [
+                    f"heartbeats {r['kind']}",
+                    r["replicas"],
+                    " / ".join(f"{p:.0f}" for p in r["replica_cpu_percent"]),
+                    fmt_float(r["cpu_percent"].get("client"), 0),
+                    fmt_float(r["cpu_percent"].get("redis"), 0),
+                    fmt_float(r["cpu_percent"].get("postgres"), 0),
+                    fmt_float(r["cpu_percent"].get("other"), 0),
+                    " / ".join(f"{u:.1f}" for u in r["replica_us_per_hb"]),
+                    fmt_float(us.get("client"), 1),
+                    fmt_float(us.get("redis"), 1),
+                    fmt_float(us.get("postgres"), 1),
+                    f"{r['rows_ins']:,} / {r['rows_upd']:,} / {r['rows_all']:,}",
+                    f"{r['commits_gross']:,} ({r['commits_background']:.0f} bg, "
+                    f"{r['stats_window_s']:.0f} s{'' if r['stats_stable'] else ', unsettled'})",
+                ]
+            )
     print_table(
         "Per process: CPU % of one core (a single-threaded process near 100 % is saturated) and µs CPU per heartbeat",
-        ["phase", "repl.", "replica % (each)", "publisher %", "redis %", "pg %", "other %",
-         "replica µs/hb (each)", "publisher µs/hb", "redis µs/hb", "pg µs/hb", "worker ins / upd / all-table rows",
-         "commits gross"],
+        [
+            "phase",
+            "repl.",
+            "replica % (each)",
+            "publisher %",
+            "redis %",
+            "pg %",
+            "other %",
+            "replica µs/hb (each)",
+            "publisher µs/hb",
+            "redis µs/hb",
+            "pg µs/hb",
+            "worker ins / upd / all-table rows",
+            "commits gross",
+        ],
         sat_rows,
-        right_align=["repl.", "publisher %", "redis %", "pg %", "other %", "publisher µs/hb", "redis µs/hb",
-                     "pg µs/hb"],
+        right_align=[
+            "repl.",
+            "publisher %",
+            "redis %",
+            "pg %",
+            "other %",
+            "publisher µs/hb",
+            "redis µs/hb",
+            "pg µs/hb",
+        ],
         caption="publisher = this process (pipelined PUBLISH + the visibility sampler + record checks); pg = the "
-                "replicas' backends of the benchmark database (this benchmark's own query connections, e.g. the "
-                "visibility sampler's 50 queries/s, are left out).",
+        "replicas' backends of the benchmark database (this benchmark's own query connections, e.g. the "
+        "visibility sampler's 50 queries/s, are left out).",
     )
     for run in runs:
         prof = run.get("profile")
         if not prof:
             continue
-        us = {f"replica-{i}": 1000 * m.ms_per_op(prof["published"]).get("replicas", math.nan)
-              for i, m in enumerate(prof["per_replica"])}
+        us = {
+            f"replica-{i}": 1000 * m.ms_per_op(prof["published"]).get("replicas", math.nan)
+            for i, m in enumerate(prof["per_replica"])
+        }
         us["publisher"] = 1000 * prof["meter"].ms_per_op(prof["published"]).get("client", math.nan)
         pct = {f"replica-{i}": m.percent().get("replicas", math.nan) for i, m in enumerate(prof["per_replica"])}
         pct["publisher"] = prof["meter"].percent().get("client", math.nan)
-        how = ("py-spy: wall clock, idle excluded (time runnable but waiting for a core counts too)"
-               if prof["profiler"] == "py-spy" else "CPU-time sampler (SIGPROF, 2 ms of CPU)")
+        how = (
+            "py-spy: wall clock, idle excluded (time runnable but waiting for a core counts too)"
+            if prof["profiler"] == "py-spy"
+            else "CPU-time sampler (SIGPROF, 2 ms of CPU)"
+        )
         for name, summary in prof["summaries"].items():
             total_us = us.get(name, math.nan)
-            head = (f"{prof['replicas']} replica(s), {name} at {prof['published_per_s']:,.0f} heartbeats/s: "
-                    f"{pct.get(name, math.nan):.0f} % of a core, {total_us:.1f} µs CPU per heartbeat ({how})")
+            head = (
+                f"{prof['replicas']} replica(s), {name} at {prof['published_per_s']:,.0f} heartbeats/s: "
+                f"{pct.get(name, math.nan):.0f} % of a core, {total_us:.1f} µs CPU per heartbeat ({how})"
+            )
             if name in prof["entries"]:
                 total, entries = prof["entries"][name]
-                print_table(head + " — by entry point (inclusive)", ["handler frame", "%", "µs / heartbeat"],
-                            [[label, fmt_float(100 * n / total, 1), fmt_float(n / total * total_us, 1)]
-                             for label, n in entries.most_common(6)], right_align=["%", "µs / heartbeat"])
-            print_table(head + " — by owner", ["owner (deepest library/app frame)", "%", "µs / heartbeat"],
-                        [[who, fmt_float(summary.pct(n), 1), fmt_float(summary.pct(n) / 100 * total_us, 1)]
-                         for who, n in summary.owners.most_common(10)], right_align=["%", "µs / heartbeat"])
-            print_table(head + " — hottest leaf frames", ["leaf frame (self time)", "category", "%"],
-                        [[leaf, cat, fmt_float(summary.pct(n), 1)] for (leaf, cat), n in summary.leaves.most_common(12)],
-                        right_align=["%"])
+                print_table(
+                    head + " — by entry point (inclusive)",
+                    ["handler frame", "%", "µs / heartbeat"],
+                    [
+                        [label, fmt_float(100 * n / total, 1), fmt_float(n / total * total_us, 1)]
+                        for label, n in entries.most_common(6)
+                    ],
+                    right_align=["%", "µs / heartbeat"],
+                )
+            print_table(
+                head + " — by owner",
+                ["owner (deepest library/app frame)", "%", "µs / heartbeat"],
+                [
+                    [who, fmt_float(summary.pct(n), 1), fmt_float(summary.pct(n) / 100 * total_us, 1)]
+                    for who, n in summary.owners.most_common(10)
+                ],
+                right_align=["%", "µs / heartbeat"],
+            )
+            print_table(
+                head + " — hottest leaf frames",
+                ["leaf frame (self time)", "category", "%"],
+                [[leaf, cat, fmt_float(summary.pct(n), 1)] for (leaf, cat), n in summary.leaves.most_common(12)],
+                right_align=["%"],
+            )
         if prof["errors"]:
             print(f"profiler errors: {prof['errors']}")
         print(f"raw stacks (speedscope.app / flamegraph.pl): {prof['out']}")
@@ -732,30 +933,56 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=10_000, help="distinct worker names (default 10,000)")
     parser.add_argument("--rate", type=float, default=10_000, help="paced heartbeats/s (default 10,000; 0: skip)")
     parser.add_argument("--seconds", type=float, default=10.0, help="paced phase length (default 10 s)")
-    parser.add_argument("--burst", type=int, default=100_000,
-                        help="heartbeats in the unpaced phase (default 100,000 ≈ 15 MB of pub/sub backlog at most; "
-                             "Redis drops a subscriber beyond 32 MB; 0: skip)")
+    parser.add_argument(
+        "--burst",
+        type=int,
+        default=100_000,
+        help="heartbeats in the unpaced phase (default 100,000 ≈ 15 MB of pub/sub backlog at most; "
+        "Redis drops a subscriber beyond 32 MB; 0: skip)",
+    )
     parser.add_argument("--sample", type=int, default=200, help="workers sampled for visibility (default 200)")
-    parser.add_argument("--record-timeout", type=float, default=20.0,
-                        help="seconds to wait after publishing for every worker to be recorded (default 20; "
-                             "the wait also ends after 6 s without progress)")
+    parser.add_argument(
+        "--record-timeout",
+        type=float,
+        default=20.0,
+        help="seconds to wait after publishing for every worker to be recorded (default 20; "
+        "the wait also ends after 6 s without progress)",
+    )
     parser.add_argument("--poll-requests", type=int, default=3000, help="pub/sub polls measured (0: skip)")
     parser.add_argument("--concurrency", type=int, default=32, help="poll concurrency (default 32)")
     parser.add_argument("--runs", type=int, default=10_000, help="scheduled runs in the pool, for the polls")
-    parser.add_argument("--profile", type=float, default=0.0,
-                        help="after the measurements, a paced window of this many seconds, profiled (0: off)")
+    parser.add_argument(
+        "--profile",
+        type=float,
+        default=0.0,
+        help="after the measurements, a paced window of this many seconds, profiled (0: off)",
+    )
     parser.add_argument("--profile-rate", type=float, default=0.0, help="heartbeats/s in that window (default --rate)")
-    parser.add_argument("--profiler", choices=["py-spy", "cpu"], default="py-spy",
-                        help="py-spy (wall clock, idle excluded) or cpu: bench/profiling.py's CPU-time sampler in "
-                             "the replicas (started under its wrapper) and in this process — exact on a busy machine")
-    parser.add_argument("--database-url", default=DEFAULT_DATABASE_URL,
-                        help=f"benchmark database, dropped and recreated (default: {DEFAULT_DATABASE_URL})")
-    parser.add_argument("--quiet-wait", type=float, default=4.0,
-                        help="before each phase, wait up to this many seconds for the machine to use < 0.3 cores "
-                             "(0: don't wait; default 4)")
-    parser.add_argument("--code", default="worktree",
-                        help="the code to benchmark: worktree (default) or a git revision, e.g. HEAD (exported "
-                             "with git archive; for when the working tree is mid-edit)")
+    parser.add_argument(
+        "--profiler",
+        choices=["py-spy", "cpu"],
+        default="py-spy",
+        help="py-spy (wall clock, idle excluded) or cpu: bench/profiling.py's CPU-time sampler in "
+        "the replicas (started under its wrapper) and in this process — exact on a busy machine",
+    )
+    parser.add_argument(
+        "--database-url",
+        default=DEFAULT_DATABASE_URL,
+        help=f"benchmark database, dropped and recreated (default: {DEFAULT_DATABASE_URL})",
+    )
+    parser.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=4.0,
+        help="before each phase, wait up to this many seconds for the machine to use < 0.3 cores "
+        "(0: don't wait; default 4)",
+    )
+    parser.add_argument(
+        "--code",
+        default="worktree",
+        help="the code to benchmark: worktree (default) or a git revision, e.g. HEAD (exported "
+        "with git archive; for when the working tree is mid-edit)",
+    )
     args = parse_bench_args(parser, argv)
     if args.rate > 0 and args.rate * args.seconds < args.workers:
         parser.error("--rate x --seconds must reach every worker at least once")
@@ -764,8 +991,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def _jsonable(value: Any) -> Any:
     if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()
-                if k not in ("meter", "per_replica", "summaries", "entries")}
+        return {k: _jsonable(v) for k, v in value.items() if k not in ("meter", "per_replica", "summaries", "entries")}
     if isinstance(value, list):
         return [_jsonable(v) for v in value]
     return value if isinstance(value, (int, float, str, bool, type(None))) else str(value)
@@ -787,7 +1013,6 @@ async def main(argv: list[str] | None = None) -> int:
         args.json.write_text(json.dumps(_jsonable(runs), indent=2))
     failed = any(r["recorded"] != r["workers"] for run in runs for r in run["heartbeats"])
     return 1 if failed else 0
-
 
 
 def run() -> int:

@@ -24,8 +24,8 @@ from rich.text import Text
 
 from client import WorkPoolClient, WorkPoolsError
 from client.process_worker import ProcessWorker
-from schemas.settings import Settings
 from schemas.common import DEFAULT_LIMIT
+from schemas.settings import Settings
 from schemas.work_pools import WorkPool
 from schemas.work_queues import WorkQueue
 
@@ -33,8 +33,9 @@ T = TypeVar("T")
 
 pool_cli = typer.Typer(help="Work pools.", no_args_is_help=True)
 queue_cli = typer.Typer(help="Work queues of a pool.", no_args_is_help=True)
-worker_cli = typer.Typer(help="Run a process worker (--pool NAME), or list a pool's workers (ls).",
-                         no_args_is_help=True)
+worker_cli = typer.Typer(
+    help="Run a process worker (--pool NAME), or list a pool's workers (ls).", no_args_is_help=True
+)
 
 PoolArg = Annotated[str, typer.Argument(help="The work pool's name.", show_default=False)]
 ConcurrencyOpt = Annotated[int | None, typer.Option(min=0, help="Runs at once at most (default: unlimited).")]
@@ -68,15 +69,17 @@ def pool_inspect(name: PoolArg) -> None:
 @pool_cli.command("create")
 def pool_create(
     name: PoolArg,
-    pool_type: Annotated[str | None, typer.Option("--type", help="Worker type, e.g. process (default: prefect-agent).")]
-    = None,
+    pool_type: Annotated[
+        str | None, typer.Option("--type", help="Worker type, e.g. process (default: prefect-agent).")
+    ] = None,
     paused: Annotated[bool, typer.Option("--paused", help="Create it paused.")] = False,
     concurrency_limit: ConcurrencyOpt = None,
     description: Annotated[str | None, typer.Option(help="Free text.")] = None,
 ) -> None:
     """Create a work pool (with its default queue)."""
-    body = given(name=name, type=pool_type, is_paused=paused, concurrency_limit=concurrency_limit,
-                 description=description)
+    body = given(
+        name=name, type=pool_type, is_paused=paused, concurrency_limit=concurrency_limit, description=description
+    )
     pool = call(lambda client: client.create_work_pool(body))
     say(f'Created work pool "{pool.name}".', "green")
     show_pool(pool)
@@ -116,8 +119,9 @@ def show_pool(pool: WorkPool) -> None:
 @queue_cli.command("ls")
 def queue_ls(pool: PoolArg) -> None:
     """List a pool's work queues, by priority."""
-    queues = call(lambda client: read_all(
-        lambda offset: client.read_work_queues(pool, limit=DEFAULT_LIMIT, offset=offset)))
+    queues = call(
+        lambda client: read_all(lambda offset: client.read_work_queues(pool, limit=DEFAULT_LIMIT, offset=offset))
+    )
     show_queues(pool, queues)
 
 
@@ -125,8 +129,9 @@ def queue_ls(pool: PoolArg) -> None:
 def queue_create(
     pool: PoolArg,
     name: Annotated[str, typer.Argument(help="The queue's name.", show_default=False)],
-    priority: Annotated[int | None, typer.Option(min=1, help="1 is served first (default: the first free one).")]
-    = None,
+    priority: Annotated[
+        int | None, typer.Option(min=1, help="1 is served first (default: the first free one).")
+    ] = None,
     concurrency_limit: ConcurrencyOpt = None,
     paused: Annotated[bool, typer.Option("--paused", help="Create it paused.")] = False,
 ) -> None:
@@ -138,11 +143,17 @@ def queue_create(
 
 
 def show_queues(pool: str, queues: list[WorkQueue]) -> None:
-    table = Table("Name", "Priority", "Status", "Concurrency limit", "Last polled",
-                  title=cell(f'Work queues of "{pool}"'))
+    table = Table(
+        "Name", "Priority", "Status", "Concurrency limit", "Last polled", title=cell(f'Work queues of "{pool}"')
+    )
     for queue in queues:
-        table.add_row(cell(queue.name), cell(queue.priority), cell(queue.status),
-                      cell(queue.concurrency_limit, "unlimited"), cell(queue.last_polled, "never"))
+        table.add_row(
+            cell(queue.name),
+            cell(queue.priority),
+            cell(queue.status),
+            cell(queue.concurrency_limit, "unlimited"),
+            cell(queue.last_polled, "never"),
+        )
     show(table, queues, f'No work queues in pool "{pool}".')
 
 
@@ -153,16 +164,19 @@ def show_queues(pool: str, queues: list[WorkQueue]) -> None:
 def worker_run(
     ctx: typer.Context,
     pool: Annotated[str | None, typer.Option(help="The work pool to serve.", show_default=False)] = None,
-    queue: Annotated[list[str] | None, typer.Option(help="A queue to poll; repeat for several (default: all).",
-                                                    show_default=False)] = None,
+    queue: Annotated[
+        list[str] | None, typer.Option(help="A queue to poll; repeat for several (default: all).", show_default=False)
+    ] = None,
     limit: Annotated[int | None, typer.Option(min=1, help="Runs at once at most (default: unlimited).")] = None,
-    name: Annotated[str | None, typer.Option(help="The worker's name (default: <hostname>-<pid>).",
-                                             show_default=False)] = None,
+    name: Annotated[
+        str | None, typer.Option(help="The worker's name (default: <hostname>-<pid>).", show_default=False)
+    ] = None,
     heartbeat_interval: Annotated[float, typer.Option(min=0.1, help="Seconds between heartbeats.")] = 30.0,
     poll_interval: Annotated[float, typer.Option(min=0.05, help="Seconds between polls.")] = 10.0,
     prefetch_seconds: Annotated[float, typer.Option(min=0, help="Take runs due this many seconds ahead.")] = 10.0,
-    grace_seconds: Annotated[float, typer.Option(min=0, help="On SIGTERM, how long running commands get "
-                                                 "before SIGKILL.")] = 10.0,
+    grace_seconds: Annotated[
+        float, typer.Option(min=0, help="On SIGTERM, how long running commands get before SIGKILL.")
+    ] = 10.0,
     log_level: Annotated[str, typer.Option(help="Python logging level.")] = "INFO",
 ) -> None:
     """Run a process worker: poll the pool, run each flow run's command, report how it ended.
@@ -177,9 +191,18 @@ def worker_run(
         fail("Missing option --pool.", code=2)
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = Settings()
-    worker = ProcessWorker(pool, queue, limit=limit, name=name, heartbeat_interval=heartbeat_interval,
-                           poll_interval=poll_interval, prefetch_seconds=prefetch_seconds,
-                           grace_seconds=grace_seconds, redis_url=settings.redis_url, prefix=settings.prefix)
+    worker = ProcessWorker(
+        pool,
+        queue,
+        limit=limit,
+        name=name,
+        heartbeat_interval=heartbeat_interval,
+        poll_interval=poll_interval,
+        prefetch_seconds=prefetch_seconds,
+        grace_seconds=grace_seconds,
+        redis_url=settings.redis_url,
+        prefix=settings.prefix,
+    )
     try:
         asyncio.run(worker.run())
     except WorkPoolsError as exc:
@@ -191,12 +214,19 @@ def worker_run(
 @worker_cli.command("ls")
 def worker_ls(pool: PoolArg) -> None:
     """List a pool's workers, latest heartbeat first."""
-    workers = call(lambda client: read_all(
-        lambda offset: client.read_workers_for_work_pool(pool, offset=offset, limit=DEFAULT_LIMIT)))
+    workers = call(
+        lambda client: read_all(
+            lambda offset: client.read_workers_for_work_pool(pool, offset=offset, limit=DEFAULT_LIMIT)
+        )
+    )
     table = Table("Name", "Status", "Last heartbeat", "Heartbeat interval (s)", title=cell(f'Workers of "{pool}"'))
     for worker in workers:
-        table.add_row(cell(worker.name), cell(worker.status), cell(worker.last_heartbeat_time),
-                      cell(worker.heartbeat_interval_seconds))
+        table.add_row(
+            cell(worker.name),
+            cell(worker.status),
+            cell(worker.last_heartbeat_time),
+            cell(worker.heartbeat_interval_seconds),
+        )
     show(table, workers, f'No workers in pool "{pool}".')
 
 

@@ -34,8 +34,14 @@ class ServiceUnavailable(WorkPoolsError):
     """The service could not serve the request now (503), or no reply came in time (504)."""
 
 
-_BY_STATUS = {403: Forbidden, 404: ObjectNotFound, 409: ObjectAlreadyExists, 422: InvalidRequest,
-              503: ServiceUnavailable, 504: ServiceUnavailable}
+_BY_STATUS = {
+    403: Forbidden,
+    404: ObjectNotFound,
+    409: ObjectAlreadyExists,
+    422: InvalidRequest,
+    503: ServiceUnavailable,
+    504: ServiceUnavailable,
+}
 
 
 def error_for(status: int, detail: Any) -> WorkPoolsError:

@@ -20,7 +20,7 @@ import signal
 import socket
 from collections.abc import Awaitable
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 from uuid import UUID
 
@@ -53,12 +53,14 @@ class Job:
     working_dir: str | None
 
 
-def job_values(base_job_template: dict[str, Any], deployment_variables: dict[str, Any] | None,
-               run_variables: dict[str, Any] | None) -> dict[str, Any]:
+def job_values(
+    base_job_template: dict[str, Any], deployment_variables: dict[str, Any] | None, run_variables: dict[str, Any] | None
+) -> dict[str, Any]:
     """The template's defaults, overridden by the deployment's job variables, then the run's."""
     properties = (base_job_template.get("variables") or {}).get("properties") or {}
-    defaults = {name: spec["default"] for name, spec in properties.items()
-                if isinstance(spec, dict) and "default" in spec}
+    defaults = {
+        name: spec["default"] for name, spec in properties.items() if isinstance(spec, dict) and "default" in spec
+    }
     return {**defaults, **(deployment_variables or {}), **(run_variables or {})}
 
 
@@ -68,8 +70,11 @@ def job_for(base_job_template: dict[str, Any], values: dict[str, Any], flow_run_
     command = configuration.get("command") or []
     if isinstance(command, str):
         command = shlex.split(command)
-    env = {**os.environ, **{str(k): str(v) for k, v in (configuration.get("env") or {}).items() if v is not None},
-           "PREFECT__FLOW_RUN_ID": str(flow_run_id)}
+    env = {
+        **os.environ,
+        **{str(k): str(v) for k, v in (configuration.get("env") or {}).items() if v is not None},
+        "PREFECT__FLOW_RUN_ID": str(flow_run_id),
+    }
     return Job([str(part) for part in command], env, configuration.get("working_dir") or None)
 
 
@@ -89,10 +94,20 @@ class Held:
 class ProcessWorker:
     """`await ProcessWorker("etl", redis_url=..., prefix=...).run()` until `stop()` or a signal."""
 
-    def __init__(self, work_pool_name: str, work_queue_names: list[str] | None = None, *,
-                 limit: int | None = None, name: str | None = None, heartbeat_interval: float = 30.0,
-                 poll_interval: float = 10.0, prefetch_seconds: float = 10.0, grace_seconds: float = 10.0,
-                 redis_url: str = "redis://localhost:6379/0", prefix: str = "workpools") -> None:
+    def __init__(
+        self,
+        work_pool_name: str,
+        work_queue_names: list[str] | None = None,
+        *,
+        limit: int | None = None,
+        name: str | None = None,
+        heartbeat_interval: float = 30.0,
+        poll_interval: float = 10.0,
+        prefetch_seconds: float = 10.0,
+        grace_seconds: float = 10.0,
+        redis_url: str = "redis://localhost:6379/0",
+        prefix: str = "workpools",
+    ) -> None:
         self.work_pool_name = work_pool_name
         self.work_queue_names = work_queue_names or None
         self.limit = limit
@@ -114,8 +129,13 @@ class ProcessWorker:
         if handle_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self.stop)
-        worker = WorkerClient(self.redis_url, self.prefix, work_pool_name=self.work_pool_name,
-                              worker_name=self.name, heartbeat_interval_seconds=max(1, round(self.heartbeat_interval)))
+        worker = WorkerClient(
+            self.redis_url,
+            self.prefix,
+            work_pool_name=self.work_pool_name,
+            worker_name=self.name,
+            heartbeat_interval_seconds=max(1, round(self.heartbeat_interval)),
+        )
         try:
             async with worker, WorkPoolClient(self.redis_url, self.prefix, timeout=10) as client:
                 self.worker, self.client = worker, client
@@ -143,7 +163,7 @@ class ProcessWorker:
                 await self.worker.heartbeat(ack=True)
             except WorkPoolsError as exc:
                 log.warning("heartbeat failed: %s", exc)
-            except Exception:  # noqa: BLE001 - e.g. Redis unreachable: beat again next time
+            except Exception:
                 log.warning("heartbeat failed", exc_info=True)
 
     async def _poll_until_stopped(self) -> None:
@@ -152,7 +172,7 @@ class ProcessWorker:
                 await self._poll()
             except WorkPoolsError as exc:
                 log.warning("poll failed: %s", exc)
-            except Exception:  # noqa: BLE001 - e.g. Redis unreachable: poll again next time
+            except Exception:
                 log.warning("poll failed", exc_info=True)
             await self._stopped_within(self.poll_interval)
 
@@ -161,7 +181,7 @@ class ProcessWorker:
         free = UNLIMITED_POLL_SIZE if self.limit is None else min(self.limit - unfinished, DEFAULT_LIMIT)
         if free <= 0:
             return
-        before = datetime.now(timezone.utc) + self.prefetch
+        before = datetime.now(UTC) + self.prefetch
         polled = self.worker.get_scheduled_flow_runs(self.work_queue_names, scheduled_before=before, limit=free)
         items = await self._unless_stopped(polled)  # a poll changes nothing: safe to abandon
         for item in items or []:
@@ -199,7 +219,7 @@ class ProcessWorker:
             await self._run_process(held, job)
         except WorkPoolsError as exc:  # the service did not take a report: the run stays held
             log.error("flow run %s: %s", label(run), exc)
-        except Exception:  # noqa: BLE001 - a bug here must not go unnoticed in a background task
+        except Exception:
             log.exception("flow run %s: unexpected error", label(run))
         finally:
             if held.settled:
@@ -238,8 +258,13 @@ class ProcessWorker:
         """Propose a state; False (and the run is no longer this worker's) unless accepted."""
         result = await self.client.set_flow_run_state(held.run.id, state)
         if result.status != "ACCEPT":
-            log.warning("flow run %s: %s not accepted (%s): %s", label(held.run), state["type"], result.status,
-                        result.details.get("reason"))
+            log.warning(
+                "flow run %s: %s not accepted (%s): %s",
+                label(held.run),
+                state["type"],
+                result.status,
+                result.details.get("reason"),
+            )
             held.settled = True
             return False
         held.settled = final
@@ -260,8 +285,9 @@ class ProcessWorker:
             _, late = await asyncio.wait(tasks, timeout=self.grace_seconds)
             for held in self.held.values():
                 if held.task in late and held.process is not None and held.process.returncode is None:
-                    log.warning("flow run %s: still running after %s s; killing it", label(held.run),
-                                self.grace_seconds)
+                    log.warning(
+                        "flow run %s: still running after %s s; killing it", label(held.run), self.grace_seconds
+                    )
                     held.process.kill()
             if late:
                 _, late = await asyncio.wait(late, timeout=5)

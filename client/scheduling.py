@@ -29,8 +29,9 @@ class SchedulingMethods:
     async def read_flow_run(self, flow_run_id: UUID | str) -> FlowRun:
         return FlowRun.model_validate(await self._call(Op.READ_FLOW_RUN, {"flow_run_id": str(flow_run_id)}))
 
-    async def set_flow_run_state(self, flow_run_id: UUID | str, state: StateCreate | dict[str, Any],
-                                 lease_token: int | None = None) -> OrchestrationResult:
+    async def set_flow_run_state(
+        self, flow_run_id: UUID | str, state: StateCreate | dict[str, Any], lease_token: int | None = None
+    ) -> OrchestrationResult:
         """Propose a state. In claim mode pass the run's `lease.token` (a stale one is refused)."""
         body = {"flow_run_id": str(flow_run_id), "state": payload(StateCreate, state), "lease_token": lease_token}
         return OrchestrationResult.model_validate(await self._call(Op.SET_FLOW_RUN_STATE, body))

@@ -121,8 +121,9 @@ def _decode_envelope(raw: bytes) -> tuple[str, tuple[int, Any, dict[str, str]]]:
 class RpcTransport:
     """Requests on the operation streams, replies on this client's own channel."""
 
-    def __init__(self, redis_url: str, prefix: str, *, timeout: float = 30.0, maxlen: int = 10_000,
-                 max_connections: int = 32) -> None:
+    def __init__(
+        self, redis_url: str, prefix: str, *, timeout: float = 30.0, maxlen: int = 10_000, max_connections: int = 32
+    ) -> None:
         self.channels = Channels(prefix)
         self.timeout = timeout
         self.maxlen = maxlen
@@ -141,14 +142,16 @@ class RpcTransport:
         await self.redis.aclose()
         await self.redis.connection_pool.disconnect()
 
-    async def request(self, op: Op, body: Any, timeout: float | None = None,
-                      request_id: str | None = None) -> tuple[int, Any]:
+    async def request(
+        self, op: Op, body: Any, timeout: float | None = None, request_id: str | None = None
+    ) -> tuple[int, Any]:
         """Send one request and wait for its (status, body) reply."""
         status, result, _ = await self.exchange(op, body, timeout, request_id)
         return status, result
 
-    async def exchange(self, op: Op, body: Any, timeout: float | None = None,
-                       request_id: str | None = None) -> tuple[int, Any, dict[str, str]]:
+    async def exchange(
+        self, op: Op, body: Any, timeout: float | None = None, request_id: str | None = None
+    ) -> tuple[int, Any, dict[str, str]]:
         """Send one request and wait for its reply: (status, body, headers). Writes with the
         same `request_id` act once; a repeat gets the first reply."""
         timeout = timeout or self.timeout
@@ -169,7 +172,7 @@ class RpcTransport:
                 approximate=True,
             )
             return await asyncio.wait_for(future, max(0.0, deadline - time.time()))
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise ServiceUnavailable(504, f"No reply to {op} within {timeout} s.") from None
         except (RedisConnectionError, OSError) as exc:
             raise ServiceUnavailable(503, f"Redis is not reachable: {exc}") from None

@@ -16,11 +16,17 @@ from schemas.work_pools import WorkPool, WorkPoolCreate, WorkPoolFilter, WorkPoo
 from schemas.work_queues import WorkQueue, WorkQueueCreate, WorkQueueFilter, WorkQueueUpdate
 from schemas.workers import Worker, WorkerFilter
 
+
 class WorkPoolClient(SchedulingMethods):
     """`async with WorkPoolClient(redis_url=..., prefix=...) as client: ...`"""
 
-    def __init__(self, redis_url: str = "redis://localhost:6379/0", prefix: str = "workpools",
-                 timeout: float = 30.0, retries: int = 2) -> None:
+    def __init__(
+        self,
+        redis_url: str = "redis://localhost:6379/0",
+        prefix: str = "workpools",
+        timeout: float = 30.0,
+        retries: int = 2,
+    ) -> None:
         self._rpc = RpcTransport(redis_url, prefix, timeout=timeout)
         self.retries = retries
         """Retries after 503/504 or a lost connection, with the same request id (so a write
@@ -59,8 +65,9 @@ class WorkPoolClient(SchedulingMethods):
     async def read_work_pool(self, name: str) -> WorkPool:
         return WorkPool.model_validate(await self._call(Op.READ_WORK_POOL, {"name": name}))
 
-    async def read_work_pools(self, limit: int | None = None, offset: int = 0,
-                              work_pool_filter: WorkPoolFilter | dict[str, Any] | None = None) -> list[WorkPool]:
+    async def read_work_pools(
+        self, limit: int | None = None, offset: int = 0, work_pool_filter: WorkPoolFilter | dict[str, Any] | None = None
+    ) -> list[WorkPool]:
         body = {"work_pools": payload(WorkPoolFilter, work_pool_filter), "limit": limit, "offset": offset}
         return [WorkPool.model_validate(p) for p in await self._call(Op.READ_WORK_POOLS, body)]
 
@@ -75,8 +82,7 @@ class WorkPoolClient(SchedulingMethods):
 
     # work queues
 
-    async def create_work_queue(self, work_pool_name: str, work_queue: WorkQueueCreate | dict[str, Any]
-                                ) -> WorkQueue:
+    async def create_work_queue(self, work_pool_name: str, work_queue: WorkQueueCreate | dict[str, Any]) -> WorkQueue:
         body = {"work_pool_name": work_pool_name, "work_queue": payload(WorkQueueCreate, work_queue)}
         return WorkQueue.model_validate(await self._call(Op.CREATE_WORK_QUEUE, body))
 
@@ -84,17 +90,29 @@ class WorkPoolClient(SchedulingMethods):
         body = {"work_pool_name": work_pool_name, "name": work_queue_name}
         return WorkQueue.model_validate(await self._call(Op.READ_WORK_QUEUE, body))
 
-    async def read_work_queues(self, work_pool_name: str,
-                               work_queue_filter: WorkQueueFilter | dict[str, Any] | None = None,
-                               limit: int | None = None, offset: int = 0) -> list[WorkQueue]:
-        body = {"work_pool_name": work_pool_name, "work_queues": payload(WorkQueueFilter, work_queue_filter),
-                "limit": limit, "offset": offset}
+    async def read_work_queues(
+        self,
+        work_pool_name: str,
+        work_queue_filter: WorkQueueFilter | dict[str, Any] | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[WorkQueue]:
+        body = {
+            "work_pool_name": work_pool_name,
+            "work_queues": payload(WorkQueueFilter, work_queue_filter),
+            "limit": limit,
+            "offset": offset,
+        }
         return [WorkQueue.model_validate(q) for q in await self._call(Op.READ_WORK_QUEUES, body)]
 
-    async def update_work_queue(self, work_pool_name: str, work_queue_name: str,
-                                work_queue: WorkQueueUpdate | dict[str, Any]) -> None:
-        body = {"work_pool_name": work_pool_name, "name": work_queue_name,
-                "work_queue": payload(WorkQueueUpdate, work_queue)}
+    async def update_work_queue(
+        self, work_pool_name: str, work_queue_name: str, work_queue: WorkQueueUpdate | dict[str, Any]
+    ) -> None:
+        body = {
+            "work_pool_name": work_pool_name,
+            "name": work_queue_name,
+            "work_queue": payload(WorkQueueUpdate, work_queue),
+        }
         await self._call(Op.UPDATE_WORK_QUEUE, body)
 
     async def delete_work_queue(self, work_pool_name: str, work_queue_name: str) -> None:
@@ -102,17 +120,29 @@ class WorkPoolClient(SchedulingMethods):
 
     # workers
 
-    async def send_worker_heartbeat(self, work_pool_name: str, worker_name: str,
-                                    heartbeat_interval_seconds: float | None = None) -> None:
-        body = {"work_pool_name": work_pool_name, "name": worker_name,
-                "heartbeat_interval_seconds": heartbeat_interval_seconds}
+    async def send_worker_heartbeat(
+        self, work_pool_name: str, worker_name: str, heartbeat_interval_seconds: float | None = None
+    ) -> None:
+        body = {
+            "work_pool_name": work_pool_name,
+            "name": worker_name,
+            "heartbeat_interval_seconds": heartbeat_interval_seconds,
+        }
         await self._call(Op.WORKER_HEARTBEAT, body)
 
-    async def read_workers_for_work_pool(self, work_pool_name: str,
-                                         worker_filter: WorkerFilter | dict[str, Any] | None = None,
-                                         offset: int | None = None, limit: int | None = None) -> list[Worker]:
-        body = {"work_pool_name": work_pool_name, "workers": payload(WorkerFilter, worker_filter),
-                "offset": offset, "limit": limit}
+    async def read_workers_for_work_pool(
+        self,
+        work_pool_name: str,
+        worker_filter: WorkerFilter | dict[str, Any] | None = None,
+        offset: int | None = None,
+        limit: int | None = None,
+    ) -> list[Worker]:
+        body = {
+            "work_pool_name": work_pool_name,
+            "workers": payload(WorkerFilter, worker_filter),
+            "offset": offset,
+            "limit": limit,
+        }
         return [Worker.model_validate(w) for w in await self._call(Op.READ_WORKERS, body)]
 
     async def delete_worker(self, work_pool_name: str, worker_name: str) -> None:
@@ -139,5 +169,3 @@ class WorkPoolClient(SchedulingMethods):
                     return "(" + entry_id.decode()
             end = "(" + entries[-1][0].decode()
         return "-"
-
-

@@ -24,9 +24,16 @@ def _decode(raw: bytes) -> tuple[str, dict[str, Any]]:
 class WorkerClient:
     """`async with WorkerClient(redis_url=..., prefix=..., work_pool_name=..., worker_name=...) as w:`"""
 
-    def __init__(self, redis_url: str = "redis://localhost:6379/0", prefix: str = "workpools", *,
-                 work_pool_name: str, worker_name: str, heartbeat_interval_seconds: int | None = None,
-                 timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        redis_url: str = "redis://localhost:6379/0",
+        prefix: str = "workpools",
+        *,
+        work_pool_name: str,
+        worker_name: str,
+        heartbeat_interval_seconds: int | None = None,
+        timeout: float = 10.0,
+    ) -> None:
         self.channels = Channels(prefix)
         self.work_pool_name = work_pool_name
         self.worker_name = worker_name
@@ -51,7 +58,7 @@ class WorkerClient:
         try:
             await self.redis.publish(channel, json.dumps(message))
             reply = await asyncio.wait_for(future, timeout or self.timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise ServiceUnavailable(504, "No reply from workpools in time.") from None
         except (RedisConnectionError, OSError) as exc:
             raise ServiceUnavailable(503, f"Redis is not reachable: {exc}") from None
@@ -79,12 +86,17 @@ class WorkerClient:
         except (RedisConnectionError, OSError) as exc:
             raise ServiceUnavailable(503, f"Redis is not reachable: {exc}") from None
 
-    async def get_scheduled_flow_runs(self, work_queue_names: list[str] | None = None,
-                                      scheduled_before: datetime | None = None,
-                                      scheduled_after: datetime | None = None,
-                                      limit: int | None = None, *, claim: bool = False,
-                                      lease_seconds: float | None = None,
-                                      wait_seconds: float = 0) -> list[WorkerFlowRun]:
+    async def get_scheduled_flow_runs(
+        self,
+        work_queue_names: list[str] | None = None,
+        scheduled_before: datetime | None = None,
+        scheduled_after: datetime | None = None,
+        limit: int | None = None,
+        *,
+        claim: bool = False,
+        lease_seconds: float | None = None,
+        wait_seconds: float = 0,
+    ) -> list[WorkerFlowRun]:
         """Poll. `claim` leases the runs to this worker (default lease: two heartbeat intervals,
         renewed by heartbeats); `wait_seconds` waits for work when there is none yet."""
         lease = lease_seconds or 2 * (self.heartbeat_interval_seconds or 30)

@@ -10,9 +10,9 @@ from faststream.redis import RedisResponse
 from pydantic import ValidationError
 from pydantic_core import PydanticSerializationError, to_json
 
-from transport.envelope import respond
 from schemas.common import error_details
 from services.errors import Invalid, WorkPoolsError
+from transport.envelope import respond
 
 log = logging.getLogger("workpools")
 

@@ -6,12 +6,12 @@ import asyncio
 
 from faststream.redis import RedisRouter, StreamSub
 
-from schemas.settings import Settings
-from transport.envelope import JSONEnvelope
 from schemas.channels import Channels
 from schemas.scheduling import ReadyMark
+from schemas.settings import Settings
 from services import readiness
 from services.db import Database
+from transport.envelope import JSONEnvelope
 
 
 def register(router: RedisRouter, channels: Channels, settings: Settings, db: Database) -> None:

@@ -8,9 +8,9 @@ from typing import Any
 from faststream.redis import RedisResponse, RedisRouter, StreamSub
 from pydantic import BaseModel
 
+from schemas.channels import Channels, Op
 from schemas.settings import Settings
 from transport.envelope import JSONEnvelope, respond
-from schemas.channels import Channels, Op
 
 Subscribe = Callable[[Op, str], Callable[[Callable[..., Any]], Any]]
 

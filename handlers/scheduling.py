@@ -36,13 +36,19 @@ def register(subscribe: Subscribe, db: Database, ready) -> None:
     async def set_flow_run_state(body: SetFlowRunState) -> RedisResponse:
         return reply(201, await flow_runs.set_flow_run_state(db, body.flow_run_id, body.state, body.lease_token))
 
-    @subscribe(Op.GET_SCHEDULED_FLOW_RUNS, "The worker poll (claim=true leases the runs) -> 200 list[WorkerFlowRun] | 404 | 422")
+    @subscribe(
+        Op.GET_SCHEDULED_FLOW_RUNS,
+        "The worker poll (claim=true leases the runs) -> 200 list[WorkerFlowRun] | 404 | 422",
+    )
     async def get_scheduled_flow_runs(body: GetScheduledFlowRuns) -> RedisResponse:
         runs, mark = await scheduling.get_scheduled_flow_runs(
-            db, body.work_pool_name, body.work_queue_names, body.scheduled_before, body.scheduled_after, body.limit,
+            db,
+            body.work_pool_name,
+            body.work_queue_names,
+            body.scheduled_before,
+            body.scheduled_after,
+            body.limit,
             claim=body,
         )
         await ready(mark)
         return reply(200, runs)
-
-

@@ -6,7 +6,14 @@ from faststream.redis import RedisResponse
 
 from handlers.rpc import Subscribe, reply
 from schemas.channels import Op
-from schemas.work_pools import CountWorkPools, DeleteWorkPool, ReadWorkPool, ReadWorkPools, UpdateWorkPool, WorkPoolCreate
+from schemas.work_pools import (
+    CountWorkPools,
+    DeleteWorkPool,
+    ReadWorkPool,
+    ReadWorkPools,
+    UpdateWorkPool,
+    WorkPoolCreate,
+)
 from services import work_pools
 from services.db import Database
 

@@ -22,9 +22,7 @@ def register(subscribe: Subscribe, db: Database) -> None:
 
     @subscribe(Op.READ_WORK_QUEUES, "Filter a pool's queues, by priority -> 200 list[WorkQueue] | 404 | 422")
     async def read_work_queues(body: ReadWorkQueues) -> RedisResponse:
-        queues = await work_queues.read_work_queues(
-            db, body.work_pool_name, body.work_queues, body.limit, body.offset
-        )
+        queues = await work_queues.read_work_queues(db, body.work_pool_name, body.work_queues, body.limit, body.offset)
         return reply(200, queues)
 
     @subscribe(Op.UPDATE_WORK_QUEUE, "Update a queue (partial) -> 204 | 404 | 409 | 422")

@@ -12,7 +12,7 @@ import hashlib
 import json
 import logging
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import ValidationError
@@ -70,8 +70,15 @@ def invalid_reply(raw: bytes, exc: ValidationError) -> tuple[str, str] | None:
 class HeartbeatIngest:
     """Collects heartbeats from pub/sub and records each batch with one upsert."""
 
-    def __init__(self, redis: Redis, channels: Channels, db: Database, claims: Claims,
-                 flush_seconds: float = 0.2, max_batch: int = 5000) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        channels: Channels,
+        db: Database,
+        claims: Claims,
+        flush_seconds: float = 0.2,
+        max_batch: int = 5000,
+    ) -> None:
         self.redis, self.channels, self.db, self.claims = redis, channels, db, claims
         self.flush_seconds, self.max_batch = flush_seconds, max_batch
         self.max_message_bytes = 65_536  # a heartbeat is ~200 bytes; larger ones are dropped
@@ -84,14 +91,14 @@ class HeartbeatIngest:
             while not stopping.is_set():
                 try:
                     await asyncio.wait_for(self._full.wait(), self.flush_seconds)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
                 self._full.clear()
                 batch, self._buffer = self._buffer, []
                 if batch:
                     try:
                         await self.flush(batch)
-                    except Exception:  # noqa: BLE001 - keep ingesting; workers beat again
+                    except Exception:
                         log.warning("could not record %d heartbeats", len(batch), exc_info=True)
         finally:
             reader.cancel()
@@ -131,7 +138,7 @@ class HeartbeatIngest:
             interval = message.heartbeat_interval_seconds
             if interval is None and key in latest:
                 interval = latest[key].heartbeat_interval_seconds
-            seen = datetime.fromtimestamp(received, timezone.utc)
+            seen = datetime.fromtimestamp(received, UTC)
             latest[key] = Beat(message.work_pool_name, message.worker_name, interval, seen)
             if message.reply_to and message.correlation_id:
                 asks.append(message)
@@ -140,10 +147,11 @@ class HeartbeatIngest:
             beats = list(latest.values())
             try:
                 unknown = await self._record(beats)
-            except Exception as exc:  # noqa: BLE001 - e.g. PostgreSQL down: the asks are answered (503) at once
+            except Exception as exc:
                 failed = exc if isinstance(exc, WorkPoolsError) else WorkPoolsError("Internal Server Error")
-                log.warning("could not record %d heartbeats (%s)", len(beats), failed.detail,
-                            exc_info=failed is not exc)
+                log.warning(
+                    "could not record %d heartbeats (%s)", len(beats), failed.detail, exc_info=failed is not exc
+                )
         for beat in asks:
             if failed is not None:
                 replies.append((beat.reply_to, reply_body(beat.correlation_id, failed.status, detail=failed.detail)))

@@ -64,7 +64,7 @@ class Waiters:
                     message = await pubsub.get_message(timeout=0.5)
                     if message is not None and message["type"] == "message":
                         self.wake(message["data"].decode())
-            except Exception:  # noqa: BLE001 - resubscribe; a missed wake costs one timer period
+            except Exception:
                 log.warning("wake channel lost; resubscribing", exc_info=True)
                 await asyncio.sleep(0.5)
             finally:
@@ -75,8 +75,15 @@ class PollServer:
     """Answers poll messages in tasks of their own, so waiting polls hold no subscriber slot;
     at most `concurrency` of them query the database at once."""
 
-    def __init__(self, redis: Redis, claims: Claims, db: Database, waiters: Waiters,
-                 ready: Callable[[Any], Awaitable[Any]], concurrency: int) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        claims: Claims,
+        db: Database,
+        waiters: Waiters,
+        ready: Callable[[Any], Awaitable[Any]],
+        concurrency: int,
+    ) -> None:
         self.redis, self.claims, self.db, self.waiters, self.ready = redis, claims, db, waiters, ready
         self._queries = asyncio.Semaphore(concurrency)
         self._claiming: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
@@ -130,9 +137,11 @@ class PollServer:
         except WorkPoolsError as exc:
             await self.redis.publish(poll.reply_to, reply_body(poll.correlation_id, exc.status, detail=exc.detail))
             return
-        except Exception:  # noqa: BLE001 - the worker is answered, never left to time out
+        except Exception:
             log.exception("unexpected error while answering a poll")
-            await self.redis.publish(poll.reply_to, reply_body(poll.correlation_id, 500, detail="Internal Server Error"))
+            await self.redis.publish(
+                poll.reply_to, reply_body(poll.correlation_id, 500, detail="Internal Server Error")
+            )
             return
         result = [run.model_dump(mode="json") for run in runs]
         await self.redis.publish(poll.reply_to, reply_body(poll.correlation_id, 200, result=result))
@@ -157,8 +166,13 @@ class PollServer:
                 async with self._turn(poll), self._queries:
                     before = _slide(poll.scheduled_before, time.monotonic() - started)
                     runs, mark = await scheduling.get_scheduled_flow_runs(
-                        self.db, poll.work_pool_name, poll.work_queue_names, before, poll.scheduled_after,
-                        poll.limit, claim=poll,
+                        self.db,
+                        poll.work_pool_name,
+                        poll.work_queue_names,
+                        before,
+                        poll.scheduled_after,
+                        poll.limit,
+                        claim=poll,
                     )
                 if not marked:  # one ready mark per poll message, however long it waits
                     await self.ready(mark)

@@ -12,20 +12,20 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ResponseError
 
-from handlers import readiness, scheduling, worker_channel, worker_polls, work_pools, work_queues, workers
+from handlers import readiness, scheduling, work_pools, work_queues, worker_channel, worker_polls, workers
 from handlers.errors import error_middleware, size_limit
+from handlers.rpc import rpc_subscriber
 from replica.foreman import Lease, expire_leases, foreman_tick
 from replica.loops import Loops
 from replica.outbox import EventRelay
 from replica.recovery import DropExpired, InFlight, Reclaimer, exactly_once
 from replica.rights import check_rights
-from handlers.rpc import rpc_subscriber
-from schemas.settings import Settings
-from transport.envelope import JSONEnvelope, decode_body, replica_header
 from schemas.channels import Channels
 from schemas.scheduling import ReadyMark
+from schemas.settings import Settings
 from services.db import Database, Tx
 from services.foreman import ForemanRules
+from transport.envelope import JSONEnvelope, decode_body, replica_header
 
 log = logging.getLogger("workpools")
 
@@ -74,8 +74,16 @@ def build_app(settings: Settings, *, db: Database | None = None) -> FastStream:
 
     # Requests: every one gets an answer (errors included); stale ones are dropped; slow ones are
     # kept from the reclaimers while this replica works on them.
-    rpc = RedisRouter(middlewares=[in_flight.middleware(), error_middleware(), size_limit(settings.max_message_bytes),
-                                   DropExpired, exactly_once(db)], decoder=decode_body)
+    rpc = RedisRouter(
+        middlewares=[
+            in_flight.middleware(),
+            error_middleware(),
+            size_limit(settings.max_message_bytes),
+            DropExpired,
+            exactly_once(db),
+        ],
+        decoder=decode_body,
+    )
     subscribe = rpc_subscriber(rpc, channels, settings)
     ready = rpc.publisher(
         stream=StreamSub(channels.ready, maxlen=settings.ready_maxlen),
@@ -113,8 +121,12 @@ def build_app(settings: Settings, *, db: Database | None = None) -> FastStream:
     db.after_commit = announce
     groups = [(stream, channels.rpc_group) for stream in channels.all_rpc_streams()]
     reclaimer = Reclaimer(
-        redis, [*groups, (channels.ready, channels.ready_group)], settings.consumer_name, channels.dead,
-        idle=settings.reclaim_idle_seconds, max_deliveries=settings.max_deliveries,
+        redis,
+        [*groups, (channels.ready, channels.ready_group)],
+        settings.consumer_name,
+        channels.dead,
+        idle=settings.reclaim_idle_seconds,
+        max_deliveries=settings.max_deliveries,
     )
     loops = Loops()
     keep_fresh = Loops()  # runs until the in-flight requests are done (after the broker stopped)

@@ -16,11 +16,11 @@ from typing import Any, NamedTuple, get_args, get_origin
 from pydantic import BaseModel, TypeAdapter
 
 from replica.app import build_app
-from schemas.settings import Settings
 from schemas.channels import Channels, Op
 from schemas.deployments import Deployment
 from schemas.flow_runs import FlowRun, OrchestrationResult
 from schemas.scheduling import WorkerFlowRun
+from schemas.settings import Settings
 from schemas.work_pools import WorkPool
 from schemas.work_queues import WorkQueue
 from schemas.workers import Worker

@@ -22,7 +22,7 @@ class Loops:
             while not self.stopping.is_set():
                 try:
                     await action()
-                except Exception:  # noqa: BLE001 - the next round retries
+                except Exception:
                     log.warning("%s failed; retrying in %.1f s", name, seconds, exc_info=True)
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self.stopping.wait(), seconds)

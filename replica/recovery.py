@@ -19,11 +19,11 @@ from faststream import BaseMiddleware
 from faststream.exceptions import AckMessage
 from redis.asyncio import Redis
 
-from transport.envelope import respond
 from schemas import wire
 from schemas.channels import Op
 from services import requests
 from services.db import Database
+from transport.envelope import respond
 
 log = logging.getLogger("workpools.recovery")
 
@@ -48,8 +48,17 @@ class Reclaimer:
     appends them again (their `deliveries` header counted up) for any live replica to serve;
     past `max_deliveries` an entry goes to the dead-letter stream with the reason."""
 
-    def __init__(self, redis: Redis, groups: list[tuple[str, str]], consumer: str, dead: str, *,
-                 idle: float, max_deliveries: int, dead_maxlen: int = 10_000) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        groups: list[tuple[str, str]],
+        consumer: str,
+        dead: str,
+        *,
+        idle: float,
+        max_deliveries: int,
+        dead_maxlen: int = 10_000,
+    ) -> None:
         self.redis, self.groups, self.consumer, self.dead = redis, groups, f"{consumer}-reclaim", dead
         self.idle_ms, self.max_deliveries, self.dead_maxlen = int(idle * 1000), max_deliveries, dead_maxlen
 
@@ -81,8 +90,12 @@ class Reclaimer:
         if envelope is None or deliveries > self.max_deliveries:
             reason = "unreadable entry" if envelope is None else f"not answered after {deliveries - 1} deliveries"
             log.warning("dead-lettering %s %s: %s", stream, entry_id, reason)
-            pipe.xadd(self.dead, {"stream": stream, "entry_id": entry_id, "reason": reason, wire.DATA_FIELD: raw},
-                      maxlen=self.dead_maxlen, approximate=True)
+            pipe.xadd(
+                self.dead,
+                {"stream": stream, "entry_id": entry_id, "reason": reason, wire.DATA_FIELD: raw},
+                maxlen=self.dead_maxlen,
+                approximate=True,
+            )
         else:
             headers["deliveries"] = str(deliveries)
             headers.setdefault("request_id", first_entry_id(stream, entry_id))
@@ -128,11 +141,20 @@ def first_entry_id(stream: str, entry_id: bytes | str) -> str:
     return f"{stream}/{entry_id.decode() if isinstance(entry_id, bytes) else entry_id}"
 
 
-WRITE_OPS = frozenset({
-    Op.CREATE_WORK_POOL, Op.UPDATE_WORK_POOL, Op.DELETE_WORK_POOL,
-    Op.CREATE_WORK_QUEUE, Op.UPDATE_WORK_QUEUE, Op.DELETE_WORK_QUEUE, Op.DELETE_WORKER,
-    Op.CREATE_DEPLOYMENT, Op.CREATE_FLOW_RUN, Op.SET_FLOW_RUN_STATE,
-})
+WRITE_OPS = frozenset(
+    {
+        Op.CREATE_WORK_POOL,
+        Op.UPDATE_WORK_POOL,
+        Op.DELETE_WORK_POOL,
+        Op.CREATE_WORK_QUEUE,
+        Op.UPDATE_WORK_QUEUE,
+        Op.DELETE_WORK_QUEUE,
+        Op.DELETE_WORKER,
+        Op.CREATE_DEPLOYMENT,
+        Op.CREATE_FLOW_RUN,
+        Op.SET_FLOW_RUN_STATE,
+    }
+)
 """Operations whose repeat must not act twice (heartbeats and reads are harmless to repeat)."""
 
 

@@ -44,7 +44,7 @@ async def check_rights(redis: Redis, prefix: str) -> None:
     pipe = redis.pipeline(transaction=False)
     for command in commands:
         pipe.execute_command(*command)
-    for command, result in zip(commands, await pipe.execute(raise_on_error=False)):
+    for command, result in zip(commands, await pipe.execute(raise_on_error=False), strict=True):
         if isinstance(result, NoPermissionError):
             raise NoPermissionError(f"{result} (start-up check: {command[0]} on {key})")
     async with redis.pipeline(transaction=True) as pipe:  # MULTI/EXEC (the reclaimer moves entries in one)

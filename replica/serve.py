@@ -43,9 +43,11 @@ async def serve_forever(settings: Settings) -> None:
         except REFUSALS as exc:
             await _stop_quietly(app)
             kind = "NOPERM" if isinstance(exc, NoPermissionError) else "authentication failed"
-            raise Refused(f"Redis refused this replica ({kind}: {exc}); check the user and password in "
-                          "WORKPOOLS_REDIS_URL and the user's ACL rules (README, Security)") from None
-        except Exception:  # noqa: BLE001 - Redis or PostgreSQL not reachable yet: try again
+            raise Refused(
+                f"Redis refused this replica ({kind}: {exc}); check the user and password in "
+                "WORKPOOLS_REDIS_URL and the user's ACL rules (README, Security)"
+            ) from None
+        except Exception:
             log.warning("could not start; retrying in 2 s", exc_info=True)
             await _stop_quietly(app)
             await _wait(stop, 2.0)
@@ -64,12 +66,12 @@ async def serve_forever(settings: Settings) -> None:
 async def _stop_quietly(app) -> None:
     try:
         await app.stop()
-    except Exception:  # noqa: BLE001 - stopping a half-started replica
+    except Exception:
         log.debug("error while stopping", exc_info=True)
 
 
 async def _wait(stop: asyncio.Event, seconds: float) -> None:
     try:
         await asyncio.wait_for(stop.wait(), seconds)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         pass

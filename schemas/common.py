@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
@@ -25,8 +25,8 @@ DEFAULT_LIMIT = 200
 def as_utc(value: datetime) -> datetime:
     """Read a naive datetime as UTC; convert an aware one to UTC."""
     if value.tzinfo is None:
-        return value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc)
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
 
 
 UTCDateTime = Annotated[datetime, AfterValidator(as_utc)]

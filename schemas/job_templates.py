@@ -8,9 +8,7 @@ from typing import Any
 
 PLACEHOLDER_RE = re.compile(r"{{\s*([\w.\-\[\]$]+)\s*}}")
 
-MISSING_KEYS_MSG = (
-    "The `base_job_template` must contain both a `job_configuration` key and a `variables` key."
-)
+MISSING_KEYS_MSG = "The `base_job_template` must contain both a `job_configuration` key and a `variables` key."
 NOT_OBJECT_MSG = "The `base_job_template` must be a JSON object."
 UNDECLARED_MSG = (
     "The variables specified in the job configuration template must be present as properties "

@@ -38,9 +38,7 @@ class WorkPoolCreate(ActionModel):
     base_job_template: dict[str, Any] = Field(default_factory=dict)
     is_paused: bool = False
     concurrency_limit: NonNegativeInt | None = None
-    storage_configuration: WorkPoolStorageConfiguration = Field(
-        default_factory=WorkPoolStorageConfiguration
-    )
+    storage_configuration: WorkPoolStorageConfiguration = Field(default_factory=WorkPoolStorageConfiguration)
 
     _template = field_validator("base_job_template")(_check_template)
 
@@ -52,9 +50,7 @@ class WorkPoolUpdate(ActionModel):
     is_paused: bool = False
     base_job_template: dict[str, Any] = Field(default_factory=dict)
     concurrency_limit: NonNegativeInt | None = None
-    storage_configuration: WorkPoolStorageConfiguration = Field(
-        default_factory=WorkPoolStorageConfiguration
-    )
+    storage_configuration: WorkPoolStorageConfiguration = Field(default_factory=WorkPoolStorageConfiguration)
 
     _template = field_validator("base_job_template")(_check_template)
 

@@ -17,8 +17,9 @@ from schemas.scheduling import ClaimOptions
 
 
 class HeartbeatMessage(ActionModel):
-    message_id: str | None = Field(default=None, max_length=200,
-                                   description="Unique per message; identical messages within 10 s count once.")
+    message_id: str | None = Field(
+        default=None, max_length=200, description="Unique per message; identical messages within 10 s count once."
+    )
     work_pool_name: str
     worker_name: WorkerName
     heartbeat_interval_seconds: Int32 | None = None

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -26,7 +26,7 @@ _unit_of_work: ContextVar[Tx | None] = ContextVar("workpools_unit_of_work", defa
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 @dataclass
@@ -170,7 +170,7 @@ async def ensure_database(url: str) -> None:
     options = {**admin.translate_connect_args(username="user"), **admin.query}
     try:
         conn = await asyncpg.connect(**options)
-    except Exception as exc:  # noqa: BLE001 - report the server we could not reach, not a traceback
+    except Exception as exc:
         raise Unavailable(f"PostgreSQL is not reachable: {type(exc).__name__}") from exc
     try:
         exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", target.database)

@@ -28,13 +28,13 @@ async def resolve_queue(tx: Tx, work_pool_name: str, work_queue_name: str | None
     """The pool and its named queue (the default queue when no name is given), or 404."""
     pool = (await get_pool(tx, work_pool_name))._mapping
     condition = (
-        work_queue.c.id == pool["default_queue_id"]
-        if work_queue_name is None
-        else work_queue.c.name == work_queue_name
+        work_queue.c.id == pool["default_queue_id"] if work_queue_name is None else work_queue.c.name == work_queue_name
     )
     queue = (
-        await tx.execute(select(work_queue).where(work_queue.c.work_pool_id == pool["id"], condition))
-    ).mappings().first()
+        (await tx.execute(select(work_queue).where(work_queue.c.work_pool_id == pool["id"], condition)))
+        .mappings()
+        .first()
+    )
     if queue is None:
         raise queue_not_found(work_pool_name, work_queue_name or "default")
     return pool, queue

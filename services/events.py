@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Mapping
 from datetime import datetime, timedelta
-from typing import Any, Mapping
+from typing import Any
 from uuid import UUID
 
 FOLLOWS_WINDOW = timedelta(minutes=10)
@@ -61,22 +62,32 @@ def queue_resource(queue: Mapping[str, Any]) -> dict[str, str]:
 
 def pool_event(name: str, pool: Mapping[str, Any], now: datetime, **kwargs: Any) -> dict[str, Any]:
     """`prefect.work-pool.created|deleted|updated`."""
-    related = [{"prefect.resource.id": f"prefect.work-queue.{pool['default_queue_id']}",
-                "prefect.resource.role": "default-queue"}] if name != "updated" else []
+    related = (
+        [
+            {
+                "prefect.resource.id": f"prefect.work-queue.{pool['default_queue_id']}",
+                "prefect.resource.role": "default-queue",
+            }
+        ]
+        if name != "updated"
+        else []
+    )
     storage = pool.get("storage_configuration") or {}
     if name != "updated" and storage.get("default_result_storage_block_id"):
-        related.append({
-            "prefect.resource.id": f"prefect.block-document.{storage['default_result_storage_block_id']}",
-            "prefect.resource.role": "result-storage",
-        })
+        related.append(
+            {
+                "prefect.resource.id": f"prefect.block-document.{storage['default_result_storage_block_id']}",
+                "prefect.resource.role": "result-storage",
+            }
+        )
     return event(f"prefect.work-pool.{name}", pool_resource(pool), now, related=related, **kwargs)
 
 
-def queue_event(name: str, queue: Mapping[str, Any], pool: Mapping[str, Any], now: datetime,
-                **kwargs: Any) -> dict[str, Any]:
+def queue_event(
+    name: str, queue: Mapping[str, Any], pool: Mapping[str, Any], now: datetime, **kwargs: Any
+) -> dict[str, Any]:
     """`prefect.work-queue.created|deleted|updated|ready|not-ready|paused`."""
-    return event(f"prefect.work-queue.{name}", queue_resource(queue), now,
-                 related=[pool_resource(pool)], **kwargs)
+    return event(f"prefect.work-queue.{name}", queue_resource(queue), now, related=[pool_resource(pool)], **kwargs)
 
 
 STATUS_EVENT = {"READY": "ready", "NOT_READY": "not-ready", "PAUSED": "paused"}
@@ -87,18 +98,18 @@ def pool_status_change(pool: Mapping[str, Any], status: str, now: datetime) -> t
     event_id = uuid7()
     previous_at = pool.get("last_transitioned_status_at")
     follows = (
-        pool.get("last_status_event_id")
-        if previous_at is not None and now - previous_at < FOLLOWS_WINDOW
-        else None
+        pool.get("last_status_event_id") if previous_at is not None and now - previous_at < FOLLOWS_WINDOW else None
     )
     values = {"status": status, "last_status_event_id": event_id, "last_transitioned_status_at": now}
-    announced = event(f"prefect.work-pool.{STATUS_EVENT[status]}", pool_resource(pool, role=False),
-                      now, id=event_id, follows=follows)
+    announced = event(
+        f"prefect.work-pool.{STATUS_EVENT[status]}", pool_resource(pool, role=False), now, id=event_id, follows=follows
+    )
     return values, announced
 
 
-def updated_payload(before: Mapping[str, Any], changes: Mapping[str, Any], fields: tuple[str, ...]
-                    ) -> dict[str, Any] | None:
+def updated_payload(
+    before: Mapping[str, Any], changes: Mapping[str, Any], fields: tuple[str, ...]
+) -> dict[str, Any] | None:
     """Prefect's `updated` payload for the fields that really changed, in model order."""
     changed = [f for f in fields if f in changes and changes[f] != before[f]]
     if not changed:
@@ -119,8 +130,13 @@ def deployment_event(name: str, row: Mapping[str, Any], occurred: datetime) -> d
     if row.get("flow_id"):
         related.append({"prefect.resource.id": f"prefect.flow.{row['flow_id']}", "prefect.resource.role": "flow"})
     if row.get("queue_id"):
-        related.append({"prefect.resource.id": f"prefect.work-queue.{row['queue_id']}",
-                        "prefect.resource.name": row["queue_name"], "prefect.resource.role": "work-queue"})
+        related.append(
+            {
+                "prefect.resource.id": f"prefect.work-queue.{row['queue_id']}",
+                "prefect.resource.name": row["queue_name"],
+                "prefect.resource.role": "work-queue",
+            }
+        )
     if row.get("pool_id"):
         related.append(pool_resource({"id": row["pool_id"], "name": row["pool_name"], "type": row["pool_type"]}))
     resource = {"prefect.resource.id": f"prefect.deployment.{row['id']}", "prefect.resource.name": row["name"]}

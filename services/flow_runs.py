@@ -58,8 +58,8 @@ async def create_flow_run(db: Database, data: FlowRunCreate) -> FlowRun:
         queue_id, queue_name, pool_name, deployment_id = None, None, None, data.deployment_id
         if data.deployment_id is not None:
             found = (
-                await tx.execute(select(deployment).where(deployment.c.id == data.deployment_id))
-            ).mappings().first()
+                (await tx.execute(select(deployment).where(deployment.c.id == data.deployment_id))).mappings().first()
+            )
             if found is None:
                 raise NotFound("Deployment not found.")
             queue_id = found["work_queue_id"]
@@ -184,10 +184,14 @@ async def set_flow_run_state(
             if new_type not in TAKES_A_SLOT:
                 tx.wake(run["pool_name"])
             run = (
-                await tx.execute(
-                    update(flow_run).where(flow_run.c.id == flow_run_id).values(values).returning(flow_run)
+                (
+                    await tx.execute(
+                        update(flow_run).where(flow_run.c.id == flow_run_id).values(values).returning(flow_run)
+                    )
                 )
-            ).mappings().one()
+                .mappings()
+                .one()
+            )
     details = {"reason": reason} if reason else {}
     return OrchestrationResult(status=status, state=state_of(run), details=details)
 

@@ -77,13 +77,17 @@ async def mark_pools_not_ready(db: Database, now: datetime) -> int:
     KEY SHARE on its pool), then re-checked in a new statement that sees committed heartbeats."""
     async with db.transaction(now) as tx:
         candidates = (
-            await tx.execute(
-                select(work_pool)
-                .where(work_pool.c.status == "READY", ~ONLINE_WORKER)
-                .order_by(work_pool.c.id)
-                .with_for_update()
+            (
+                await tx.execute(
+                    select(work_pool)
+                    .where(work_pool.c.status == "READY", ~ONLINE_WORKER)
+                    .order_by(work_pool.c.id)
+                    .with_for_update()
+                )
             )
-        ).mappings().all()
+            .mappings()
+            .all()
+        )
         if not candidates:
             return 0
         still = set(
@@ -112,25 +116,29 @@ async def mark_deployments_not_ready(db: Database, rules: ForemanRules, now: dat
     queue_stale = or_(work_queue.c.id.is_(None), work_queue.c.last_polled.is_(None), work_queue.c.last_polled < cutoff)
     async with db.transaction(now) as tx:
         rows = (
-            await tx.execute(
-                select(
-                    deployment,
-                    work_queue.c.id.label("queue_id"),
-                    work_queue.c.name.label("queue_name"),
-                    work_pool.c.id.label("pool_id"),
-                    work_pool.c.name.label("pool_name"),
-                    work_pool.c.type.label("pool_type"),
-                )
-                .select_from(
-                    deployment.outerjoin(work_queue, work_queue.c.id == deployment.c.work_queue_id).outerjoin(
-                        work_pool, work_pool.c.id == work_queue.c.work_pool_id
+            (
+                await tx.execute(
+                    select(
+                        deployment,
+                        work_queue.c.id.label("queue_id"),
+                        work_queue.c.name.label("queue_name"),
+                        work_pool.c.id.label("pool_id"),
+                        work_pool.c.name.label("pool_name"),
+                        work_pool.c.type.label("pool_type"),
                     )
+                    .select_from(
+                        deployment.outerjoin(work_queue, work_queue.c.id == deployment.c.work_queue_id).outerjoin(
+                            work_pool, work_pool.c.id == work_queue.c.work_pool_id
+                        )
+                    )
+                    .where(stale, queue_stale)
+                    .order_by(deployment.c.id)
+                    .with_for_update(of=deployment, key_share=True)
                 )
-                .where(stale, queue_stale)
-                .order_by(deployment.c.id)
-                .with_for_update(of=deployment, key_share=True)
             )
-        ).mappings().all()
+            .mappings()
+            .all()
+        )
         if not rows:
             return 0
         changed = set(
@@ -154,10 +162,16 @@ async def mark_queues_not_ready(db: Database, rules: ForemanRules, now: datetime
     stale = and_(work_queue.c.status == "READY", work_queue.c.last_polled < cutoff)
     async with db.transaction(now) as tx:
         rows = (
-            await tx.execute(
-                QUEUE_WITH_POOL.where(stale).order_by(work_queue.c.id).with_for_update(of=work_queue, key_share=True)
+            (
+                await tx.execute(
+                    QUEUE_WITH_POOL.where(stale)
+                    .order_by(work_queue.c.id)
+                    .with_for_update(of=work_queue, key_share=True)
+                )
             )
-        ).mappings().all()
+            .mappings()
+            .all()
+        )
         if not rows:
             return 0
         changed = set(

@@ -70,8 +70,10 @@ HOLDERS_LEASES = text(
 
 async def _holders(tx: Tx, holders: Sequence[tuple[UUID, str]], end_now: bool) -> None:
     if holders:
-        await tx.execute(HOLDERS_LEASES, {"now": tx.now, "end_now": end_now,
-                                          "pool_ids": [h[0] for h in holders], "names": [h[1] for h in holders]})
+        await tx.execute(
+            HOLDERS_LEASES,
+            {"now": tx.now, "end_now": end_now, "pool_ids": [h[0] for h in holders], "names": [h[1] for h in holders]},
+        )
 
 
 async def renew(tx: Tx, holders: Sequence[tuple[UUID, str]]) -> None:
@@ -96,6 +98,10 @@ async def expire_leases(db: Database, now: datetime | None = None) -> int:
 
 def _expired_event(row: Any, now: datetime) -> dict[str, Any]:
     resource = {"prefect.resource.id": f"prefect.flow-run.{row['id']}", "prefect.resource.name": row["name"]}
-    payload = {"worker": row["owner"], "lease_token": row["token"], "state_type": row["was"],
-               "rescheduled": row["was"] in ("PENDING", "RUNNING")}
+    payload = {
+        "worker": row["owner"],
+        "lease_token": row["token"],
+        "state_type": row["was"],
+        "rescheduled": row["was"] in ("PENDING", "RUNNING"),
+    }
     return events.event("workpools.flow-run.lease-expired", resource, now, payload=payload)

@@ -45,9 +45,16 @@ async def apply_ready_marks(db: Database, marks: Iterable[ReadyMark]) -> int:
     ids = sorted(polled)
     async with db.transaction() as tx:
         queues = (
-            await tx.execute(QUEUE_WITH_POOL.where(work_queue.c.id.in_(ids)).order_by(work_queue.c.id)
-                             .with_for_update(of=work_queue, key_share=True))
-        ).mappings().all()
+            (
+                await tx.execute(
+                    QUEUE_WITH_POOL.where(work_queue.c.id.in_(ids))
+                    .order_by(work_queue.c.id)
+                    .with_for_update(of=work_queue, key_share=True)
+                )
+            )
+            .mappings()
+            .all()
+        )
         for queue in queues:
             at = polled[queue["id"]]
             ready = queue["status"] == "NOT_READY" and not queue["is_paused"]
@@ -68,13 +75,17 @@ async def apply_ready_marks(db: Database, marks: Iterable[ReadyMark]) -> int:
 async def _mark_deployments(tx: Any, queues: dict[UUID, Any], polled: dict[UUID, datetime]) -> None:
     """Deployments on the polled queues: READY with `last_polled` (one UPDATE per queue)."""
     rows = (
-        await tx.execute(
-            select(deployment)
-            .where(deployment.c.work_queue_id.in_(list(queues)))
-            .order_by(deployment.c.id)
-            .with_for_update(key_share=True)
+        (
+            await tx.execute(
+                select(deployment)
+                .where(deployment.c.work_queue_id.in_(list(queues)))
+                .order_by(deployment.c.id)
+                .with_for_update(key_share=True)
+            )
         )
-    ).mappings().all()
+        .mappings()
+        .all()
+    )
     for queue_id in sorted({row["work_queue_id"] for row in rows}):
         at = polled[queue_id]
         # `updated` is deliberately untouched: a status change is not an edit of the deployment.

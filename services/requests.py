@@ -43,7 +43,9 @@ async def once(db: Database, request_id: str, op: str) -> AsyncIterator[Callable
         )
         if inserted.first() is None:
             stored = (
-                await tx.execute(select(request_log.c.status, request_log.c.reply).where(request_log.c.request_id == request_id))
+                await tx.execute(
+                    select(request_log.c.status, request_log.c.reply).where(request_log.c.request_id == request_id)
+                )
             ).one()
             raise Replayed(stored.status, stored.reply)
         yield lambda status, reply: recorded.update(status=status, reply=reply)

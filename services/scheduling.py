@@ -97,8 +97,9 @@ CLAIM_RUNS = text(
     )
     SELECT * FROM claimed {ORDER}
     """
-).bindparams(*TYPES, bindparam("now", type_=DateTime(timezone=True)),
-             bindparam("expires", type_=DateTime(timezone=True)))
+).bindparams(
+    *TYPES, bindparam("now", type_=DateTime(timezone=True)), bindparam("expires", type_=DateTime(timezone=True))
+)
 
 NEXT_DUE = text(
     """
@@ -154,7 +155,7 @@ async def get_scheduled_flow_runs(
     claiming = claim is not None and claim.claim
     # A read-only poll runs in autocommit (its row locks last for its statement, as Prefect's
     # last until its immediate commit); a claim needs its transaction (pool row, leases).
-    async with (db.transaction() if claiming else db.read()) as tx:
+    async with db.transaction() if claiming else db.read() as tx:
         pool_id, queue_ids, polled = await _resolve(tx, work_pool_name, work_queue_names)
         params = {
             "pool_id": pool_id,
@@ -179,18 +180,23 @@ async def get_scheduled_flow_runs(
     return runs, mark
 
 
-async def next_due(db: Database, work_pool_name: str, work_queue_names: list[str] | None,
-                   scheduled_before: datetime) -> datetime | None:
+async def next_due(
+    db: Database, work_pool_name: str, work_queue_names: list[str] | None, scheduled_before: datetime
+) -> datetime | None:
     """When the next scheduled run after `scheduled_before` becomes due (a long poll's timer)."""
     async with db.read() as tx:
         pool_id, queue_ids, _ = await _resolve(tx, work_pool_name, work_queue_names)
-        return (await tx.execute(NEXT_DUE, {"pool_id": pool_id, "queue_ids": queue_ids,
-                                            "before": scheduled_before})).scalar()
+        return (
+            await tx.execute(NEXT_DUE, {"pool_id": pool_id, "queue_ids": queue_ids, "before": scheduled_before})
+        ).scalar()
 
 
 def _item(pool_id: UUID, row: Any, claimed: bool) -> WorkerFlowRun:
     # Prefect does not load `state` in poll results (spec §1.4); state_type/state_name are there.
     lease = Lease(owner=row["lease_owner"], token=row["lease_token"], expires=row["lease_expires"]) if claimed else None
     return WorkerFlowRun(
-        work_pool_id=pool_id, work_queue_id=row["work_queue_id"], flow_run=FlowRun.model_validate(dict(row)), lease=lease
+        work_pool_id=pool_id,
+        work_queue_id=row["work_queue_id"],
+        flow_run=FlowRun.model_validate(dict(row)),
+        lease=lease,
     )

@@ -34,9 +34,7 @@ _pool_active = (
     .where(work_queue.c.work_pool_id == work_pool.c.id, flow_run.c.state_type.in_(ACTIVE_STATES))
     .scalar_subquery()
 )
-ACTIVE_SLOTS = case((work_pool.c.concurrency_limit.is_(None), None), else_=_pool_active).label(
-    "active_slots"
-)
+ACTIVE_SLOTS = case((work_pool.c.concurrency_limit.is_(None), None), else_=_pool_active).label("active_slots")
 """PENDING + RUNNING runs in any queue of the pool (paused queues included), when limited."""
 
 
@@ -53,9 +51,7 @@ def to_work_pool(row: Any) -> WorkPool:
 
 async def lock_pool(tx: Tx, name: str) -> Any:
     """The pool row, locked against concurrent queue changes (serialises priorities per pool)."""
-    row = (
-        await tx.execute(select(work_pool).where(work_pool.c.name == name).with_for_update(key_share=True))
-    ).first()
+    row = (await tx.execute(select(work_pool).where(work_pool.c.name == name).with_for_update(key_share=True))).first()
     if row is None:
         raise pool_not_found(name)
     return row
@@ -148,8 +144,10 @@ async def update_work_pool(db: Database, name: str, data: WorkPoolUpdate) -> Non
     changes = data.model_dump(mode="json", include=fields)
     async with db.transaction() as tx:
         pool = (
-            await tx.execute(select(work_pool).where(work_pool.c.name == name).with_for_update(key_share=True))
-        ).mappings().first()
+            (await tx.execute(select(work_pool).where(work_pool.c.name == name).with_for_update(key_share=True)))
+            .mappings()
+            .first()
+        )
         if pool is None:
             raise pool_not_found(name)
         values: dict[str, Any] = {**changes, "updated": tx.now}
@@ -179,8 +177,8 @@ async def delete_work_pool(db: Database, name: str) -> None:
         raise Forbidden(RESERVED_DELETE)
     async with db.transaction() as tx:
         pool = (
-            await tx.execute(select(work_pool).where(work_pool.c.name == name).with_for_update())
-        ).mappings().first()
+            (await tx.execute(select(work_pool).where(work_pool.c.name == name).with_for_update())).mappings().first()
+        )
         if pool is None:
             raise pool_not_found(name)
         queues = await tx.execute(

@@ -36,9 +36,7 @@ QUEUES = select(*QUEUE_COLUMNS).join(work_pool, work_pool.c.id == work_queue.c.w
 
 
 async def _pool_priorities(tx: Tx, pool_id: Any) -> list[tuple[Any, int]]:
-    rows = await tx.execute(
-        select(work_queue.c.id, work_queue.c.priority).where(work_queue.c.work_pool_id == pool_id)
-    )
+    rows = await tx.execute(select(work_queue.c.id, work_queue.c.priority).where(work_queue.c.work_pool_id == pool_id))
     return [(row.id, row.priority) for row in rows]
 
 
@@ -71,9 +69,7 @@ async def create_work_queue(db: Database, work_pool_name: str, data: WorkQueueCr
             .returning(work_queue.c.id)
         )
         if inserted.first() is None:
-            raise AlreadyExists(
-                f"A work queue with this name already exists in work pool {work_pool_name!r}."
-            )
+            raise AlreadyExists(f"A work queue with this name already exists in work pool {work_pool_name!r}.")
         if data.priority is not None:
             await _apply_rebalance(tx, pool["id"], values["id"])
         tx.emit(events.queue_event("created", values, pool, tx.now))
@@ -83,9 +79,7 @@ async def create_work_queue(db: Database, work_pool_name: str, data: WorkQueueCr
 
 async def read_work_queue(db: Database, work_pool_name: str, name: str) -> WorkQueue:
     async with db.read() as tx:
-        row = (
-            await tx.execute(QUEUES.where(work_pool.c.name == work_pool_name, work_queue.c.name == name))
-        ).first()
+        row = (await tx.execute(QUEUES.where(work_pool.c.name == work_pool_name, work_queue.c.name == name))).first()
     if row is None:
         raise queue_not_found(work_pool_name, name)
     return WorkQueue.model_validate(row._mapping)
@@ -112,12 +106,16 @@ async def read_work_queues(
 
 async def _find_queue(tx: Tx, pool: Any, work_pool_name: str, name: str) -> Any:
     queue = (
-        await tx.execute(
-            select(work_queue)
-            .where(work_queue.c.work_pool_id == pool["id"], work_queue.c.name == name)
-            .with_for_update(key_share=True)
+        (
+            await tx.execute(
+                select(work_queue)
+                .where(work_queue.c.work_pool_id == pool["id"], work_queue.c.name == name)
+                .with_for_update(key_share=True)
+            )
         )
-    ).mappings().first()
+        .mappings()
+        .first()
+    )
     if queue is None:
         raise queue_not_found(work_pool_name, name)
     return queue

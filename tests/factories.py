@@ -7,7 +7,7 @@ import inspect
 import time
 import uuid
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 
@@ -19,10 +19,10 @@ class Clock:
         self.offset = timedelta()
 
     def __call__(self) -> datetime:
-        return (self.frozen or datetime.now(timezone.utc)) + self.offset
+        return (self.frozen or datetime.now(UTC)) + self.offset
 
     def freeze(self, at: datetime | None = None) -> datetime:
-        self.frozen = at or datetime.now(timezone.utc)
+        self.frozen = at or datetime.now(UTC)
         return self.frozen
 
     def advance(self, **delta: float) -> None:

@@ -11,8 +11,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from client import ServiceUnavailable, WorkPoolClient
-from schemas.settings import Settings
 from schemas.channels import Op
+from schemas.settings import Settings
 
 SERVE = [sys.executable, "-c", "from cli.main import main; main()", "serve", "--no-migrate"]
 
@@ -32,8 +32,12 @@ class Replica:
     def __init__(self, settings: Settings, name: str, log_level: str = "WARNING", **extra: str) -> None:
         self.name = name
         self.log = tempfile.NamedTemporaryFile(prefix=f"replica-{name}-", suffix=".log", delete=False)
-        self.process = subprocess.Popen([*SERVE, "--log-level", log_level], env=replica_env(settings, name, **extra),
-                                        stdout=self.log, stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(
+            [*SERVE, "--log-level", log_level],
+            env=replica_env(settings, name, **extra),
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
 
     def kill(self) -> None:
         """SIGKILL: no shutdown hooks, nothing released."""

@@ -17,10 +17,24 @@ class JSONEnvelope(BinaryMessageFormatV1):
     """Writes `{"data": ..., "headers": ...}` JSON; reads it, FastStream's binary format, or raw JSON."""
 
     @classmethod
-    async def encode(cls, *, message: Any, reply_to: str | None, headers: dict[str, Any] | None,
-                     correlation_id: str, serializer: Any = None, codec: Any = None) -> bytes:
-        msg = await cls.build(message=message, reply_to=reply_to, headers=headers,
-                              correlation_id=correlation_id, serializer=serializer, codec=codec)
+    async def encode(
+        cls,
+        *,
+        message: Any,
+        reply_to: str | None,
+        headers: dict[str, Any] | None,
+        correlation_id: str,
+        serializer: Any = None,
+        codec: Any = None,
+    ) -> bytes:
+        msg = await cls.build(
+            message=message,
+            reply_to=reply_to,
+            headers=headers,
+            correlation_id=correlation_id,
+            serializer=serializer,
+            codec=codec,
+        )
         return wire.encode_raw(msg.data, {k: str(v) for k, v in msg.headers.items()})
 
 

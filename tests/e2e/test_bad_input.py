@@ -26,14 +26,22 @@ BAD_BODIES = {
         {"work_pool_name": "x"},
         {"work_pool_name": "x", "work_queue": {"name": "q"}, "bogus": 1},
     ],
-    Op.READ_WORK_QUEUE: [{"work_pool_name": 1, "name": "q"}, {"work_pool_name": "x"}, {"work_pool_name": "x", "name": "q", "bogus": 1}],
+    Op.READ_WORK_QUEUE: [
+        {"work_pool_name": 1, "name": "q"},
+        {"work_pool_name": "x"},
+        {"work_pool_name": "x", "name": "q", "bogus": 1},
+    ],
     Op.READ_WORK_QUEUES: [{"work_pool_name": "x", "offset": "0x"}, {}, {"work_pool_name": "x", "bogus": 1}],
     Op.UPDATE_WORK_QUEUE: [
         {"work_pool_name": "x", "name": "q", "work_queue": {"is_paused": "maybe"}},
         {"work_pool_name": "x", "name": "q"},
         {"work_pool_name": "x", "name": "q", "work_queue": {"bogus": 1}},
     ],
-    Op.DELETE_WORK_QUEUE: [{"work_pool_name": "x", "name": {}}, {"name": "q"}, {"work_pool_name": "x", "name": "q", "bogus": 1}],
+    Op.DELETE_WORK_QUEUE: [
+        {"work_pool_name": "x", "name": {}},
+        {"name": "q"},
+        {"work_pool_name": "x", "name": "q", "bogus": 1},
+    ],
     Op.WORKER_HEARTBEAT: [
         {"work_pool_name": "x", "name": "w", "heartbeat_interval_seconds": "soon"},
         {"work_pool_name": "x"},
@@ -44,7 +52,11 @@ BAD_BODIES = {
         {"workers": None},
         {"work_pool_name": "x", "bogus": 1},
     ],
-    Op.DELETE_WORKER: [{"work_pool_name": "x", "name": 3.5}, {"work_pool_name": "x"}, {"work_pool_name": "x", "name": "w", "bogus": 1}],
+    Op.DELETE_WORKER: [
+        {"work_pool_name": "x", "name": 3.5},
+        {"work_pool_name": "x"},
+        {"work_pool_name": "x", "name": "w", "bogus": 1},
+    ],
 }
 NOT_OBJECTS = [b"\x00not json{", b"[1, 2]", b'"a string"', b"42", b"null", b""]
 
@@ -133,10 +145,14 @@ async def test_undecodable_bytes_get_422(client, redis, prefix):
     for index in ("0", "1"):
         status, body = replies[index]
         assert status == 422
-        assert body["detail"] == [{  # the input JSON cannot carry is left out of the report
-            "type": "model_type", "loc": ["body"], "msg": body["detail"][0]["msg"],
-            "ctx": body["detail"][0]["ctx"],
-        }]
+        assert body["detail"] == [
+            {  # the input JSON cannot carry is left out of the report
+                "type": "model_type",
+                "loc": ["body"],
+                "msg": body["detail"][0]["msg"],
+                "ctx": body["detail"][0]["ctx"],
+            }
+        ]
         assert body["detail"][0]["msg"].startswith("Input should be a valid dictionary or instance of ")
     assert (await client.create_work_pool(make_pool(name="after"))).name == "after"
 
@@ -153,8 +169,10 @@ async def test_many_bad_requests_then_good_ones(client, redis, prefix):
 BAD_PAYLOADS = [
     ("create_work_pool", ({"name": 1},)),
     ("create_work_pool", ({"name": b"\xff"},)),
-    ("create_work_pool", ({"name": "x", "base_job_template": {
-        "job_configuration": {"a": object()}, "variables": {"properties": {}}}},)),
+    (
+        "create_work_pool",
+        ({"name": "x", "base_job_template": {"job_configuration": {"a": object()}, "variables": {"properties": {}}}},),
+    ),
     ("create_work_pool", ({"name": "x", "base_job_template": {"variables": {}}},)),
     ("create_work_pool", ([("name", "x")],)),
     ("update_work_pool", ("p", {"bogus": 1})),
@@ -185,22 +203,40 @@ async def test_values_postgres_cannot_store_are_422_not_500(client):
     too_big = 2**31
     for op, body, loc in [
         (Op.CREATE_WORK_POOL, {"name": "x", "concurrency_limit": too_big}, ["body", "concurrency_limit"]),
-        (Op.UPDATE_WORK_POOL, {"name": "p", "work_pool": {"concurrency_limit": too_big}},
-         ["body", "work_pool", "concurrency_limit"]),
-        (Op.CREATE_WORK_QUEUE, {"work_pool_name": "p", "work_queue": {"name": "q", "priority": too_big}},
-         ["body", "work_queue", "priority"]),
-        (Op.WORKER_HEARTBEAT, {"work_pool_name": "p", "name": "w", "heartbeat_interval_seconds": too_big},
-         ["body", "heartbeat_interval_seconds"]),
-        (Op.WORKER_HEARTBEAT, {"work_pool_name": "p", "name": "w", "heartbeat_interval_seconds": -too_big - 1},
-         ["body", "heartbeat_interval_seconds"]),
+        (
+            Op.UPDATE_WORK_POOL,
+            {"name": "p", "work_pool": {"concurrency_limit": too_big}},
+            ["body", "work_pool", "concurrency_limit"],
+        ),
+        (
+            Op.CREATE_WORK_QUEUE,
+            {"work_pool_name": "p", "work_queue": {"name": "q", "priority": too_big}},
+            ["body", "work_queue", "priority"],
+        ),
+        (
+            Op.WORKER_HEARTBEAT,
+            {"work_pool_name": "p", "name": "w", "heartbeat_interval_seconds": too_big},
+            ["body", "heartbeat_interval_seconds"],
+        ),
+        (
+            Op.WORKER_HEARTBEAT,
+            {"work_pool_name": "p", "name": "w", "heartbeat_interval_seconds": -too_big - 1},
+            ["body", "heartbeat_interval_seconds"],
+        ),
         (Op.READ_WORK_POOLS, {"offset": 2**70}, ["body", "offset"]),
         (Op.CREATE_WORK_POOL, {"name": "a\x00b"}, ["body", "name"]),
         (Op.READ_WORK_POOL, {"name": "\x00"}, ["body", "name"]),
         (Op.CREATE_WORK_POOL, {"name": "x", "description": "\x00"}, ["body", "description"]),
-        (Op.CREATE_WORK_POOL, {"name": "x", "base_job_template": {
-            "job_configuration": {"a": ["\x00"]}, "variables": {"x": 1}}}, ["body", "base_job_template"]),
-        (Op.CREATE_WORK_QUEUE, {"work_pool_name": "p", "work_queue": {"name": "q", "filter": {"tags": ["\x00"]}}},
-         ["body", "work_queue", "filter", "tags"]),
+        (
+            Op.CREATE_WORK_POOL,
+            {"name": "x", "base_job_template": {"job_configuration": {"a": ["\x00"]}, "variables": {"x": 1}}},
+            ["body", "base_job_template"],
+        ),
+        (
+            Op.CREATE_WORK_QUEUE,
+            {"work_pool_name": "p", "work_queue": {"name": "q", "filter": {"tags": ["\x00"]}}},
+            ["body", "work_queue", "filter", "tags"],
+        ),
         (Op.WORKER_HEARTBEAT, {"work_pool_name": "p", "name": "w\x00"}, ["body", "name"]),
     ]:
         status, reply = await client._rpc.request(op, body)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 import signal
 import statistics
@@ -11,7 +12,7 @@ import time
 import uuid
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -34,8 +35,9 @@ def settings(settings):
 
 
 def worker(settings, pool: str, name: str, **kwargs) -> WorkerClient:
-    return WorkerClient(redis_url=settings.redis_url, prefix=settings.prefix, work_pool_name=pool,
-                        worker_name=name, **kwargs)
+    return WorkerClient(
+        redis_url=settings.redis_url, prefix=settings.prefix, work_pool_name=pool, worker_name=name, **kwargs
+    )
 
 
 async def claim(client: WorkPoolClient, pool: str, name: str, **kwargs):
@@ -61,7 +63,7 @@ async def claimed_by(client: WorkPoolClient, pool: str, name: str, run_id, **kwa
 async def test_claims_lease_runs_to_one_worker_and_fence_their_state_changes(client):
     await client.create_work_pool({"name": "basic", "type": "process"})
     runs = [await client.create_flow_run({"work_pool_name": "basic"}) for _ in range(3)]
-    before = datetime.now(timezone.utc)
+    before = datetime.now(UTC)
 
     first = await claim(client, "basic", "w1", limit=2, lease_seconds=30)
     assert [item.flow_run.id for item in first] == [run.id for run in runs[:2]]
@@ -133,9 +135,12 @@ async def test_a_stale_token_is_refused_after_the_lease_ended_and_passed_on(clie
 
 
 async def _lease_expired_events(client, run_id):
-    return [e for e in await client.read_events(count=1000)
-            if e.event == "workpools.flow-run.lease-expired"
-            and e.resource["prefect.resource.id"] == f"prefect.flow-run.{run_id}"]
+    return [
+        e
+        for e in await client.read_events(count=1000)
+        if e.event == "workpools.flow-run.lease-expired"
+        and e.resource["prefect.resource.id"] == f"prefect.flow-run.{run_id}"
+    ]
 
 
 async def test_heartbeats_renew_the_lease_and_it_ends_when_they_stop(client, settings):
@@ -173,7 +178,8 @@ async def test_a_lease_that_runs_out_while_its_holder_proposes_keeps_its_slot(cl
     async with db.engine.connect() as blocker:
         await blocker.execute(text("SELECT 1 FROM flow_run WHERE id = :id FOR NO KEY UPDATE"), {"id": run.id})
         proposal = asyncio.create_task(
-            client.set_flow_run_state(run.id, {"type": "PENDING"}, lease_token=held.lease.token))
+            client.set_flow_run_state(run.id, {"type": "PENDING"}, lease_token=held.lease.token)
+        )
         await wait_until(lambda: _lease_ended(held), timeout=3)
         # Past the lease's end, with the holder's proposal in flight: the one slot is taken.
         assert await claim(client, "edge", "w2") == []
@@ -211,7 +217,7 @@ async def test_a_lease_past_its_end_holds_its_run_until_the_sweep_releases_it(se
 
 
 def _lease_ended(item) -> bool:
-    return datetime.now(timezone.utc) > item.lease.expires + timedelta(milliseconds=50)
+    return datetime.now(UTC) > item.lease.expires + timedelta(milliseconds=50)
 
 
 LIVE_SLOTS = text(
@@ -226,9 +232,14 @@ LIVE_SLOTS = text(
 
 async def _live_slots(db: Database, pool: str) -> int:
     async with db.read() as tx:
-        queue_ids = set((await tx.execute(
-            text("SELECT q.id FROM work_queue q JOIN work_pool p ON p.id = q.work_pool_id WHERE p.name = :p"),
-            {"p": pool})).scalars())
+        queue_ids = set(
+            (
+                await tx.execute(
+                    text("SELECT q.id FROM work_queue q JOIN work_pool p ON p.id = q.work_pool_id WHERE p.name = :p"),
+                    {"p": pool},
+                )
+            ).scalars()
+        )
         return sum(row.active for row in await tx.execute(LIVE_SLOTS) if row.work_queue_id in queue_ids)
 
 
@@ -256,11 +267,14 @@ async def test_randomized_race_of_32_workers_over_3_replicas(client, settings, d
     queue_ids = {}
     for name, limit in RACE_QUEUES.items():
         queue_ids[(await client.create_work_queue("race", {"name": name, "concurrency_limit": limit})).id] = limit
-    runs = [await client.create_flow_run({"work_pool_name": "race", "work_queue_name": name})
-            for name in list(RACE_QUEUES) * 20]
-    extras = [build_app(settings.model_copy(update={"consumer_name": f"{settings.consumer_name}-x{i}",
-                                                    "db_pool_size": 5}))
-              for i in range(2)]
+    runs = [
+        await client.create_flow_run({"work_pool_name": "race", "work_queue_name": name})
+        for name in list(RACE_QUEUES) * 20
+    ]
+    extras = [
+        build_app(settings.model_copy(update={"consumer_name": f"{settings.consumer_name}-x{i}", "db_pool_size": 5}))
+        for i in range(2)
+    ]
     for app in extras:
         await app.start()
 
@@ -360,7 +374,7 @@ async def test_randomized_race_of_32_workers_over_3_replicas(client, settings, d
     rehanded = 0
     for run_holds in by_run.values():
         run_holds.sort(key=lambda h: h.token)
-        for earlier, later in zip(run_holds, run_holds[1:]):
+        for earlier, later in itertools.pairwise(run_holds):
             rehanded += 1
             assert earlier.worker != later.worker, context
             assert all(at < later.claimed_at for _, at in earlier.accepted), (earlier, later, context)
@@ -400,13 +414,20 @@ async def test_runs_of_a_killed_worker_run_elsewhere_within_three_heartbeat_inte
     await client.create_work_pool({"name": "crash", "type": "process"})
     runs = {(await client.create_flow_run({"work_pool_name": "crash"})).id for _ in range(3)}
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", DOOMED_WORKER, settings.redis_url, settings.prefix, "crash",
-        cwd=ROOT, stdout=asyncio.subprocess.PIPE)
+        sys.executable,
+        "-c",
+        DOOMED_WORKER,
+        settings.redis_url,
+        settings.prefix,
+        "crash",
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+    )
     try:
         line = await asyncio.wait_for(process.stdout.readline(), timeout=20)
         old_tokens = dict(part.split(":") for part in line.decode().split())
         assert {uuid.UUID(run_id) for run_id in old_tokens} == runs
-        claimed = datetime.now(timezone.utc)
+        claimed = datetime.now(UTC)
         # Its heartbeats renew the leases: kill it once one has been recorded after the claim.
         await wait_until(lambda: _beat_after(client, "crash", "doomed", claimed), timeout=5)
     finally:
@@ -447,7 +468,9 @@ async def test_a_waiting_claim_gets_a_new_run_at_once(client, settings, redis):
     async with worker(settings, "push", "w1") as w:
         for attempt in range(1, 6):
             poll = asyncio.create_task(w.get_scheduled_flow_runs(claim=True, wait_seconds=5))
-            await wait_until(lambda: _ready_marks(redis, settings.prefix, attempt), timeout=5)  # it is waiting
+            await wait_until(
+                lambda attempt=attempt: _ready_marks(redis, settings.prefix, attempt), timeout=5
+            )  # it is waiting
             created = time.monotonic()
             run = await client.create_flow_run({"work_pool_name": "push"})
             [item] = await poll
@@ -461,16 +484,19 @@ async def test_a_waiting_claim_gets_a_future_run_when_it_becomes_due(client, set
     """Three runs due 0.3, 0.6 and 0.9 s from now; three claims in turn, each with
     scheduled_before = now, wait until theirs is due: never before, and soon after."""
     await client.create_work_pool({"name": "due", "type": "process"})
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     due = [now + timedelta(seconds=0.3 * (i + 1)) for i in range(3)]
-    runs = [await client.create_flow_run({"work_pool_name": "due", "next_scheduled_start_time": at.isoformat()})
-            for at in due]
+    runs = [
+        await client.create_flow_run({"work_pool_name": "due", "next_scheduled_start_time": at.isoformat()})
+        for at in due
+    ]
     late = []
     async with worker(settings, "due", "w1") as w:
-        for run, at in zip(runs, due):
-            [item] = await w.get_scheduled_flow_runs(scheduled_before=datetime.now(timezone.utc), limit=1,
-                                                     claim=True, wait_seconds=5)
-            late.append((datetime.now(timezone.utc) - at).total_seconds())
+        for run, at in zip(runs, due, strict=True):
+            [item] = await w.get_scheduled_flow_runs(
+                scheduled_before=datetime.now(UTC), limit=1, claim=True, wait_seconds=5
+            )
+            late.append((datetime.now(UTC) - at).total_seconds())
             assert item.flow_run.id == run.id
     assert min(late) >= 0 and statistics.median(late) < 0.1 and max(late) < 0.5, late
 
@@ -490,8 +516,11 @@ async def test_waiting_workers_cost_the_database_nothing(settings, db, redis):
     quiet = settings.model_copy(update={"foreman_enabled": False, "outbox_sweep_seconds": 3600})
     database = Database(settings.database_url, pool_size=4)
     statements = []
-    event.listen(database.engine.sync_engine, "before_cursor_execute",
-                 lambda conn, cursor, statement, *args: statements.append(statement))
+    event.listen(
+        database.engine.sync_engine,
+        "before_cursor_execute",
+        lambda conn, cursor, statement, *args: statements.append(statement),
+    )
     app = build_app(quiet, db=database)
     await app.start()
     try:

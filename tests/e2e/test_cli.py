@@ -15,11 +15,11 @@ from uuid import UUID
 import pytest
 from typer.testing import CliRunner, Result
 
-from client import ServiceUnavailable, WorkPoolClient
 from cli.main import cli
+from client import ServiceUnavailable, WorkPoolClient
 from replica.asyncapi import CONSUMER_PLACEHOLDER, ERROR_STATUSES, REPLIES
-from schemas.settings import Settings
 from schemas.channels import Channels, Op
+from schemas.settings import Settings
 from tests.factories import unique, wait_until
 from tests.replicas import Replica, replicas
 
@@ -29,8 +29,12 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.fixture
 def env(settings: Settings) -> dict[str, str]:
     """What the commands read; wide enough that no table cell wraps."""
-    return {"WORKPOOLS_REDIS_URL": settings.redis_url, "WORKPOOLS_DATABASE_URL": settings.database_url,
-            "WORKPOOLS_PREFIX": settings.prefix, "COLUMNS": "200"}
+    return {
+        "WORKPOOLS_REDIS_URL": settings.redis_url,
+        "WORKPOOLS_DATABASE_URL": settings.database_url,
+        "WORKPOOLS_PREFIX": settings.prefix,
+        "COLUMNS": "200",
+    }
 
 
 @pytest.fixture
@@ -70,8 +74,11 @@ def workpools(env: dict[str, str], *args: str, exit_code: int = 0) -> Result:
 
 def rows(output: str) -> list[list[str]]:
     """The cells of each table line in `output`."""
-    return [[cell.strip() for cell in re.split(r"[│|]", line)[1:-1]] for line in output.splitlines()
-            if re.match(r"\s*[│|]", line)]
+    return [
+        [cell.strip() for cell in re.split(r"[│|]", line)[1:-1]]
+        for line in output.splitlines()
+        if re.match(r"\s*[│|]", line)
+    ]
 
 
 def row(output: str, first_cell: str) -> list[str] | None:
@@ -81,8 +88,18 @@ def row(output: str, first_cell: str) -> list[str] | None:
 def test_pool_commands(replica, env):
     name = unique("pool[bold]")  # printed as is, not read as Rich markup
 
-    created = workpools(env, "pool", "create", name, "--type", "process", "--concurrency-limit", "3",
-                        "--description", "made by the CLI test")
+    created = workpools(
+        env,
+        "pool",
+        "create",
+        name,
+        "--type",
+        "process",
+        "--concurrency-limit",
+        "3",
+        "--description",
+        "made by the CLI test",
+    )
     assert f'Created work pool "{name}".' in created.stdout
     assert row(workpools(env, "pool", "ls").stdout, name) == [name, "process", "NOT_READY", "3"]
 
@@ -175,7 +192,9 @@ def test_docs_asyncapi_documents_every_request_and_its_replies(env, prefix, tmp_
     read_pool = resolve(document, f"#/components/messages/{prefix}.rpc.read_work_pool:Reply")
     assert resolve(document, read_pool["payload"]["$ref"])["title"] == "WorkPool"
     assert document["components"]["messages"][f"{prefix}.rpc.read_work_pools:Reply"]["payload"] == {
-        "type": "array", "items": {"$ref": "#/components/schemas/WorkPool"}}
+        "type": "array",
+        "items": {"$ref": "#/components/schemas/WorkPool"},
+    }
     bindings = [channel.get("bindings", {}).get("redis", {}) for channel in document["channels"].values()]
     assert {binding["consumerName"] for binding in bindings if "consumerName" in binding} == {CONSUMER_PLACEHOLDER}
 

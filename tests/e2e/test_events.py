@@ -60,7 +60,9 @@ async def test_pool_create_events(client, clock):
         {"prefect.resource.id": f"prefect.block-document.{BLOCK_ID}", "prefect.resource.role": "result-storage"},
     ]
     assert (not_ready.event, not_ready.resource, not_ready.related) == (
-        "prefect.work-pool.not-ready", pool_labels(pool, role=False), [],
+        "prefect.work-pool.not-ready",
+        pool_labels(pool, role=False),
+        [],
     )
     for event in (queue_created, pool_created, not_ready):
         assert (event.occurred, event.payload, event.follows) == (now, {}, None)
@@ -71,7 +73,10 @@ async def test_pool_create_events(client, clock):
     agent = await client.create_work_pool({"name": "agent"})
     *_, created, status = await events.new(3)
     assert created.related == [
-        {"prefect.resource.id": f"prefect.work-queue.{agent.default_queue_id}", "prefect.resource.role": "default-queue"},
+        {
+            "prefect.resource.id": f"prefect.work-queue.{agent.default_queue_id}",
+            "prefect.resource.role": "default-queue",
+        },
     ]
     assert (status.event, status.resource["prefect.work-pool.type"]) == ("prefect.work-pool.not-ready", "prefect-agent")
     assert paused.status == "PAUSED"
@@ -83,17 +88,29 @@ async def test_pool_update_events_list_only_real_changes(client, clock):
     events = Events(client)
     await events.new(3)
 
-    await client.update_work_pool(pool.name, {
-        "storage_configuration": {}, "concurrency_limit": 2, "description": "d", "base_job_template": {},
-    })
+    await client.update_work_pool(
+        pool.name,
+        {
+            "storage_configuration": {},
+            "concurrency_limit": 2,
+            "description": "d",
+            "base_job_template": {},
+        },
+    )
     await client.update_work_pool(pool.name, {"description": None, "is_paused": True})
 
     first, second, paused = await events.new(3)
     assert (first.event, first.resource, first.related) == ("prefect.work-pool.updated", pool_labels(pool), [])
-    assert first.payload == {"updated_fields": ["concurrency_limit"], "updates": {"concurrency_limit": {"from": 1, "to": 2}}}
+    assert first.payload == {
+        "updated_fields": ["concurrency_limit"],
+        "updates": {"concurrency_limit": {"from": 1, "to": 2}},
+    }
     assert second.payload == {"updated_fields": ["description"], "updates": {"description": {"from": "d", "to": None}}}
     assert (paused.event, paused.resource, paused.occurred, paused.follows) == (
-        "prefect.work-pool.paused", pool_labels(pool, role=False), now, None,
+        "prefect.work-pool.paused",
+        pool_labels(pool, role=False),
+        now,
+        None,
     )
 
     await client.update_work_pool(pool.name, {"description": None, "concurrency_limit": 2})  # nothing changes
@@ -126,7 +143,9 @@ async def test_pool_status_events_follow_within_ten_minutes(client, clock):
     await client.update_work_pool(pool.name, {"is_paused": True})
     [paused] = await events.new(1)
     assert (paused.event, paused.follows, paused.occurred) == (
-        "prefect.work-pool.paused", ready.id, start + timedelta(minutes=9, seconds=59),
+        "prefect.work-pool.paused",
+        ready.id,
+        start + timedelta(minutes=9, seconds=59),
     )
 
     clock.advance(minutes=10)
@@ -167,24 +186,43 @@ async def test_queue_events(client, clock):
     queue = await client.create_work_queue(pool.name, {"name": "q", "is_paused": True})
     [created] = await events.new(1)
     assert (created.event, created.resource, created.related, created.occurred) == (
-        "prefect.work-queue.created", queue_labels(queue), [pool_labels(pool)], now,
+        "prefect.work-queue.created",
+        queue_labels(queue),
+        [pool_labels(pool)],
+        now,
     )
 
-    await client.update_work_queue(pool.name, "q", {
-        "priority": 1, "is_paused": False, "concurrency_limit": 4, "name": "r", "description": "",
-        "last_polled": now.isoformat(), "filter": {"tags": ["t"]},
-    })
+    await client.update_work_queue(
+        pool.name,
+        "q",
+        {
+            "priority": 1,
+            "is_paused": False,
+            "concurrency_limit": 4,
+            "name": "r",
+            "description": "",
+            "last_polled": now.isoformat(),
+            "filter": {"tags": ["t"]},
+        },
+    )
     updated, ready = await events.new(2)  # the default queue pushed to 2 gets no event
     assert (updated.event, updated.resource, updated.related) == (
-        "prefect.work-queue.updated", queue_labels(queue, "r"), [pool_labels(pool)],
+        "prefect.work-queue.updated",
+        queue_labels(queue, "r"),
+        [pool_labels(pool)],
     )
     assert updated.payload == {
         "updated_fields": ["name", "concurrency_limit", "priority"],
-        "updates": {"name": {"from": "q", "to": "r"}, "concurrency_limit": {"from": None, "to": 4},
-                    "priority": {"from": 2, "to": 1}},
+        "updates": {
+            "name": {"from": "q", "to": "r"},
+            "concurrency_limit": {"from": None, "to": 4},
+            "priority": {"from": 2, "to": 1},
+        },
     }
     assert (ready.event, ready.resource, ready.related) == (
-        "prefect.work-queue.ready", queue_labels(queue, "r"), [pool_labels(pool)],
+        "prefect.work-queue.ready",
+        queue_labels(queue, "r"),
+        [pool_labels(pool)],
     )
 
     await client.update_work_queue(pool.name, "r", {"is_paused": True, "priority": 1, "description": ""})
@@ -193,7 +231,9 @@ async def test_queue_events(client, clock):
     paused, deleted = await events.new(2)
     assert (paused.event, paused.payload) == ("prefect.work-queue.paused", {})
     assert (deleted.event, deleted.resource, deleted.related) == (
-        "prefect.work-queue.deleted", queue_labels(queue, "r"), [pool_labels(pool)],
+        "prefect.work-queue.deleted",
+        queue_labels(queue, "r"),
+        [pool_labels(pool)],
     )
 
 

@@ -12,7 +12,9 @@ from typing import Any
 
 import pytest
 from faststream.redis.parser.binary import BinaryMessageFormatV1
-from hypothesis import HealthCheck, assume, example, given, settings as hypothesis_settings, strategies as st
+from hypothesis import HealthCheck, assume, example, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 from pydantic import BaseModel, ValidationError
 from sqlalchemy import text
 
@@ -30,8 +32,8 @@ from schemas.work_pools import (
     UpdateWorkPool,
     WorkPoolCreate,
 )
-from schemas.worker_channel import HeartbeatMessage
 from schemas.work_queues import CreateWorkQueue, DeleteWorkQueue, ReadWorkQueue, ReadWorkQueues, UpdateWorkQueue
+from schemas.worker_channel import HeartbeatMessage
 from schemas.workers import DeleteWorker, ReadWorkers, WorkerHeartbeat
 from services.tables import metadata
 from tests.factories import wait_until
@@ -40,8 +42,16 @@ SOME_ID = "0b6f6a46-8f54-4a8e-9a53-6c1d3f0b7e21"
 
 # every operation: its request model, and a valid body to break (names of the seeded objects)
 OPERATIONS: dict[Op, tuple[type[BaseModel], dict[str, Any]]] = {
-    Op.CREATE_WORK_POOL: (WorkPoolCreate, {"name": "new", "type": "process", "concurrency_limit": 2,
-                                           "base_job_template": {}, "storage_configuration": {}}),
+    Op.CREATE_WORK_POOL: (
+        WorkPoolCreate,
+        {
+            "name": "new",
+            "type": "process",
+            "concurrency_limit": 2,
+            "base_job_template": {},
+            "storage_configuration": {},
+        },
+    ),
     Op.READ_WORK_POOL: (ReadWorkPool, {"name": "p"}),
     Op.READ_WORK_POOLS: (ReadWorkPools, {"work_pools": {"name": {"any_": ["p"]}}, "limit": 10, "offset": 0}),
     Op.COUNT_WORK_POOLS: (CountWorkPools, {"work_pools": {"name": {"any_": ["p"]}}}),
@@ -60,8 +70,10 @@ OPERATIONS: dict[Op, tuple[type[BaseModel], dict[str, Any]]] = {
     Op.CREATE_FLOW_RUN: (FlowRunCreate, {"work_pool_name": "p", "name": "r2", "tags": ["t"], "parameters": {}}),
     Op.READ_FLOW_RUN: (ReadFlowRun, {"flow_run_id": SOME_ID}),
     Op.SET_FLOW_RUN_STATE: (SetFlowRunState, {"flow_run_id": SOME_ID, "state": {"type": "PENDING"}}),
-    Op.GET_SCHEDULED_FLOW_RUNS: (GetScheduledFlowRuns, {"work_pool_name": "p", "work_queue_names": ["q"],
-                                                        "limit": 5, "claim": False}),
+    Op.GET_SCHEDULED_FLOW_RUNS: (
+        GetScheduledFlowRuns,
+        {"work_pool_name": "p", "work_queue_names": ["q"], "limit": 5, "claim": False},
+    ),
 }
 assert set(OPERATIONS) == set(Op)
 
@@ -77,15 +89,45 @@ def accepted(op: Op, body: Any) -> bool:
 
 # --- strategies --------------------------------------------------------------------------------
 
-ODD = ["\u202eevil", "a\u200db", "\ufeffbom", "👩\u200d👩\u200d👧\u200d👦", "e\u0301", "\U0010ffff", "𝔘𝔫𝔦𝔠𝔬𝔡𝔢",
-       "שלום", "مرحبا", "nul\x00mid", "\x00", "'; DROP TABLE work_pool; --", "%s%n%x", "{{ 7*7 }}",
-       "../../etc/passwd", "", " ", "\n\t", "Prefect-reserved", "a/b", "<script>", "NaN", "null", "0x10"]
+ODD = [
+    "\u202eevil",
+    "a\u200db",
+    "\ufeffbom",
+    "👩\u200d👩\u200d👧\u200d👦",
+    "e\u0301",
+    "\U0010ffff",
+    "𝔘𝔫𝔦𝔠𝔬𝔡𝔢",
+    "שלום",
+    "مرحبا",
+    "nul\x00mid",
+    "\x00",
+    "'; DROP TABLE work_pool; --",
+    "%s%n%x",
+    "{{ 7*7 }}",
+    "../../etc/passwd",
+    "",
+    " ",
+    "\n\t",
+    "Prefect-reserved",
+    "a/b",
+    "<script>",
+    "NaN",
+    "null",
+    "0x10",
+]
 odd_text = st.sampled_from(ODD) | st.text(st.characters(exclude_categories=("Cs",)), max_size=40)
-huge_text = (st.sampled_from(["x", "é", "😀", "\u202e", "ab\u200d"]).map(lambda c: c * (100_000 // len(c)))
-             | st.randoms(use_true_random=False).map(lambda r: r.randbytes(50_000).hex()))
+huge_text = st.sampled_from(["x", "é", "😀", "\u202e", "ab\u200d"]).map(lambda c: c * (100_000 // len(c))) | st.randoms(
+    use_true_random=False
+).map(lambda r: r.randbytes(50_000).hex())
 huge_list = st.integers(1_000, 20_000).flatmap(lambda n: st.sampled_from([[0] * n, ["x"] * n, [None] * n, [{}] * n]))
-scalars = (st.none() | st.booleans() | st.integers() | st.integers(min_value=2**63) | st.integers(max_value=-(2**63))
-           | st.floats(allow_nan=False, allow_infinity=False))
+scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.integers(min_value=2**63)
+    | st.integers(max_value=-(2**63))
+    | st.floats(allow_nan=False, allow_infinity=False)
+)
 composite = st.lists(scalars | odd_text, max_size=4) | st.dictionaries(odd_text, scalars | odd_text, max_size=4)
 hostile_value = scalars | odd_text | huge_text | huge_list | composite
 
@@ -115,7 +157,7 @@ def broken(draw, op: Op) -> Any:
         defect, keys = draw(st.sampled_from(["replace", "drop", "add"])), paths(body)
         if defect == "add" or not keys:
             target = at(body, draw(st.sampled_from([(), *(p for p in keys if isinstance(at(body, p), dict))])))
-            target[draw(odd_text.filter(lambda k: k not in target))] = draw(hostile_value)
+            target[draw(odd_text.filter(lambda k, target=target: k not in target))] = draw(hostile_value)
         else:
             where = draw(st.sampled_from(keys))
             if defect == "drop":
@@ -136,10 +178,12 @@ def settings(settings):
     return settings.model_copy(update={"foreman_enabled": False, "heartbeat_flush_seconds": 0.05})
 
 
-SNAPSHOT = text(" UNION ALL ".join(
-    f"SELECT '{t.name}', count(*), md5(coalesce(string_agg(r::text, '|' ORDER BY r::text), '')) FROM {t.name} r"
-    for t in metadata.sorted_tables
-))
+SNAPSHOT = text(
+    " UNION ALL ".join(
+        f"SELECT '{t.name}', count(*), md5(coalesce(string_agg(r::text, '|' ORDER BY r::text), '')) FROM {t.name} r"
+        for t in metadata.sorted_tables
+    )
+)
 
 
 async def snapshot(db) -> list[tuple]:
@@ -172,14 +216,15 @@ async def send(client, op: Op, data: bytes, *, binary: bool = False) -> tuple[in
     reply = client._rpc.replies.expect(correlation_id)
     headers = {"correlation_id": correlation_id, "reply_to": client._rpc.reply_channel}
     if binary:  # FastStream's binary envelope carries any bytes, even ones that are not UTF-8
-        message = await BinaryMessageFormatV1.encode(message=data, reply_to=client._rpc.reply_channel,
-                                                     headers={}, correlation_id=correlation_id)
+        message = await BinaryMessageFormatV1.encode(
+            message=data, reply_to=client._rpc.reply_channel, headers={}, correlation_id=correlation_id
+        )
     else:
         message = wire.encode_raw(data, headers)
     await client._rpc.redis.xadd(client._rpc.channels.rpc(op), {wire.DATA_FIELD: message})
     try:
         status, body, _ = await asyncio.wait_for(reply, 5)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         pytest.fail(f"no reply to {op} within 5 s for {data[:200]!r}")
     finally:
         client._rpc.replies.forget(correlation_id)
@@ -194,7 +239,9 @@ async def refused_and_nothing_changed(client, db, before, op: Op, data: bytes, *
 
 
 HYPOTHESIS = hypothesis_settings(
-    max_examples=300, deadline=None, database=None,
+    max_examples=300,
+    deadline=None,
+    database=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 
@@ -209,8 +256,9 @@ async def test_broken_bodies_for_every_operation_get_4xx_and_change_nothing(clie
 
 @HYPOTHESIS
 @given(data=st.data(), origin=st.sampled_from(list(Op)), target=st.sampled_from(list(Op)))
-async def test_bodies_sent_to_another_operations_stream_get_4xx_and_change_nothing(client, db, seeded, data,
-                                                                                   origin, target):
+async def test_bodies_sent_to_another_operations_stream_get_4xx_and_change_nothing(
+    client, db, seeded, data, origin, target
+):
     assume(origin != target)
     body = OPERATIONS[origin][1] if data.draw(st.booleans()) else data.draw(broken(origin))
     assume(not accepted(target, body))
@@ -223,8 +271,21 @@ def _deep(depth: int) -> bytes:
 
 not_json = (
     st.text(min_size=1, max_size=200).filter(lambda t: not _parses(t)).map(str.encode)
-    | st.sampled_from([b"{", b"{{{", b'{"name": "p"', b"{'name': 'p'}", b"NaN", b"[1,]", b'{"a":1}{"b":2}',
-                       b'{"name": "\\ud800"}', b"1e999999", b'"\\u0000"', b"\xef\xbb\xbf[}"])
+    | st.sampled_from(
+        [
+            b"{",
+            b"{{{",
+            b'{"name": "p"',
+            b"{'name': 'p'}",
+            b"NaN",
+            b"[1,]",
+            b'{"a":1}{"b":2}',
+            b'{"name": "\\ud800"}',
+            b"1e999999",
+            b'"\\u0000"',
+            b"\xef\xbb\xbf[}",
+        ]
+    )
     | st.integers(1_000, 100_000).map(_deep)
     | st.integers(1_000, 100_000).map(lambda n: b'{"name":' * n)
 )
@@ -270,9 +331,11 @@ async def test_filters_with_huge_lists_are_refused_not_answered_503(client, db, 
     """More values than PostgreSQL takes in one statement is the request's fault (422): a 503
     would have the client retry it."""
     names = [f"name-{i}" for i in range(40_000)]
-    for op, body in [(Op.READ_WORK_POOLS, {"work_pools": {"name": {"any_": names}}}),
-                     (Op.COUNT_WORK_POOLS, {"work_pools": {"type": {"any_": names}}}),
-                     (Op.READ_WORK_QUEUES, {"work_pool_name": "p", "work_queues": {"name": {"startswith_": names}}})]:
+    for op, body in [
+        (Op.READ_WORK_POOLS, {"work_pools": {"name": {"any_": names}}}),
+        (Op.COUNT_WORK_POOLS, {"work_pools": {"type": {"any_": names}}}),
+        (Op.READ_WORK_QUEUES, {"work_pool_name": "p", "work_queues": {"name": {"startswith_": names}}}),
+    ]:
         status, reply = await client._rpc.request(op, body)
         assert (status, reply["detail"]) == (422, "Invalid value: the number of query arguments cannot exceed 32767")
     assert await client.count_work_pools({"name": {"any_": names[:1000] + ["p"]}}) == 1
@@ -284,8 +347,11 @@ async def test_names_longer_than_500_characters_are_refused_everywhere_a_name_is
     for op, body, loc in [
         (Op.CREATE_WORK_POOL, {"name": name}, ["body", "name"]),
         (Op.CREATE_WORK_QUEUE, {"work_pool_name": "p", "work_queue": {"name": name}}, ["body", "work_queue", "name"]),
-        (Op.UPDATE_WORK_QUEUE, {"work_pool_name": "p", "name": "q", "work_queue": {"name": name}},
-         ["body", "work_queue", "name"]),
+        (
+            Op.UPDATE_WORK_QUEUE,
+            {"work_pool_name": "p", "name": "q", "work_queue": {"name": name}},
+            ["body", "work_queue", "name"],
+        ),
         (Op.WORKER_HEARTBEAT, {"work_pool_name": "p", "name": name}, ["body", "name"]),
     ]:
         status, reply = await client._rpc.request(op, body)
@@ -308,8 +374,12 @@ async def test_odd_names_are_stored_as_given_or_refused_never_a_server_error(cli
     or refused with a 4xx (invalid, reserved, too long) — never a 5xx."""
     for op, body, read, read_body in [
         (Op.CREATE_WORK_POOL, {"name": name}, Op.READ_WORK_POOL, {"name": name}),
-        (Op.CREATE_WORK_QUEUE, {"work_pool_name": "p", "work_queue": {"name": name}},
-         Op.READ_WORK_QUEUE, {"work_pool_name": "p", "name": name}),
+        (
+            Op.CREATE_WORK_QUEUE,
+            {"work_pool_name": "p", "work_queue": {"name": name}},
+            Op.READ_WORK_QUEUE,
+            {"work_pool_name": "p", "name": name},
+        ),
         (Op.WORKER_HEARTBEAT, {"work_pool_name": "p", "name": name}, None, None),
     ]:
         status, reply = await client._rpc.request(op, body)
@@ -351,8 +421,14 @@ worker_garbage = (broken_beat() | not_json | st.binary(min_size=1, max_size=300)
 
 @pytest.fixture
 async def worker(settings, service):
-    async with WorkerClient(settings.redis_url, settings.prefix, work_pool_name="p", worker_name="w",
-                            heartbeat_interval_seconds=30, timeout=5) as worker:
+    async with WorkerClient(
+        settings.redis_url,
+        settings.prefix,
+        work_pool_name="p",
+        worker_name="w",
+        heartbeat_interval_seconds=30,
+        timeout=5,
+    ) as worker:
         yield worker
 
 

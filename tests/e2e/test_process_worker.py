@@ -25,8 +25,7 @@ WORKER = [sys.executable, "-c", "from cli.main import main; main()", "worker"]
 FAST = ["--poll-interval", "0.2", "--heartbeat-interval", "1", "--prefetch-seconds", "5"]
 
 # Appends the run's MARKER to a file named after the run, in the working directory.
-APPEND_MARKER = ("import os; open(os.environ['PREFECT__FLOW_RUN_ID'], 'a')"
-                 ".write(os.environ['MARKER'] + '\\n')")
+APPEND_MARKER = "import os; open(os.environ['PREFECT__FLOW_RUN_ID'], 'a').write(os.environ['MARKER'] + '\\n')"
 
 
 def python(code: str) -> str:
@@ -36,11 +35,13 @@ def python(code: str) -> str:
 def template(working_dir: Path) -> dict[str, Any]:
     return {
         "job_configuration": {"command": "{{ command }}", "env": "{{ env }}", "working_dir": "{{ working_dir }}"},
-        "variables": {"properties": {
-            "command": {"type": "string", "default": ""},
-            "env": {"type": "object", "default": {}},
-            "working_dir": {"type": "string", "default": str(working_dir)},
-        }},
+        "variables": {
+            "properties": {
+                "command": {"type": "string", "default": ""},
+                "env": {"type": "object", "default": {}},
+                "working_dir": {"type": "string", "default": str(working_dir)},
+            }
+        },
     }
 
 
@@ -50,8 +51,9 @@ class Worker:
     def __init__(self, settings: Settings, log_dir: Path, pool: str, *args: str) -> None:
         env = {**os.environ, "WORKPOOLS_REDIS_URL": settings.redis_url, "WORKPOOLS_PREFIX": settings.prefix}
         self.log = tempfile.NamedTemporaryFile(prefix="worker-", suffix=".log", dir=log_dir, delete=False)
-        self.process = subprocess.Popen([*WORKER, "--pool", pool, *FAST, *args], env=env, cwd=ROOT,
-                                        stdout=self.log, stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(
+            [*WORKER, "--pool", pool, *FAST, *args], env=env, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT
+        )
 
     def output(self) -> str:
         return Path(self.log.name).read_text()
@@ -73,8 +75,9 @@ class Worker:
 
 
 @asynccontextmanager
-async def workers(settings: Settings, log_dir: Path, pool: str, *args: str, count: int = 1
-                  ) -> AsyncIterator[list[Worker]]:
+async def workers(
+    settings: Settings, log_dir: Path, pool: str, *args: str, count: int = 1
+) -> AsyncIterator[list[Worker]]:
     started = [Worker(settings, log_dir, pool, "--name", f"w{i}", *args) for i in range(count)]
     try:
         yield started
@@ -94,13 +97,20 @@ async def final(client: WorkPoolClient, ids: list[Any]) -> list[Any] | None:
 
 async def test_runs_get_their_filled_command_and_end_completed_or_failed(client, settings, tmp_path):
     pool = (await client.create_work_pool(make_pool(base_job_template=template(tmp_path)))).name
-    deployment = await client.create_deployment({"name": "d", "work_pool_name": pool, "job_variables": {
-        "command": python(APPEND_MARKER), "env": {"MARKER": "deployment"}}})
-    overridden = await client.create_flow_run({"deployment_id": deployment.id,
-                                               "job_variables": {"env": {"MARKER": "run"}}})
+    deployment = await client.create_deployment(
+        {
+            "name": "d",
+            "work_pool_name": pool,
+            "job_variables": {"command": python(APPEND_MARKER), "env": {"MARKER": "deployment"}},
+        }
+    )
+    overridden = await client.create_flow_run(
+        {"deployment_id": deployment.id, "job_variables": {"env": {"MARKER": "run"}}}
+    )
     inherited = await client.create_flow_run({"deployment_id": deployment.id})
-    failing = await client.create_flow_run({"work_pool_name": pool,
-                                            "job_variables": {"command": python("import sys; sys.exit(3)")}})
+    failing = await client.create_flow_run(
+        {"work_pool_name": pool, "job_variables": {"command": python("import sys; sys.exit(3)")}}
+    )
     nothing = await client.create_flow_run({"work_pool_name": pool})
     ids = [overridden.id, inherited.id, failing.id, nothing.id]
 
@@ -130,10 +140,13 @@ async def test_worker_heartbeats_on_its_interval(client, settings, tmp_path):
 
 async def test_two_workers_complete_every_run_once(client, settings, tmp_path):
     pool = (await client.create_work_pool(make_pool(base_job_template=template(tmp_path), is_paused=True))).name
-    deployment = await client.create_deployment({"name": "d", "work_pool_name": pool,
-                                                 "job_variables": {"command": python(APPEND_MARKER)}})
-    runs = [await client.create_flow_run({"deployment_id": deployment.id,
-                                          "job_variables": {"env": {"MARKER": f"run-{i}"}}}) for i in range(10)]
+    deployment = await client.create_deployment(
+        {"name": "d", "work_pool_name": pool, "job_variables": {"command": python(APPEND_MARKER)}}
+    )
+    runs = [
+        await client.create_flow_run({"deployment_id": deployment.id, "job_variables": {"env": {"MARKER": f"run-{i}"}}})
+        for i in range(10)
+    ]
     async with workers(settings, tmp_path, pool, "--limit", "2", count=2) as started:
         await wait_until(lambda: online(client, pool, 2), timeout=10)
         await client.update_work_pool(pool, {"is_paused": False})  # both are polling: they race for every run
@@ -147,8 +160,10 @@ async def test_two_workers_complete_every_run_once(client, settings, tmp_path):
 
 
 SLEEPER = "import pathlib, time; pathlib.Path('ready').touch(); time.sleep(30)"
-STUBBORN = ("import pathlib, signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
-            "pathlib.Path('ready').touch(); time.sleep(30)")
+STUBBORN = (
+    "import pathlib, signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+    "pathlib.Path('ready').touch(); time.sleep(30)"
+)
 
 
 @pytest.mark.parametrize("code", [SLEEPER, STUBBORN], ids=["ends-on-sigterm", "killed-after-grace"])

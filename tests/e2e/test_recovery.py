@@ -15,8 +15,9 @@ from tests.factories import wait_until
 
 
 def fast_reclaim(settings):
-    return settings.model_copy(update={"reclaim_idle_seconds": 0.3, "reclaim_every_seconds": 0.1,
-                                       "foreman_enabled": False})
+    return settings.model_copy(
+        update={"reclaim_idle_seconds": 0.3, "reclaim_every_seconds": 0.1, "foreman_enabled": False}
+    )
 
 
 async def test_request_taken_by_a_dead_replica_is_answered_by_a_live_one(settings, db, redis):
@@ -55,8 +56,9 @@ async def test_an_entry_never_answered_goes_to_the_dead_letter_stream(settings, 
 async def test_an_expired_request_is_acknowledged_without_being_executed(client, settings, redis):
     channels = Channels(settings.prefix)
     stream = channels.rpc(Op.CREATE_WORK_POOL)
-    expired = wire.encode({"name": "late"}, {"correlation_id": "c2", "reply_to": "nowhere",
-                                             "deadline": f"{time.time() - 1:.3f}"})
+    expired = wire.encode(
+        {"name": "late"}, {"correlation_id": "c2", "reply_to": "nowhere", "deadline": f"{time.time() - 1:.3f}"}
+    )
     await redis.xadd(stream, {wire.DATA_FIELD: expired})
     await client.create_work_pool({"name": "after", "type": "process"})  # same stream, served after it
     await wait_until(lambda: _all_acked(redis, stream, channels.rpc_group))

@@ -4,7 +4,7 @@ poll is answered twice, and heartbeats keep being recorded."""
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from sqlalchemy import func, select
 
@@ -13,8 +13,11 @@ from services.tables import flow_run, worker
 from tests.factories import wait_until
 from tests.replicas import replicas
 
-FAST = {"WORKPOOLS_RECLAIM_IDLE_SECONDS": "1", "WORKPOOLS_RECLAIM_EVERY_SECONDS": "0.2",
-        "WORKPOOLS_FOREMAN_ENABLED": "false"}
+FAST = {
+    "WORKPOOLS_RECLAIM_IDLE_SECONDS": "1",
+    "WORKPOOLS_RECLAIM_EVERY_SECONDS": "0.2",
+    "WORKPOOLS_FOREMAN_ENABLED": "false",
+}
 
 
 async def serving(client: WorkPoolClient) -> bool:
@@ -30,8 +33,16 @@ async def test_killing_one_of_three_replicas_loses_nothing(db, redis, settings):
         async with WorkPoolClient(redis_url=settings.redis_url, prefix=settings.prefix, timeout=5, retries=4) as client:
             await wait_until(lambda: serving(client), timeout=30, interval=0.2)
             await client.create_work_pool({"name": "fleet", "type": "process"})
-            workers = [WorkerClient(redis_url=settings.redis_url, prefix=settings.prefix, work_pool_name="fleet",
-                                    worker_name=f"w{i}", timeout=10) for i in range(50)]
+            workers = [
+                WorkerClient(
+                    redis_url=settings.redis_url,
+                    prefix=settings.prefix,
+                    work_pool_name="fleet",
+                    worker_name=f"w{i}",
+                    timeout=10,
+                )
+                for i in range(50)
+            ]
             for w in workers:
                 await w.__aenter__()
             stop = asyncio.Event()
@@ -49,8 +60,10 @@ async def test_killing_one_of_three_replicas_loses_nothing(db, redis, settings):
                     await asyncio.sleep(0.3)  # a worker's poll interval (pacing, not a wait for a condition)
 
             fleet = [asyncio.create_task(work(w)) for w in workers]
-            creates = [asyncio.create_task(client.create_flow_run({"work_pool_name": "fleet", "name": f"run-{i}"}))
-                       for i in range(150)]
+            creates = [
+                asyncio.create_task(client.create_flow_run({"work_pool_name": "fleet", "name": f"run-{i}"}))
+                for i in range(150)
+            ]
 
             async def under_way() -> bool:  # kill while the burst is being served
                 async with db.read() as tx:
@@ -58,7 +71,7 @@ async def test_killing_one_of_three_replicas_loses_nothing(db, redis, settings):
 
             await wait_until(under_way, timeout=15)
             r2.kill()
-            killed_at = datetime.now(timezone.utc)
+            killed_at = datetime.now(UTC)
             created = await asyncio.gather(*creates)
 
             async def all_beating_since_kill() -> bool:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -16,7 +16,11 @@ async def make_runs(client: WorkPoolClient, pool: str, queue: str, now: datetime
     ids = []
     for hours in (-1, 0, 1, 2, 3):
         run = await client.create_flow_run(
-            {"work_pool_name": pool, "work_queue_name": queue, "next_scheduled_start_time": now + timedelta(hours=hours)}
+            {
+                "work_pool_name": pool,
+                "work_queue_name": queue,
+                "next_scheduled_start_time": now + timedelta(hours=hours),
+            }
         )
         ids.append(str(run.id))
     return ids
@@ -25,7 +29,7 @@ async def make_runs(client: WorkPoolClient, pool: str, queue: str, now: datetime
 @pytest.fixture
 async def pool_a(client: WorkPoolClient):
     """Pool A: default(1, empty), AA(2), AB(3), AC(4), each of AA/AB/AC as in make_runs."""
-    now = datetime.now(timezone.utc).replace(microsecond=0)
+    now = datetime.now(UTC).replace(microsecond=0)
     await client.create_work_pool({"name": "A", "type": "process"})
     runs = {}
     for name in ("AA", "AB", "AC"):
@@ -112,9 +116,7 @@ async def test_paused_queue_and_paused_pool_hand_out_nothing(client, pool_a):
 
 async def test_runs_retrying_in_process_and_other_states_are_not_candidates(client):
     await client.create_work_pool({"name": "R", "type": "process"})
-    retrying = await client.create_flow_run(
-        {"work_pool_name": "R", "empirical_policy": {"retry_type": "in_process"}}
-    )
+    retrying = await client.create_flow_run({"work_pool_name": "R", "empirical_policy": {"retry_type": "in_process"}})
     late = await client.create_flow_run({"work_pool_name": "R", "state": {"type": "SCHEDULED", "name": "Late"}})
     await client.create_flow_run({"work_pool_name": "R", "state": {"type": "COMPLETED"}})
     got = ids(await client.get_scheduled_flow_runs_for_work_pool("R"))

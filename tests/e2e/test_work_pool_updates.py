@@ -19,10 +19,14 @@ BLOCK_ID = "2fdfbc57-3d0b-4b0b-9a3b-9d3f2c1e5a77"
 
 
 async def test_partial_update_changes_only_given_fields(client, clock):
-    created = await client.create_work_pool(make_pool(
-        description="before", base_job_template=TEMPLATE, concurrency_limit=2,
-        storage_configuration={"default_result_storage_block_id": BLOCK_ID},
-    ))
+    created = await client.create_work_pool(
+        make_pool(
+            description="before",
+            base_job_template=TEMPLATE,
+            concurrency_limit=2,
+            storage_configuration={"default_result_storage_block_id": BLOCK_ID},
+        )
+    )
     clock.advance(seconds=5)
 
     await client.update_work_pool(created.name, {})
@@ -31,13 +35,16 @@ async def test_partial_update_changes_only_given_fields(client, clock):
     pool = await client.read_work_pool(created.name)
     assert pool.description == "after"
     assert pool.updated > created.updated
-    assert pool.model_dump(exclude={"description", "updated"}) == created.model_dump(
-        exclude={"description", "updated"}
-    )
+    assert pool.model_dump(exclude={"description", "updated"}) == created.model_dump(exclude={"description", "updated"})
 
-    await client.update_work_pool(created.name, {
-        "base_job_template": {}, "concurrency_limit": 7, "storage_configuration": {},
-    })
+    await client.update_work_pool(
+        created.name,
+        {
+            "base_job_template": {},
+            "concurrency_limit": 7,
+            "storage_configuration": {},
+        },
+    )
     pool = await client.read_work_pool(created.name)
     assert (pool.base_job_template, pool.concurrency_limit, pool.active_slots) == ({}, 7, 0)
     assert pool.storage_configuration.default_result_storage_block_id is None
@@ -72,12 +79,18 @@ async def test_update_rejects_unknown_and_immutable_fields(client):
 
 async def test_update_checks_the_template_structure_but_not_its_defaults(client):
     created = await client.create_work_pool(make_pool())
-    status, body = await client._rpc.request(Op.UPDATE_WORK_POOL, {
-        "name": created.name, "work_pool": {"base_job_template": {"job_configuration": {"a": 1}}},
-    })
+    status, body = await client._rpc.request(
+        Op.UPDATE_WORK_POOL,
+        {
+            "name": created.name,
+            "work_pool": {"base_job_template": {"job_configuration": {"a": 1}}},
+        },
+    )
     assert (status, [e["loc"] for e in body["detail"]]) == (422, [["body", "work_pool", "base_job_template"]])
-    bad_default = {"job_configuration": {"a": "{{ a }}"},
-                   "variables": {"properties": {"a": {"type": "string", "default": 5}}}}
+    bad_default = {
+        "job_configuration": {"a": "{{ a }}"},
+        "variables": {"properties": {"a": {"type": "string", "default": 5}}},
+    }
     await client.update_work_pool(created.name, {"base_job_template": bad_default})  # Prefect quirk (§2.1b)
     assert (await client.read_work_pool(created.name)).base_job_template == bad_default
 
@@ -139,10 +152,18 @@ async def test_delete_pool_cascades_to_queues_and_workers(client, db):
         await client.send_worker_heartbeat(target.name, "w")
     run_id = uuid4()
     async with db.engine.begin() as conn:
-        await conn.execute(insert(flow_run).values(
-            id=run_id, created=db.clock(), updated=db.clock(), name="run", work_queue_id=pool.default_queue_id,
-            work_queue_name="default", state_type="SCHEDULED", state_name="Scheduled",
-        ))
+        await conn.execute(
+            insert(flow_run).values(
+                id=run_id,
+                created=db.clock(),
+                updated=db.clock(),
+                name="run",
+                work_queue_id=pool.default_queue_id,
+                work_queue_name="default",
+                state_type="SCHEDULED",
+                state_name="Scheduled",
+            )
+        )
 
     await client.delete_work_pool(pool.name)
 

@@ -44,7 +44,9 @@ async def test_create_pool_with_defaults(client):
     assert pool.status is None  # prefect-agent pools never show a status
     assert pool.active_slots is None
     assert pool.storage_configuration.model_dump() == {
-        "bundle_upload_step": None, "bundle_execution_step": None, "default_result_storage_block_id": None,
+        "bundle_upload_step": None,
+        "bundle_execution_step": None,
+        "default_result_storage_block_id": None,
     }
     assert pool.created == pool.updated
     default = await client.read_work_queue("plain", "default")
@@ -56,12 +58,22 @@ async def test_create_pool_with_defaults(client):
 
 
 async def test_create_pool_with_every_field(client):
-    storage = {"bundle_upload_step": {"step": "up"}, "bundle_execution_step": {"step": "run"},
-               "default_result_storage_block_id": BLOCK_ID}
-    pool = await client.create_work_pool(make_pool(
-        name="full", description="d", type="docker", base_job_template=TEMPLATE, is_paused=True,
-        concurrency_limit=5, storage_configuration=storage,
-    ))
+    storage = {
+        "bundle_upload_step": {"step": "up"},
+        "bundle_execution_step": {"step": "run"},
+        "default_result_storage_block_id": BLOCK_ID,
+    }
+    pool = await client.create_work_pool(
+        make_pool(
+            name="full",
+            description="d",
+            type="docker",
+            base_job_template=TEMPLATE,
+            is_paused=True,
+            concurrency_limit=5,
+            storage_configuration=storage,
+        )
+    )
 
     assert (pool.name, pool.description, pool.type) == ("full", "d", "docker")
     assert pool.base_job_template == TEMPLATE
@@ -184,23 +196,25 @@ async def test_concurrent_creates_of_one_name_make_one_pool(client):
 
 
 async def test_base_job_template_is_validated_on_create(client):
-    undeclared = {"job_configuration": {"a": "{{ x }}", "b": ["{{y}}", "{{ a }}"]},
-                  "variables": {"properties": {"a": {}}}}
+    undeclared = {
+        "job_configuration": {"a": "{{ x }}", "b": ["{{y}}", "{{ a }}"]},
+        "variables": {"properties": {"a": {}}},
+    }
     for template, message in [
         ({"job_configuration": {}, "variables": {}}, MISSING_KEYS),
         ({"variables": {"properties": {}}}, MISSING_KEYS),
         ({"job_configuration": {"a": "{{ x }}"}, "variables": {"properties": {"y": {}}}}, UNDECLARED + "x."),
         (undeclared, UNDECLARED + "x ,y."),
     ]:
-        status, body = await client._rpc.request(
-            Op.CREATE_WORK_POOL, {"name": "t", "base_job_template": template}
-        )
+        status, body = await client._rpc.request(Op.CREATE_WORK_POOL, {"name": "t", "base_job_template": template})
         assert status == 422
         assert [(e["loc"], e["msg"]) for e in body["detail"]] == [
             (["body", "base_job_template"], "Value error, " + message)
         ]
-    bad_default = {"job_configuration": {"a": "{{ a }}"},
-                   "variables": {"properties": {"a": {"type": "string", "default": {"foo": "bar"}}}}}
+    bad_default = {
+        "job_configuration": {"a": "{{ a }}"},
+        "variables": {"properties": {"a": {"type": "string", "default": {"foo": "bar"}}}},
+    }
     with pytest.raises(InvalidRequest) as info:
         await client.create_work_pool(make_pool(name="t", base_job_template=bad_default))
     assert info.value.detail == (
@@ -229,7 +243,9 @@ async def test_filter_pools_by_name_id_and_type(client):
     assert await names({"type": {"any_": ["process"]}}) == ["B", "C"]
     assert await names({"name": {"any_": ["A", "B"]}, "type": {"any_": ["process"]}}) == ["B"]
     assert await names({"operator": "or_", "id": {"any_": [str(a.id)]}, "type": {"any_": ["process"]}}) == [
-        "A", "B", "C",
+        "A",
+        "B",
+        "C",
     ]
     assert await names({"name": {"any_": []}}) == []
     assert await names({"operator": "or_", "name": {"any_": []}, "type": {"any_": ["docker"]}}) == ["A"]
@@ -278,8 +294,15 @@ async def test_absent_filter_body_lists_and_counts_everything(client):
 async def _insert_runs(db, queue_id, *state_types: str) -> None:
     now = db.clock()
     rows = [
-        {"id": uuid4(), "created": now, "updated": now, "name": f"run-{i}", "work_queue_id": queue_id,
-         "state_type": state, "state_name": state.title()}
+        {
+            "id": uuid4(),
+            "created": now,
+            "updated": now,
+            "name": f"run-{i}",
+            "work_queue_id": queue_id,
+            "state_type": state,
+            "state_name": state.title(),
+        }
         for i, state in enumerate(state_types)
     ]
     async with db.engine.begin() as conn:

@@ -70,8 +70,14 @@ async def test_rename_is_validated_like_create(client):
 
 async def test_explicit_nulls_and_unknown_fields_are_422(client):
     pool = await _pool_with(client, "q")
-    for body in ({"priority": None}, {"description": None}, {"is_paused": None}, {"priority": 0},
-                 {"work_pool_id": None}, {"status": "READY"}):
+    for body in (
+        {"priority": None},
+        {"description": None},
+        {"is_paused": None},
+        {"priority": 0},
+        {"work_pool_id": None},
+        {"status": "READY"},
+    ):
         status, reply = await client._rpc.request(
             Op.UPDATE_WORK_QUEUE, {"work_pool_name": pool, "name": "q", "work_queue": body}
         )
@@ -123,7 +129,11 @@ async def test_pause_and_unpause_status(client, clock):
         last_polled = (now - timedelta(seconds=polled_ago)).isoformat()
         await client.update_work_queue(pool, "q", {"is_paused": False, "last_polled": last_polled})
         queue = await client.read_work_queue(pool, "q")
-        assert (queue.is_paused, queue.status, queue.last_polled) == (False, expected, now - timedelta(seconds=polled_ago))
+        assert (queue.is_paused, queue.status, queue.last_polled) == (
+            False,
+            expected,
+            now - timedelta(seconds=polled_ago),
+        )
 
     # the stored last_polled counts when the request carries none
     await client.update_work_queue(pool, "q", {"last_polled": now.isoformat(), "is_paused": True})

@@ -35,10 +35,17 @@ async def test_create_queue_with_defaults(client):
 
 async def test_create_queue_with_every_field(client):
     pool = await _pool(client)
-    queue = await client.create_work_queue(pool, {
-        "name": "full", "description": "d", "is_paused": True, "concurrency_limit": 3, "priority": 7,
-        "filter": {"tags": ["a"], "deployment_ids": None},
-    })
+    queue = await client.create_work_queue(
+        pool,
+        {
+            "name": "full",
+            "description": "d",
+            "is_paused": True,
+            "concurrency_limit": 3,
+            "priority": 7,
+            "filter": {"tags": ["a"], "deployment_ids": None},
+        },
+    )
 
     assert (queue.description, queue.is_paused, queue.status) == ("d", True, "PAUSED")
     assert (queue.concurrency_limit, queue.active_slots, queue.priority) == (3, 0, 7)
@@ -94,7 +101,8 @@ async def test_create_queue_errors(client):
     with pytest.raises(ObjectAlreadyExists) as info:
         await client.create_work_queue("p", {"name": "q"})
     assert (info.value.status, info.value.detail) == (
-        409, "A work queue with this name already exists in work pool 'p'.",
+        409,
+        "A work queue with this name already exists in work pool 'p'.",
     )
     with pytest.raises(ObjectNotFound) as info:
         await client.create_work_queue("nope", {"name": "q"})
@@ -166,7 +174,8 @@ async def test_filter_queues_by_name_and_id(client):
     assert await names({"name": {"startswith_": []}}) == []
     assert await names({"id": {"any_": [str(xab.id)]}}) == ["xab"]
     assert await names({"operator": "or_", "id": {"any_": [str(xab.id)]}, "name": {"any_": ["abc"]}}) == [
-        "abc", "xab",
+        "abc",
+        "xab",
     ]
     assert await names({}) == ["default", "abc", "ABd", "xab", "a_c"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -15,8 +15,9 @@ from tests.factories import wait_until
 
 
 def worker(settings, pool: str, name: str = "w1", **kwargs) -> WorkerClient:
-    return WorkerClient(redis_url=settings.redis_url, prefix=settings.prefix, work_pool_name=pool,
-                        worker_name=name, **kwargs)
+    return WorkerClient(
+        redis_url=settings.redis_url, prefix=settings.prefix, work_pool_name=pool, worker_name=name, **kwargs
+    )
 
 
 async def test_heartbeat_with_ack_records_the_worker(client, settings):
@@ -124,9 +125,11 @@ async def _beat_after(client, pool, when):
 async def test_odd_polls_are_answered(client, settings):
     await client.create_work_pool({"name": "odd", "type": "process"})
     async with worker(settings, "odd") as w:
-        far = datetime(9999, 12, 31, tzinfo=timezone.utc)
+        far = datetime(9999, 12, 31, tzinfo=UTC)
         assert await w.get_scheduled_flow_runs(scheduled_before=far, wait_seconds=0.3) == []
         with pytest.raises(InvalidRequest) as raised:
-            await w._ask(f"{settings.prefix}.workers.poll",
-                         {"work_pool_name": "odd", "work_queue_names": [f"q{i}" for i in range(20_000)]})
+            await w._ask(
+                f"{settings.prefix}.workers.poll",
+                {"work_pool_name": "odd", "work_queue_names": [f"q{i}" for i in range(20_000)]},
+            )
         assert raised.value.detail == "Message is larger than 65536 bytes."

@@ -90,7 +90,8 @@ async def test_heartbeat_on_an_agent_pool_flips_the_hidden_status(client):
     assert (await client.read_work_pool("agent")).status is None
     events = await wait_until(lambda: client.read_events())
     assert (events[-1].event, events[-1].resource["prefect.work-pool.type"]) == (
-        "prefect.work-pool.ready", "prefect-agent",
+        "prefect.work-pool.ready",
+        "prefect-agent",
     )
     assert events[-1].resource["prefect.resource.id"] == f"prefect.work-pool.{pool.id}"
 
@@ -139,8 +140,13 @@ async def test_filter_by_status_and_heartbeat_time(client, clock, db):
     assert await names({"status": {"not_any_": ["ONLINE"]}}) == ["w2"]
     assert await names({"status": {"any_": []}}) == []
     assert await names({"status": {"not_any_": []}}) == ["w3", "w2", "w1"]
-    assert await names({"operator": "or_", "status": {"any_": ["OFFLINE"]},
-                        "last_heartbeat_time": {"after_": (t0 + timedelta(seconds=20)).isoformat()}}) == ["w3", "w2"]
+    assert await names(
+        {
+            "operator": "or_",
+            "status": {"any_": ["OFFLINE"]},
+            "last_heartbeat_time": {"after_": (t0 + timedelta(seconds=20)).isoformat()},
+        }
+    ) == ["w3", "w2"]
 
 
 async def test_workers_are_ordered_by_last_heartbeat_and_paginated(client, clock):

@@ -65,13 +65,37 @@ class RedisServer:
     def start(self) -> None:
         listen = ["--port", str(self.port)]
         if self.tls:
-            listen = ["--port", "0", "--tls-port", str(self.port), "--tls-cert-file", str(self.tls.cert),
-                      "--tls-key-file", str(self.tls.key), "--tls-ca-cert-file", str(self.tls.cert),
-                      "--tls-auth-clients", "no"]
+            listen = [
+                "--port",
+                "0",
+                "--tls-port",
+                str(self.port),
+                "--tls-cert-file",
+                str(self.tls.cert),
+                "--tls-key-file",
+                str(self.tls.key),
+                "--tls-ca-cert-file",
+                str(self.tls.cert),
+                "--tls-auth-clients",
+                "no",
+            ]
         self.process = subprocess.Popen(
-            ["redis-server", *listen, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(self.root), "--logfile", str(self.root / "redis.log")],
-            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+            [
+                "redis-server",
+                *listen,
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.root),
+                "--logfile",
+                str(self.root / "redis.log"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
         )
         poll(self._answers, 10, f"redis-server on port {self.port}")
 
@@ -122,15 +146,22 @@ class PostgresServer:
         return f"postgresql+asyncpg://{auth}@127.0.0.1:{self.port}/{database}{query}"
 
     def _run(self, tool: str, *args: str) -> None:
-        subprocess.run([*self._as_owner, str(self.bindir / tool), *args], check=True,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=60)
+        subprocess.run(
+            [*self._as_owner, str(self.bindir / tool), *args],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            timeout=60,
+        )
 
     def init(self, tls: Certificate | None = None) -> None:
         """A new cluster; with `tls`, it accepts TLS connections only (`hostssl` in pg_hba.conf)."""
         self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "-E", "UTF8", "--no-sync")
         with open(self.data / "postgresql.conf", "a") as conf:
-            conf.write(f"listen_addresses = '127.0.0.1'\nport = {self.port}\n"
-                       f"unix_socket_directories = '{self.root}'\nfsync = off\nmax_connections = 100\n")
+            conf.write(
+                f"listen_addresses = '127.0.0.1'\nport = {self.port}\n"
+                f"unix_socket_directories = '{self.root}'\nfsync = off\nmax_connections = 100\n"
+            )
             if tls:
                 cert, key = shutil.copy(tls.cert, self.data), shutil.copy(tls.key, self.data)
                 os.chmod(key, 0o600)
@@ -149,8 +180,14 @@ class PostgresServer:
         self._run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "-t", "30", "stop")
 
     def running(self) -> bool:
-        return subprocess.run([*self._as_owner, str(self.bindir / "pg_ctl"), "-D", str(self.data), "status"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0
+        return (
+            subprocess.run(
+                [*self._as_owner, str(self.bindir / "pg_ctl"), "-D", str(self.data), "status"],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            ).returncode
+            == 0
+        )
 
 
 @contextmanager

@@ -50,8 +50,7 @@ async def test_one_request_id_sent_twice_to_two_replicas_acts_once(settings, db,
 
 
 @pytest.mark.parametrize("request_id", [True, False], ids=["client-request-id", "no-request-id"])
-async def test_a_request_committed_but_never_acknowledged_is_redelivered_and_acts_once(
-        settings, db, redis, request_id):
+async def test_a_request_committed_but_never_acknowledged_is_redelivered_and_acts_once(settings, db, redis, request_id):
     """The replica commits, then dies before its reply and its XACK (Redis paused for writes
     meanwhile); the reclaimer hands the entry to the other replica, which answers the caller with
     the stored reply, without creating the run again — with or without a client `request_id`."""
@@ -62,8 +61,9 @@ async def test_a_request_committed_but_never_acknowledged_is_redelivered_and_act
             pool = (await client.create_work_pool(make_pool())).name
             extra = {"request_id": uuid.uuid4().hex} if request_id else {}
             async with rows_locked(db, pool):
-                reply = await _send_raw(client, redis, Op.CREATE_FLOW_RUN, {"work_pool_name": pool, "name": "once"},
-                                        **extra)
+                reply = await _send_raw(
+                    client, redis, Op.CREATE_FLOW_RUN, {"work_pool_name": pool, "name": "once"}, **extra
+                )
                 await wait_until(lambda: waiting_on_locks(db, 1), timeout=10)
                 [holder_name] = await pending_by_consumer(redis, channels, Op.CREATE_FLOW_RUN)
                 await redis.client_pause(60_000, all=False)  # writes wait: PUBLISH (the reply), XACK

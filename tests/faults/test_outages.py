@@ -29,9 +29,12 @@ async def test_redis_restart_replica_and_clients_recover_on_their_own(settings, 
     """Redis restarts empty (no persistence): streams, groups and subscriptions are gone. The same
     replica process serves again within seconds, clients retry, and heartbeats are recorded again."""
     with replicas(settings, "rep-a", **FAST_RECLAIM) as [replica]:
-        async with (WorkPoolClient(settings.redis_url, settings.prefix, timeout=2, retries=2) as client,
-                    WorkerClient(settings.redis_url, settings.prefix, work_pool_name="hb", worker_name="w",
-                                 timeout=2) as worker):
+        async with (
+            WorkPoolClient(settings.redis_url, settings.prefix, timeout=2, retries=2) as client,
+            WorkerClient(
+                settings.redis_url, settings.prefix, work_pool_name="hb", worker_name="w", timeout=2
+            ) as worker,
+        ):
             await wait_until(lambda: serving(client, {"rep-a"}), timeout=30, interval=0.2)
             await client.create_work_pool(make_pool(name="hb"))
             await worker.heartbeat(ack=True)
@@ -63,17 +66,24 @@ async def test_postgres_restart_requests_get_503_at_once_then_succeed_again(sett
     await migrations.upgrade(url)
     settings = settings.model_copy(update={"database_url": url})
     with replicas(settings, "rep-a", **FAST_RECLAIM) as [replica]:
-        async with (WorkPoolClient(settings.redis_url, settings.prefix, timeout=10, retries=0) as client,
-                    WorkerClient(settings.redis_url, settings.prefix, work_pool_name="before", worker_name="w",
-                                 timeout=10) as worker):
+        async with (
+            WorkPoolClient(settings.redis_url, settings.prefix, timeout=10, retries=0) as client,
+            WorkerClient(
+                settings.redis_url, settings.prefix, work_pool_name="before", worker_name="w", timeout=10
+            ) as worker,
+        ):
             await wait_until(lambda: serving(client, {"rep-a"}), timeout=30, interval=0.2)
             await client.create_work_pool(make_pool(name="before"))
             await worker.heartbeat(ack=True)
 
             fault_postgres.stop()
-            for op, body in [(Op.READ_WORK_POOL, {"name": "before"}), (Op.CREATE_WORK_POOL, make_pool()),
-                             (Op.COUNT_WORK_POOLS, {}), (Op.READ_WORK_POOL, {"name": "before"}),
-                             (Op.WORKER_HEARTBEAT, {"work_pool_name": "before", "name": "w"})]:
+            for op, body in [
+                (Op.READ_WORK_POOL, {"name": "before"}),
+                (Op.CREATE_WORK_POOL, make_pool()),
+                (Op.COUNT_WORK_POOLS, {}),
+                (Op.READ_WORK_POOL, {"name": "before"}),
+                (Op.WORKER_HEARTBEAT, {"work_pool_name": "before", "name": "w"}),
+            ]:
                 started = time.monotonic()
                 status, reply = await client._rpc.request(op, body)
                 assert (status, reply) == (503, {"detail": "Service Unavailable"}), op
@@ -84,8 +94,9 @@ async def test_postgres_restart_requests_get_503_at_once_then_succeed_again(sett
             assert refused.value.status == 503 and time.monotonic() - started < 2
 
             fault_postgres.start()
-            await wait_until(lambda: _answers(lambda: client.create_work_pool(make_pool(name="after"))), timeout=20,
-                             interval=0.2)
+            await wait_until(
+                lambda: _answers(lambda: client.create_work_pool(make_pool(name="after"))), timeout=20, interval=0.2
+            )
             assert {p.name for p in await client.read_work_pools()} == {"before", "after"}
             await worker.heartbeat(ack=True)
             assert replica.process.poll() is None

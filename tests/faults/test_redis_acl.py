@@ -31,7 +31,7 @@ README = Path(__file__).parents[2] / "README.md"
 
 def readme_acl(user: str, prefix: str, password: str) -> list[str]:
     """The README's `ACL SETUSER <user> …` line, for this test's prefix and password."""
-    [line] = [l for l in README.read_text().splitlines() if l.startswith(f"ACL SETUSER {user} ")]
+    [line] = [text for text in README.read_text().splitlines() if text.startswith(f"ACL SETUSER {user} ")]
     line = re.sub(r">\S+", f">{password}", line).replace("workpools.", f"{prefix}.")
     return shlex.split(line)
 
@@ -41,34 +41,38 @@ def create_user(fault_redis, rule: list[str]) -> None:
         admin.execute_command(*rule)
 
 
-async def test_replica_and_clients_work_as_the_readme_acl_users_and_log_no_secret(settings, fault_redis,
-                                                                                   fault_postgres):
+async def test_replica_and_clients_work_as_the_readme_acl_users_and_log_no_secret(
+    settings, fault_redis, fault_postgres
+):
     prefix, channels = settings.prefix, Channels(settings.prefix)
     # passwords with characters a URL must escape (and ini files, and shells)
-    service_pw, client_pw, pg_pw = (f"{kind}-{uuid.uuid4().hex[:12]}/%@:{uuid.uuid4().hex[:6]}"
-                                    for kind in ("svc", "cli", "pg"))
+    service_pw, client_pw, pg_pw = (
+        f"{kind}-{uuid.uuid4().hex[:12]}/%@:{uuid.uuid4().hex[:6]}" for kind in ("svc", "cli", "pg")
+    )
     create_user(fault_redis, readme_acl("workpools", prefix, service_pw))
     create_user(fault_redis, readme_acl("workpools-client", prefix, client_pw))
     admin = fault_redis.client()
     admin.execute_command("ACL", "LOG", "RESET")
     database_url = fault_postgres.url("workpools", password=pg_pw)  # trust auth: accepted, unused
     await migrations.upgrade(database_url)
-    settings = settings.model_copy(update={"redis_url": fault_redis.url("workpools", service_pw),
-                                           "database_url": database_url})
+    settings = settings.model_copy(
+        update={"redis_url": fault_redis.url("workpools", service_pw), "database_url": database_url}
+    )
     client_url = fault_redis.url("workpools-client", client_pw)
     db = Database(database_url)
     replica = Replica(settings, "rep-acl", "DEBUG", **FAST_RECLAIM)
     try:
-        async with (WorkPoolClient(client_url, prefix, timeout=10) as client,
-                    WorkerClient(client_url, prefix, work_pool_name="acl", worker_name="w", timeout=10) as worker):
+        async with (
+            WorkPoolClient(client_url, prefix, timeout=10) as client,
+            WorkerClient(client_url, prefix, work_pool_name="acl", worker_name="w", timeout=10) as worker,
+        ):
             await wait_until(lambda: serving(client, {"rep-acl"}), timeout=30, interval=0.2)
             await client.create_work_pool(make_pool(name="acl"))
             deployment = await client.create_deployment({"name": "d", "work_pool_name": "acl"})
             await client.create_flow_run({"deployment_id": str(deployment.id)})
             await worker.heartbeat(ack=True)
             [claimed] = await worker.get_scheduled_flow_runs(claim=True, limit=1)
-            await client.set_flow_run_state(claimed.flow_run.id, {"type": "PENDING"},
-                                            lease_token=claimed.lease.token)
+            await client.set_flow_run_state(claimed.flow_run.id, {"type": "PENDING"}, lease_token=claimed.lease.token)
             [first, *_] = await client.read_events()
             await client.read_events(after=str(first.id))
 
@@ -111,10 +115,16 @@ REFUSED = {
     "no-xreadgroup": (lambda rule: _without(rule, "+xreadgroup"), "NOPERM", "'xreadgroup' command"),
     "no-xautoclaim": (lambda rule: _without(rule, "+xautoclaim"), "NOPERM", "'xautoclaim' command"),
     "no-ping": (lambda rule: _without(rule, "+ping"), "NOPERM", "'ping' command"),
-    "no-key-pattern": (lambda rule: [p.replace("~", "~other.") if p.startswith("~") else p for p in rule],
-                       "NOPERM", "access one of the keys"),
-    "no-channel-pattern": (lambda rule: [p.replace("&", "&other.") if p.startswith("&") else p for p in rule],
-                           "NOPERM", "access one of the channels"),
+    "no-key-pattern": (
+        lambda rule: [p.replace("~", "~other.") if p.startswith("~") else p for p in rule],
+        "NOPERM",
+        "access one of the keys",
+    ),
+    "no-channel-pattern": (
+        lambda rule: [p.replace("&", "&other.") if p.startswith("&") else p for p in rule],
+        "NOPERM",
+        "access one of the channels",
+    ),
     "wrong-password": (lambda rule: rule, "authentication failed", "invalid username-password pair"),
 }
 
@@ -146,6 +156,11 @@ async def test_a_client_redis_refuses_raises_at_once(settings, fault_redis):
         async with WorkPoolClient(fault_redis.url("workpools-client", "wrong"), settings.prefix, timeout=10):
             pass
     with pytest.raises(NoPermissionError):  # may not subscribe to its reply channel
-        async with WorkerClient(fault_redis.url("workpools-client", password), settings.prefix,
-                                work_pool_name="p", worker_name="w", timeout=10):
+        async with WorkerClient(
+            fault_redis.url("workpools-client", password),
+            settings.prefix,
+            work_pool_name="p",
+            worker_name="w",
+            timeout=10,
+        ):
             pass

@@ -42,8 +42,9 @@ async def test_kill_9_mid_request_loses_nothing_and_does_nothing_twice(settings,
             await wait_until(lambda: serving(client, {"rep-a", "rep-b"}), timeout=30, interval=0.2)
             pool = (await client.create_work_pool(make_pool())).name
             async with rows_locked(db, pool):
-                calls = [asyncio.create_task(client.create_flow_run({"work_pool_name": pool, "name": name}))
-                         for name in runs]
+                calls = [
+                    asyncio.create_task(client.create_flow_run({"work_pool_name": pool, "name": name})) for name in runs
+                ]
                 calls += [asyncio.create_task(client.create_work_queue(pool, {"name": name})) for name in queues]
                 # every request is in a replica, waiting in the database for the rows the test holds
                 await wait_until(lambda: waiting_on_locks(db, len(calls)), timeout=10)
@@ -59,8 +60,9 @@ async def test_kill_9_mid_request_loses_nothing_and_does_nothing_twice(settings,
     assert sorted(r.name for r in results) == sorted(runs + queues)  # every caller got its answer
     assert await runs_by_name(db) == {name: 1 for name in runs}  # each run created once
     assert await scalar(db, "SELECT count(*) FROM work_queue") == 1 + len(queues)
-    assert await scalar(db, "SELECT count(*) FROM request_log WHERE op IN ('create_flow_run', "
-                            "'create_work_queue')") == len(calls)
+    assert await scalar(
+        db, "SELECT count(*) FROM request_log WHERE op IN ('create_flow_run', 'create_work_queue')"
+    ) == len(calls)
     assert sorted(await _queues_created_events(redis, channels)) == ["default", *queues]  # one event each
     assert await redis.xlen(channels.dead) == 0
 
@@ -76,9 +78,14 @@ async def test_a_request_that_kills_every_replica_ends_in_the_dead_letter_stream
             pool = (await client.create_work_pool(make_pool())).name
             live = list(started)
             async with rows_locked(db, pool):
-                poison = wire.encode({"work_pool_name": pool, "name": "poison"},
-                                     {"correlation_id": "poison", "reply_to": f"{settings.prefix}.reply.nobody",
-                                      "request_id": uuid.uuid4().hex})
+                poison = wire.encode(
+                    {"work_pool_name": pool, "name": "poison"},
+                    {
+                        "correlation_id": "poison",
+                        "reply_to": f"{settings.prefix}.reply.nobody",
+                        "request_id": uuid.uuid4().hex,
+                    },
+                )
                 await redis.xadd(channels.rpc(Op.CREATE_FLOW_RUN), {wire.DATA_FIELD: poison})
                 for _ in range(2):  # delivered, its replica dies; delivered again, that one dies too
                     holder = await wait_until(lambda: _holder(redis, channels, Op.CREATE_FLOW_RUN, live), timeout=10)
@@ -112,13 +119,17 @@ async def test_sigterm_during_load_drains_or_hands_over_every_request(settings, 
             await wait_until(lambda: serving(client, {"rep-a", "rep-b"}), timeout=30, interval=0.2)
             locked, free = [(await client.create_work_pool(make_pool())).name for _ in range(2)]
             async with rows_locked(db, locked):
-                calls = [asyncio.create_task(client.create_flow_run({"work_pool_name": locked, "name": name}))
-                         for name in stuck]
+                calls = [
+                    asyncio.create_task(client.create_flow_run({"work_pool_name": locked, "name": name}))
+                    for name in stuck
+                ]
                 await wait_until(lambda: waiting_on_locks(db, len(stuck)), timeout=10)
                 owners = await pending_by_consumer(redis, channels, Op.CREATE_FLOW_RUN)
                 victim = next(r for r in started if r.name == owners.most_common(1)[0][0])
-                calls += [asyncio.create_task(client.create_flow_run({"work_pool_name": free, "name": name}))
-                          for name in burst]
+                calls += [
+                    asyncio.create_task(client.create_flow_run({"work_pool_name": free, "name": name}))
+                    for name in burst
+                ]
                 # the victim is busy with the burst too
                 await wait_until(lambda: _more_pending(redis, channels, victim.name, owners[victim.name]), timeout=10)
                 signalled = time.monotonic()

@@ -14,8 +14,11 @@ from sqlalchemy import text
 from schemas.channels import Channels, Op
 from services.db import Database
 
-FAST_RECLAIM = {"WORKPOOLS_RECLAIM_IDLE_SECONDS": "1", "WORKPOOLS_RECLAIM_EVERY_SECONDS": "0.2",
-                "WORKPOOLS_FOREMAN_ENABLED": "false"}
+FAST_RECLAIM = {
+    "WORKPOOLS_RECLAIM_IDLE_SECONDS": "1",
+    "WORKPOOLS_RECLAIM_EVERY_SECONDS": "0.2",
+    "WORKPOOLS_FOREMAN_ENABLED": "false",
+}
 """Replica environment: an entry left by a dead replica is served again about a second later."""
 
 
@@ -27,8 +30,13 @@ async def rows_locked(db: Database, pool_name: str) -> AsyncIterator[None]:
     async with db.engine.connect() as conn:
         await conn.begin()
         await conn.execute(text("SELECT 1 FROM work_pool WHERE name = :n FOR UPDATE"), {"n": pool_name})
-        await conn.execute(text("SELECT 1 FROM work_queue q JOIN work_pool p ON q.id = p.default_queue_id "
-                                "WHERE p.name = :n FOR UPDATE OF q"), {"n": pool_name})
+        await conn.execute(
+            text(
+                "SELECT 1 FROM work_queue q JOIN work_pool p ON q.id = p.default_queue_id "
+                "WHERE p.name = :n FOR UPDATE OF q"
+            ),
+            {"n": pool_name},
+        )
         yield
         await conn.rollback()
 
@@ -36,9 +44,11 @@ async def rows_locked(db: Database, pool_name: str) -> AsyncIterator[None]:
 async def waiting_on_locks(db: Database, n: int) -> bool:
     """At least `n` sessions of this database wait for a lock (requests held by `rows_locked`)."""
     async with db.engine.connect() as conn:
-        return n <= await conn.scalar(text(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
-        ))
+        return n <= await conn.scalar(
+            text(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            )
+        )
 
 
 async def pending_by_consumer(redis: Redis, channels: Channels, op: Op) -> Counter[str]:

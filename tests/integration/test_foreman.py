@@ -61,9 +61,13 @@ async def test_stale_queue_and_deployment_become_not_ready_once(db, clock):
     queue = await work_queues.create_work_queue(db, "S", WorkQueueCreate(name="q"))
     stale = await deployments.create_deployment(db, DeploymentCreate(name="d", work_pool_name="S", work_queue_name="q"))
     fresh = await deployments.create_deployment(db, DeploymentCreate(name="e", work_pool_name="S"))
-    await readiness.apply_ready_marks(db, [ReadyMark(work_pool_id=pool.id, work_queue_ids=[queue.id, pool.default_queue_id], polled_at=t0)])
+    await readiness.apply_ready_marks(
+        db, [ReadyMark(work_pool_id=pool.id, work_queue_ids=[queue.id, pool.default_queue_id], polled_at=t0)]
+    )
     later = t0 + timedelta(seconds=50)
-    await readiness.apply_ready_marks(db, [ReadyMark(work_pool_id=pool.id, work_queue_ids=[pool.default_queue_id], polled_at=later)])
+    await readiness.apply_ready_marks(
+        db, [ReadyMark(work_pool_id=pool.id, work_queue_ids=[pool.default_queue_id], polled_at=later)]
+    )
 
     report = await foreman.run_once(db, now=t0 + timedelta(seconds=60))
     assert (report.queues_not_ready, report.deployments_not_ready) == (0, 0)
@@ -75,7 +79,9 @@ async def test_stale_queue_and_deployment_become_not_ready_once(db, clock):
     assert (await deployments.read_deployment(db, fresh.id)).status == "READY"
     again = await foreman.run_once(db, now=t0 + timedelta(seconds=62))
     assert (again.queues_not_ready, again.deployments_not_ready) == (0, 0)
-    assert [e["resource"]["prefect.resource.name"] for e in await outbox_events(db, "prefect.work-queue.not-ready")] == ["q"]
+    assert [
+        e["resource"]["prefect.resource.name"] for e in await outbox_events(db, "prefect.work-queue.not-ready")
+    ] == ["q"]
     assert [e["resource"]["prefect.resource.id"] for e in await outbox_events(db, "prefect.deployment.not-ready")] == [
         f"prefect.deployment.{stale.id}"
     ]

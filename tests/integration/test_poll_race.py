@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from schemas.common import StateType
 from schemas.flow_runs import FlowRunCreate, StateCreate
@@ -20,15 +20,27 @@ async def three_queues_of_five(db, now) -> tuple:
         await work_queues.create_work_queue(db, "race", WorkQueueCreate(name=name))
         for minutes in range(5):
             await flow_runs.create_flow_run(
-                db, FlowRunCreate(work_pool_name="race", work_queue_name=name,
-                                  next_scheduled_start_time=now - timedelta(minutes=minutes))
+                db,
+                FlowRunCreate(
+                    work_pool_name="race",
+                    work_queue_name=name,
+                    next_scheduled_start_time=now - timedelta(minutes=minutes),
+                ),
             )
     return pool
 
 
 def params(pool_id, limit):
-    return {"pool_id": pool_id, "queue_ids": None, "after": None, "before": None, "limit": limit,
-            "cap": INTERNAL_CAP, "claim": False, "now": datetime.now(timezone.utc)}
+    return {
+        "pool_id": pool_id,
+        "queue_ids": None,
+        "after": None,
+        "before": None,
+        "limit": limit,
+        "cap": INTERNAL_CAP,
+        "claim": False,
+        "now": datetime.now(UTC),
+    }
 
 
 async def test_overlapping_polls_never_return_the_same_run(db, clock):

@@ -39,9 +39,7 @@ async def test_concurrent_creates_with_and_without_priority_stay_unique(db):
 
     await asyncio.gather(
         *(
-            work_queues.create_work_queue(
-                db, pool.name, WorkQueueCreate(**make_queue(priority=1 if i % 2 else None))
-            )
+            work_queues.create_work_queue(db, pool.name, WorkQueueCreate(**make_queue(priority=1 if i % 2 else None)))
             for i in range(20)
         )
     )

@@ -5,9 +5,7 @@ import pytest
 from schemas.job_templates import fill_template, placeholders, validate_base_job_template
 from services.job_templates import JobVariableDefaultsError, validate_job_variable_defaults
 
-MISSING_KEYS = (
-    "The `base_job_template` must contain both a `job_configuration` key and a `variables` key."
-)
+MISSING_KEYS = "The `base_job_template` must contain both a `job_configuration` key and a `variables` key."
 UNDECLARED = (
     "The variables specified in the job configuration template must be present as properties "
     "in the variables schema. Your job configuration uses the following undeclared variable(s): "
@@ -144,9 +142,7 @@ def test_defaults_error_is_a_value_error():
 
 def test_invalid_schema():
     template = {"variables": {"type": "object", "properties": {"x": {"type": "nope"}}}}
-    _raises_defaults_error(
-        template, "Invalid schema: 'nope' is not valid under any of the given schemas"
-    )
+    _raises_defaults_error(template, "Invalid schema: 'nope' is not valid under any of the given schemas")
 
 
 def test_valid_defaults_pass():
@@ -165,8 +161,7 @@ def test_valid_defaults_pass():
 def test_prefect_example_failure():
     template = {"variables": {"properties": {"foo": {"type": "string", "default": {"foo": "bar"}}}}}
     message = (
-        DEFAULTS + "Validation failed for field 'foo'. "
-        "Failure reason: {'foo': 'bar'} is not of type 'string', 'null'"
+        DEFAULTS + "Validation failed for field 'foo'. Failure reason: {'foo': 'bar'} is not of type 'string', 'null'"
     )
     _raises_defaults_error(template, message)
     # Prefect's own test asserts this fragment as a substring.
