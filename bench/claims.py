@@ -50,22 +50,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from redis.asyncio import Redis
 
-from bench.common import (
-    CpuMeter,
-    LatencyRecorder,
-    ReplicaSet,
-    asyncpg_dsn,
-    create_priority_pool,
-    delete_prefix_keys,
-    drop_database,
-    fmt_float,
-    new_prefix,
-    parse_bench_args,
-    percentile,
-    print_table,
-    seed_scheduled_runs,
-    wait_for_quiet,
-)
+from bench.cpu import CpuMeter, wait_for_quiet
+from bench.housekeeping import asyncpg_dsn, delete_prefix_keys, drop_database, new_prefix
+from bench.latency import LatencyRecorder, percentile
+from bench.options import parse_bench_args
+from bench.replicas import ReplicaSet
+from bench.seed import create_priority_pool, seed_scheduled_runs
+from bench.tables import fmt_float, print_table
 from client import WorkerClient, WorkPoolClient
 
 DEFAULT_DATABASE_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/workpools_bench_claims"

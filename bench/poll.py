@@ -47,30 +47,17 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import (
-    CpuMeter,
-    LatencyRecorder,
-    Profiler,
-    ReplicaSet,
-    WorkerPollers,
-    asyncpg_dsn,
-    check_bench_database,
-    code_version,
-    create_priority_pool,
-    delete_prefix_keys,
-    drop_database,
-    entry_points,
-    fmt_float,
-    new_prefix,
-    parse_bench_args,
-    print_cpu_table,
-    print_table,
-    remove_exported_code,
-    run_load,
-    run_on_code,
-    seed_scheduled_runs,
-    wait_for_quiet,
-)
+from bench.cpu import CpuMeter, wait_for_quiet
+from bench.housekeeping import asyncpg_dsn, check_bench_database, delete_prefix_keys, drop_database, new_prefix
+from bench.latency import LatencyRecorder, run_load
+from bench.options import parse_bench_args
+from bench.profilers import Profiler
+from bench.profiling import entry_points
+from bench.replicas import ReplicaSet
+from bench.revision import code_version, remove_exported_code, run_on_code
+from bench.seed import create_priority_pool, seed_scheduled_runs
+from bench.tables import fmt_float, print_cpu_table, print_table
+from bench.worker_polls import WorkerPollers
 
 if __name__ == "__main__":
     run_on_code("poll.py")  # --code REV: re-executes on that revision (before the project is imported)

@@ -26,19 +26,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import (
-    DEFAULT_DATABASE_URL,
-    DEFAULT_REDIS_URL,
-    CpuMeter,
-    ReplicaSet,
-    delete_prefix_keys,
-    drop_database,
-    fmt_float,
-    new_prefix,
-    print_table,
-    run_for,
-    wait_for_quiet,
-)
+from bench.cpu import CpuMeter, wait_for_quiet
+from bench.housekeeping import delete_prefix_keys, drop_database, new_prefix
+from bench.latency import run_for
+from bench.options import DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL
 from bench.profiling import (
     CLIENT_STAGES,
     PROFILE_INTERVAL_ENV,
@@ -52,7 +43,9 @@ from bench.profiling import (
     profiled_serve_command,
     summarize,
 )
+from bench.replicas import ReplicaSet
 from bench.rpc import CASES, operation, setup
+from bench.tables import fmt_float, print_table
 from client import WorkPoolClient
 
 

@@ -29,6 +29,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 PROFILE_OUT_ENV = "WORKPOOLS_BENCH_PROFILE_OUT"
 PROFILE_INTERVAL_ENV = "WORKPOOLS_BENCH_PROFILE_INTERVAL"
@@ -345,6 +346,48 @@ def summarize(
 
 # --------------------------------------------------------------------------------------------
 # perf (native view: interpreter vs C extensions vs kernel)
+
+
+def entry_points(samples: Any) -> tuple[int, Counter]:
+    """Profile samples (load_collapsed) by the project code that runs them, inclusive of
+    everything it calls: a handler registered in handlers/ (`register.<locals>.X`: a request,
+    the ready-mark consumer, a worker poll), or a background loop (handlers/worker_channel.py,
+    replica/foreman.py, outbox.py, recovery.py). Other samples under handlers/ or transport/ are
+    the request pipeline around the handler (FastStream decoding and validating the body,
+    encoding and publishing the reply); the rest is the framework and the event loop (reading
+    requests, acks, scheduling) — and SQLAlchemy's database work, which runs in greenlets whose
+    stacks do not show the handler that started it (so the handlers' shares are lower bounds)."""
+    rooms = ("handlers", "replica", "transport")
+    background = ("worker_channel.py", "foreman.py", "outbox.py", "recovery.py")
+    counts: Counter = Counter()
+    total = 0
+    for frames, count in samples:
+        total += count
+        label = None
+        in_project = False
+        for frame in _after_loop(frames):  # what the event loop runs now (not the serve command around it)
+            if "site-packages" in frame.file:
+                continue
+            room = next((r for r in rooms if f"/{r}/" in frame.file), None)
+            if room is None or room == "replica" and frame.file.endswith(("/serve.py", "/app.py")):
+                continue
+            short = f"{room}/{frame.file.rsplit(f'/{room}/', 1)[1]}"
+            in_project = True
+            if "register.<locals>." in frame.func:
+                label = f"{frame.func.split('register.<locals>.', 1)[1]} ({short})"
+                break
+            if short.rsplit("/", 1)[1] in background and "consume_scope" not in frame.func:
+                label = f"{frame.func} ({short})"
+                break
+        counts[
+            label
+            or (
+                "request pipeline around the handler (FastStream decode + validate, reply encode + publish)"
+                if in_project
+                else "no project frame: framework, event loop, SQLAlchemy in greenlets"
+            )
+        ] += count
+    return total, counts
 
 
 def perf_available() -> bool:

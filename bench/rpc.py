@@ -31,20 +31,12 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import (
-    DEFAULT_DATABASE_URL,
-    CpuMeter,
-    LatencyRecorder,
-    ReplicaSet,
-    delete_prefix_keys,
-    drop_database,
-    fmt_float,
-    new_prefix,
-    parse_bench_args,
-    print_table,
-    run_load,
-    wait_for_quiet,
-)
+from bench.cpu import CpuMeter, wait_for_quiet
+from bench.housekeeping import delete_prefix_keys, drop_database, new_prefix
+from bench.latency import LatencyRecorder, run_load
+from bench.options import DEFAULT_DATABASE_URL, parse_bench_args
+from bench.replicas import ReplicaSet
+from bench.tables import fmt_float, print_table
 from client import WorkPoolClient
 
 READ_POOL = "bench-read"

@@ -66,36 +66,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from redis.asyncio import Redis
 
-from bench.common import (
-    PG_STATS_IDLE_FLUSH,
-    CpuMeter,
-    Profiler,
-    PubSubBacklog,
-    ReplicaSet,
-    WorkerPollers,
-    all_table_writes,
-    asyncpg_dsn,
-    check_bench_database,
-    code_version,
-    create_priority_pool,
-    delete_prefix_keys,
-    drop_database,
-    entry_points,
-    fmt_float,
-    log_warnings,
-    new_prefix,
-    parse_bench_args,
-    percentile,
-    print_cpu_table,
-    print_table,
-    remove_exported_code,
-    run_load,
-    run_on_code,
-    seed_scheduled_runs,
-    settled,
-    table_writes,
-    wait_for_quiet,
-)
+from bench.cpu import CpuMeter, wait_for_quiet
+from bench.housekeeping import asyncpg_dsn, check_bench_database, delete_prefix_keys, drop_database, new_prefix
+from bench.latency import percentile, run_load
+from bench.options import parse_bench_args
+from bench.pg_stats import PG_STATS_IDLE_FLUSH, all_table_writes, settled, table_writes
+from bench.profilers import Profiler
+from bench.profiling import entry_points
+from bench.replicas import ReplicaSet, log_warnings
+from bench.revision import code_version, remove_exported_code, run_on_code
+from bench.seed import create_priority_pool, seed_scheduled_runs
+from bench.tables import fmt_float, print_cpu_table, print_table
+from bench.worker_polls import PubSubBacklog, WorkerPollers
 
 if __name__ == "__main__":
     run_on_code("workers.py")  # --code REV: re-executes on that revision (before the project is imported)
@@ -518,7 +500,7 @@ async def heartbeat_phase(ctx: Context, kind: str, baseline: dict[str, Any]) -> 
 
 async def profile_window(ctx: Context, seconds: float) -> dict[str, Any]:
     """A paced window at --profile-rate, profiled in every replica and in this publisher (see
-    bench.common.Profiler: py-spy, or the CPU-time sampler with --profiler cpu)."""
+    bench.profilers.Profiler: py-spy, or the CPU-time sampler with --profiler cpu)."""
     from bench.profiling import summarize
 
     args = ctx.args
