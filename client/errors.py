@@ -1,8 +1,11 @@
-"""Errors raised by the clients, one class per reply status."""
+"""Errors raised by the clients: one class per error kind the service names (by reply status
+when the reply names none)."""
 
 from __future__ import annotations
 
 from typing import Any
+
+from schemas.wire import ErrorKind
 
 
 class WorkPoolsError(Exception):
@@ -22,6 +25,10 @@ class ObjectAlreadyExists(WorkPoolsError):
     pass
 
 
+class ObjectConflict(WorkPoolsError):
+    """409 for anything but a taken name: e.g. deleting a pool's default queue."""
+
+
 class Forbidden(WorkPoolsError):
     pass
 
@@ -34,7 +41,15 @@ class ServiceUnavailable(WorkPoolsError):
     """The service could not serve the request now (503), or no reply came in time (504)."""
 
 
-_BY_STATUS = {
+_BY_KIND: dict[str, type[WorkPoolsError]] = {
+    ErrorKind.NOT_FOUND: ObjectNotFound,
+    ErrorKind.ALREADY_EXISTS: ObjectAlreadyExists,
+    ErrorKind.CONFLICT: ObjectConflict,
+    ErrorKind.FORBIDDEN: Forbidden,
+    ErrorKind.INVALID: InvalidRequest,
+    ErrorKind.UNAVAILABLE: ServiceUnavailable,
+}
+_BY_STATUS: dict[int, type[WorkPoolsError]] = {
     403: Forbidden,
     404: ObjectNotFound,
     409: ObjectAlreadyExists,
@@ -44,5 +59,7 @@ _BY_STATUS = {
 }
 
 
-def error_for(status: int, detail: Any) -> WorkPoolsError:
-    return _BY_STATUS.get(status, WorkPoolsError)(status, detail)
+def error_for(status: int, detail: Any, kind: str | None = None) -> WorkPoolsError:
+    """The exception for an error reply: by its kind, else (an older service) by its status."""
+    cls = _BY_KIND.get(kind) if kind is not None else None
+    return (cls or _BY_STATUS.get(status, WorkPoolsError))(status, detail)

@@ -10,6 +10,7 @@ from client.errors import ServiceUnavailable, error_for
 from client.payloads import payload
 from client.scheduling import SchedulingMethods
 from client.transport import RpcTransport
+from schemas import wire
 from schemas.channels import Op
 from schemas.events import Event
 from schemas.work_pools import WorkPool, WorkPoolCreate, WorkPoolFilter, WorkPoolUpdate
@@ -43,7 +44,7 @@ class WorkPoolClient(SchedulingMethods):
         request_id = uuid.uuid4().hex
         for attempt in range(self.retries + 1):
             try:
-                status, result = await self._rpc.request(op, body, request_id=request_id)
+                status, result, headers = await self._rpc.exchange(op, body, request_id=request_id)
             except ServiceUnavailable:
                 if attempt == self.retries:
                     raise
@@ -53,7 +54,8 @@ class WorkPoolClient(SchedulingMethods):
                 break
             await asyncio.sleep(0.2 * 2**attempt)
         if status >= 400:
-            raise error_for(status, (result or {}).get("detail") if isinstance(result, dict) else result)
+            detail = (result or {}).get("detail") if isinstance(result, dict) else result
+            raise error_for(status, detail, headers.get(wire.ERROR_HEADER))
         return result
 
     # work pools

@@ -65,7 +65,7 @@ class WorkerClient:
         finally:
             self.replies.forget(correlation_id)
         if reply["status"] >= 400:
-            raise error_for(reply["status"], reply.get("detail"))
+            raise error_for(reply["status"], reply.get("detail"), reply.get("error"))
         return reply.get("result")
 
     def _heartbeat(self) -> dict[str, Any]:

@@ -11,14 +11,16 @@ from pydantic import ValidationError
 from pydantic_core import PydanticSerializationError, to_json
 
 from schemas.common import error_details
-from services.errors import Invalid, WorkPoolsError
+from schemas.wire import ERROR_HEADER
+from services.errors import Invalid, WorkPoolsError, internal_error
 from transport.envelope import respond
 
 log = logging.getLogger("workpools")
 
 
-def error_reply(status: int, detail: object) -> RedisResponse:
-    return respond(status, {"detail": detail})
+def error_reply(error: WorkPoolsError) -> RedisResponse:
+    """An error's reply: its status, its kind (header `error`) and `{"detail": ...}`."""
+    return respond(error.status, {"detail": error.detail}, headers={ERROR_HEADER: error.kind})
 
 
 def replyable(details: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -36,16 +38,16 @@ def error_middleware() -> ExceptionMiddleware:
 
     @errors.add_handler(WorkPoolsError, publish=True)
     async def service_error(exc: WorkPoolsError) -> RedisResponse:
-        return error_reply(exc.status, exc.detail)
+        return error_reply(exc)
 
     @errors.add_handler(ValidationError, publish=True)
     async def invalid_request(exc: ValidationError) -> RedisResponse:
-        return error_reply(422, replyable(error_details(exc)))
+        return error_reply(Invalid(replyable(error_details(exc))))
 
     @errors.add_handler(Exception, publish=True)
     async def unexpected(exc: Exception) -> RedisResponse:
         log.error("unexpected error while handling a request", exc_info=exc)
-        return error_reply(500, "Internal Server Error")
+        return error_reply(internal_error())
 
     return errors
 

@@ -22,7 +22,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from schemas.channels import Channels
 from schemas.worker_channel import HeartbeatMessage, WorkerReply
 from services.db import Database
-from services.errors import Unavailable, WorkPoolsError, pool_not_found
+from services.errors import Invalid, Unavailable, WorkPoolsError, internal_error, pool_not_found
 from services.heartbeats import Beat, record_heartbeats
 
 log = logging.getLogger("workpools.workers")
@@ -51,8 +51,15 @@ class Claims:
         return [index - 1 for index in await self._claim(keys=keys, args=[self.ttl_ms])]
 
 
-def reply_body(correlation_id: str, status: int, *, result: Any = None, detail: Any = None) -> str:
-    return WorkerReply(correlation_id=correlation_id, status=status, result=result, detail=detail).model_dump_json()
+def reply_body(correlation_id: str, status: int, *, result: Any = None) -> str:
+    return WorkerReply(correlation_id=correlation_id, status=status, result=result).model_dump_json()
+
+
+def error_body(correlation_id: str, error: WorkPoolsError) -> str:
+    """An error's reply: its status, its kind and its detail."""
+    return WorkerReply(
+        correlation_id=correlation_id, status=error.status, detail=error.detail, error=error.kind
+    ).model_dump_json()
 
 
 def invalid_reply(raw: bytes, exc: ValidationError) -> tuple[str, str] | None:
@@ -64,7 +71,7 @@ def invalid_reply(raw: bytes, exc: ValidationError) -> tuple[str, str] | None:
         return None
     if not isinstance(reply_to, str):
         return None
-    return reply_to, reply_body(correlation_id, 422, detail=json.loads(exc.json(include_url=False)))
+    return reply_to, error_body(correlation_id, Invalid(json.loads(exc.json(include_url=False))))
 
 
 class HeartbeatIngest:
@@ -148,16 +155,15 @@ class HeartbeatIngest:
             try:
                 unknown = await self._record(beats)
             except Exception as exc:
-                failed = exc if isinstance(exc, WorkPoolsError) else WorkPoolsError("Internal Server Error")
+                failed = exc if isinstance(exc, WorkPoolsError) else internal_error()
                 log.warning(
                     "could not record %d heartbeats (%s)", len(beats), failed.detail, exc_info=failed is not exc
                 )
         for beat in asks:
             if failed is not None:
-                replies.append((beat.reply_to, reply_body(beat.correlation_id, failed.status, detail=failed.detail)))
+                replies.append((beat.reply_to, error_body(beat.correlation_id, failed)))
             elif beat.work_pool_name in unknown:
-                detail = pool_not_found(beat.work_pool_name).detail
-                replies.append((beat.reply_to, reply_body(beat.correlation_id, 404, detail=detail)))
+                replies.append((beat.reply_to, error_body(beat.correlation_id, pool_not_found(beat.work_pool_name))))
             else:
                 replies.append((beat.reply_to, reply_body(beat.correlation_id, 204)))
         if replies:

@@ -18,13 +18,13 @@ from faststream.redis import RedisChannelMessage
 from pydantic import ValidationError
 from redis.asyncio import Redis
 
-from handlers.worker_channel import Claims, invalid_reply, reply_body
+from handlers.worker_channel import Claims, error_body, invalid_reply, reply_body
 from schemas.channels import Channels
 from schemas.scheduling import WorkerFlowRun
 from schemas.worker_channel import PollMessage
 from services import scheduling
 from services.db import Database
-from services.errors import WorkPoolsError
+from services.errors import Invalid, WorkPoolsError, internal_error
 
 log = logging.getLogger("workpools.polls")
 MAX_POLL_BYTES = 65_536
@@ -111,8 +111,8 @@ class PollServer:
         except (ValueError, KeyError, TypeError):
             return
         if isinstance(reply_to, str):
-            detail = f"Message is larger than {MAX_POLL_BYTES} bytes."
-            await self.redis.publish(reply_to, reply_body(correlation_id, 422, detail=detail))
+            oversized = Invalid(f"Message is larger than {MAX_POLL_BYTES} bytes.")
+            await self.redis.publish(reply_to, error_body(correlation_id, oversized))
 
     async def stop(self, timeout: float = 5.0) -> None:
         """Waiting polls are answered now (empty); the rest finish or are cancelled."""
@@ -135,13 +135,11 @@ class PollServer:
         try:
             runs = await self._poll(poll)
         except WorkPoolsError as exc:
-            await self.redis.publish(poll.reply_to, reply_body(poll.correlation_id, exc.status, detail=exc.detail))
+            await self.redis.publish(poll.reply_to, error_body(poll.correlation_id, exc))
             return
         except Exception:
             log.exception("unexpected error while answering a poll")
-            await self.redis.publish(
-                poll.reply_to, reply_body(poll.correlation_id, 500, detail="Internal Server Error")
-            )
+            await self.redis.publish(poll.reply_to, error_body(poll.correlation_id, internal_error()))
             return
         result = [run.model_dump(mode="json") for run in runs]
         await self.redis.publish(poll.reply_to, reply_body(poll.correlation_id, 200, result=result))

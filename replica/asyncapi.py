@@ -21,6 +21,7 @@ from schemas.deployments import Deployment
 from schemas.flow_runs import FlowRun, OrchestrationResult
 from schemas.scheduling import WorkerFlowRun
 from schemas.settings import Settings
+from schemas.wire import ERROR_HEADER, ErrorKind
 from schemas.work_pools import WorkPool
 from schemas.work_queues import WorkQueue
 from schemas.workers import Worker
@@ -128,6 +129,11 @@ def add_replies(document: dict[str, Any], channels: Channels) -> None:
 
     error_name = f"{reply_channel}:Error"
     messages[error_name] = _message(error_name, "A failed request", ERROR_STATUSES, payloads[ERROR])
+    messages[error_name]["headers"]["properties"][ERROR_HEADER] = {
+        "type": "string",
+        "enum": [str(kind) for kind in ErrorKind],
+        "description": "The error's kind: two kinds can share a status (409 already_exists, 409 conflict).",
+    }
     channel_messages[ERROR] = {"$ref": f"#/components/messages/{error_name}"}
     document["channels"][reply_channel] = {
         "address": None,

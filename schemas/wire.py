@@ -8,16 +8,34 @@ pub/sub message on the requester's `reply_to` channel. The envelope is FastStrea
 Request headers: `correlation_id` (echoed in the reply), `reply_to` (a pub/sub channel),
 optionally `deadline` (unix seconds; a request seen after it is dropped unanswered) and
 `request_id` (a write sent again with the same id acts once and gets the first reply).
-Reply headers: `correlation_id`, `status` (HTTP-like: 200, 201, 204, 4xx, 500, 503).
+Reply headers: `correlation_id`, `status` (HTTP-like: 200, 201, 204, 4xx, 500, 503), and for
+an error `error`, its kind (an `ErrorKind`: two kinds can share a status, as 409 does).
 A reply body is the result, or `{"detail": ...}` for an error, or empty for 204.
 """
 
 from __future__ import annotations
 
 import json
+from enum import StrEnum
 from typing import Any
 
 DATA_FIELD = "__data__"
+ERROR_HEADER = "error"
+
+
+class ErrorKind(StrEnum):
+    """What kind of error a reply carries, beside its status (header `error` of a stream reply,
+    field `error` of a worker-channel reply). A client that does not know it reads the status."""
+
+    NOT_FOUND = "not_found"
+    ALREADY_EXISTS = "already_exists"
+    CONFLICT = "conflict"
+    """The request contradicts the data (e.g. deleting a pool's default queue, a null for a
+    required column), other than a name that is taken."""
+    FORBIDDEN = "forbidden"
+    INVALID = "invalid"
+    UNAVAILABLE = "unavailable"
+    INTERNAL = "internal"
 
 
 def encode(body: Any, headers: dict[str, str]) -> bytes:

@@ -14,6 +14,7 @@ from pydantic import Field
 
 from schemas.common import ActionModel, Int32, ResponseModel, UTCDateTime, WorkerName
 from schemas.scheduling import ClaimOptions
+from schemas.wire import ErrorKind
 
 
 class HeartbeatMessage(ActionModel):
@@ -47,3 +48,5 @@ class WorkerReply(ResponseModel):
     status: int
     result: Any = None
     detail: Any = None
+    error: ErrorKind | None = None
+    """An error's kind, as in the `error` header of a stream reply."""

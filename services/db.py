@@ -16,12 +16,13 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from services.errors import INTEGRITY_CONFLICT, Conflict, Invalid, Unavailable
+from services.errors import INTEGRITY_CONFLICT, AlreadyExists, Conflict, Invalid, Unavailable
 from services.tables import event_outbox
 
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
+UNIQUE_VIOLATION = "23505"
 _unit_of_work: ContextVar[Tx | None] = ContextVar("workpools_unit_of_work", default=None)
 
 
@@ -64,7 +65,8 @@ def translate(exc: DBAPIError) -> Exception:
     state = _sqlstate(exc)
     if isinstance(exc, IntegrityError):
         log.warning("integrity conflict: %s", exc.orig)
-        return Conflict(INTEGRITY_CONFLICT)
+        # Prefect's generic text either way; a unique violation is a taken name (a rename onto another)
+        return (AlreadyExists if state == UNIQUE_VIOLATION else Conflict)(INTEGRITY_CONFLICT)
     if state.startswith(("22", "54")):  # data exception (out of range, NUL byte …), or a value over a
         # limit (a name too long for its unique index …): the request's fault, not the server's
         return Invalid(f"Invalid value: {str(getattr(exc.orig, '__cause__', None) or exc.orig).strip()}")

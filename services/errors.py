@@ -1,14 +1,17 @@
-"""The one error vocabulary of workpools; handlers map each kind to a reply status in one table."""
+"""The one error vocabulary of workpools: each error carries its reply status and its kind."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from schemas.wire import ErrorKind
+
 
 class WorkPoolsError(Exception):
-    """A failure the caller should hear about, with an HTTP-like status and a detail."""
+    """A failure the caller should hear about: an HTTP-like status, its kind, and a detail."""
 
     status = 500
+    kind = ErrorKind.INTERNAL
 
     def __init__(self, detail: Any) -> None:
         super().__init__(detail)
@@ -17,26 +20,39 @@ class WorkPoolsError(Exception):
 
 class NotFound(WorkPoolsError):
     status = 404
+    kind = ErrorKind.NOT_FOUND
 
 
 class AlreadyExists(WorkPoolsError):
     status = 409
+    kind = ErrorKind.ALREADY_EXISTS
 
 
 class Conflict(WorkPoolsError):
+    """The request contradicts the data in another way than a taken name (same status)."""
+
     status = 409
+    kind = ErrorKind.CONFLICT
 
 
 class Forbidden(WorkPoolsError):
     status = 403
+    kind = ErrorKind.FORBIDDEN
 
 
 class Invalid(WorkPoolsError):
     status = 422
+    kind = ErrorKind.INVALID
 
 
 class Unavailable(WorkPoolsError):
     status = 503
+    kind = ErrorKind.UNAVAILABLE
+
+
+def internal_error() -> WorkPoolsError:
+    """What a caller hears about an unexpected exception (logged where it happened)."""
+    return WorkPoolsError("Internal Server Error")
 
 
 INTEGRITY_CONFLICT = (

@@ -47,9 +47,9 @@ async def decode_body(msg: Any, original: Callable[[Any], Awaitable[Any]]) -> An
         raise Invalid("Request body is nested too deeply.") from None
 
 
-def respond(status: int, body: Any = None) -> RedisResponse:
-    """A reply in the JSON envelope, with its HTTP-like status header."""
-    return RedisResponse(body, headers={"status": str(status)}, message_format=JSONEnvelope)
+def respond(status: int, body: Any = None, headers: dict[str, str] | None = None) -> RedisResponse:
+    """A reply in the JSON envelope, with its HTTP-like status header (and any `headers`)."""
+    return RedisResponse(body, headers={**(headers or {}), "status": str(status)}, message_format=JSONEnvelope)
 
 
 class ReplicaHeader(BaseMiddleware):

@@ -187,6 +187,7 @@ def test_docs_asyncapi_documents_every_request_and_its_replies(env, prefix, tmp_
         success, error = (resolve(document, message["$ref"]) for message in reply["messages"])
         assert success["headers"]["properties"]["status"]["enum"] == [str(REPLIES[op].status)]
         assert error["headers"]["properties"]["status"]["enum"] == [str(s) for s in ERROR_STATUSES]
+        assert "conflict" in error["headers"]["properties"]["error"]["enum"]
         assert success["payload"] and "detail" in resolve(document, error["payload"]["$ref"])["properties"]
 
     read_pool = resolve(document, f"#/components/messages/{prefix}.rpc.read_work_pool:Reply")

@@ -4,7 +4,7 @@ from datetime import timedelta
 
 import pytest
 
-from client import ObjectAlreadyExists, ObjectNotFound
+from client import ObjectAlreadyExists, ObjectConflict, ObjectNotFound
 from tests.factories import make_pool, wait_until
 
 BLOCK_ID = "2fdfbc57-3d0b-4b0b-9a3b-9d3f2c1e5a77"
@@ -263,7 +263,7 @@ async def test_failed_requests_emit_nothing(client):
         await client.create_work_pool(make_pool(name=pool.name))
     with pytest.raises(ObjectAlreadyExists):
         await client.create_work_queue(pool.name, {"name": "q"})
-    with pytest.raises(ObjectAlreadyExists):
+    with pytest.raises(ObjectConflict):
         await client.delete_work_queue(pool.name, "default")
     with pytest.raises(ObjectAlreadyExists):  # rename collision: the UPDATE fails after checks
         await client.update_work_queue(pool.name, "q", {"name": "default", "is_paused": True})

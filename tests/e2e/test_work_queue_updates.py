@@ -4,7 +4,7 @@ from datetime import timedelta
 
 import pytest
 
-from client import InvalidRequest, ObjectAlreadyExists, ObjectNotFound
+from client import InvalidRequest, ObjectAlreadyExists, ObjectConflict, ObjectNotFound
 from schemas.channels import Op
 from tests.factories import make_pool, unique, wait_until
 
@@ -50,7 +50,7 @@ async def test_rename(client):
     assert (await client.read_work_queue(pool, "main")).id == default_id
     assert (await client.read_work_pool(pool)).default_queue_id == default_id
 
-    with pytest.raises(ObjectAlreadyExists) as info:
+    with pytest.raises(ObjectAlreadyExists) as info:  # a unique violation: the name is taken
         await client.update_work_queue(pool, "new", {"name": "taken"})
     assert (info.value.status, info.value.detail) == (409, INTEGRITY_CONFLICT)
     assert list(await _priorities(client, pool)) == ["main", "new", "taken"]
@@ -167,9 +167,13 @@ async def test_default_queue_cannot_be_deleted_and_emits_nothing(client):
     await client.update_work_queue(pool, "default", {"name": "renamed"})
     last = (await client.read_events())[-1]
 
-    with pytest.raises(ObjectAlreadyExists) as info:
+    with pytest.raises(ObjectConflict) as info:  # a 409, but not an already-exists
         await client.delete_work_queue(pool, "renamed")
+    assert not isinstance(info.value, ObjectAlreadyExists)
     assert (info.value.status, info.value.detail) == (409, "Can't delete a pool's default queue.")
+    reply = await client._rpc.exchange(Op.DELETE_WORK_QUEUE, {"work_pool_name": pool, "name": "renamed"})
+    status, body, headers = reply
+    assert (status, body, headers["error"]) == (409, {"detail": "Can't delete a pool's default queue."}, "conflict")
 
     marker = unique("marker")
     await client.create_work_queue(pool, {"name": marker})
