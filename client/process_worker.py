@@ -1,12 +1,12 @@
 """`ProcessWorker`: Prefect's process worker on workpools.
 
 It heartbeats and polls on the worker channel (`WorkerClient`), claims each run by proposing
-PENDING (only one worker's proposal is accepted, spec §4.7), runs the command the pool's base job
-template gives for it as a child process, and reports RUNNING then COMPLETED or FAILED
-(`WorkPoolClient`). On `stop()` (SIGTERM, SIGINT) it polls no more, forwards SIGTERM to its
-children, waits `grace_seconds` (then SIGKILL), and gives every run it claimed but did not finish
-back to SCHEDULED, so another worker takes it. A command that still exits 0 after that SIGTERM
-counts as finished (COMPLETED); one that ends otherwise is given back.
+PENDING (only one worker's proposal is accepted, docs/orchestration.md#scheduled-to-pending),
+runs the command the pool's base job template gives for it as a child process, and reports
+RUNNING then COMPLETED or FAILED (`WorkPoolClient`). On `stop()` (SIGTERM, SIGINT) it polls no
+more, forwards SIGTERM to its children, waits `grace_seconds` (then SIGKILL), and gives every run
+it claimed but did not finish back to SCHEDULED, so another worker takes it. A command that still
+exits 0 after that SIGTERM counts as finished (COMPLETED); one that ends otherwise is given back.
 """
 
 from __future__ import annotations

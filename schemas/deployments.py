@@ -1,4 +1,4 @@
-"""Deployments: the minimal model the poll and the readiness rules need (spec §7)."""
+"""Deployments: the minimal model the poll and the readiness rules need (docs/operations.md#deployments)."""
 
 from __future__ import annotations
 

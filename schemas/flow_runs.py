@@ -1,4 +1,5 @@
-"""Flow runs and their states: what the poll returns and what workers report (spec §1.4, §4.7)."""
+"""Flow runs and their states: what the poll returns and what workers report (docs/poll.md#result-items,
+docs/orchestration.md)."""
 
 from __future__ import annotations
 

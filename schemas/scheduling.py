@@ -1,4 +1,4 @@
-"""The worker poll: request, result items, and the ready mark each poll announces (spec §4).
+"""The worker poll: request, result items, and the ready mark each poll announces (docs/poll.md).
 
 Claim mode (`claim=True`) is workpools' own: the runs a poll returns are leased to the worker
 in the same statement that selects them, with a fencing token; until the lease ends no other
@@ -53,7 +53,7 @@ class WorkerFlowRun(ResponseModel):
 
 
 class ReadyMark(ActionModel):
-    """Published after a poll commits; the ready-marker consumer applies it (spec §4.6)."""
+    """Published after a poll commits; the ready-marker consumer applies it (docs/poll.md#ready-marks)."""
 
     work_pool_id: UUID
     work_queue_ids: list[UUID]

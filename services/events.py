@@ -1,4 +1,4 @@
-"""Builders for the events of spec §8, with Prefect's names, resources and related resources."""
+"""Builders for the events of docs/events.md, with Prefect's names, resources and related resources."""
 
 from __future__ import annotations
 

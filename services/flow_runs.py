@@ -1,4 +1,4 @@
-"""Flow runs: create, read, and orchestrated state changes (spec §4.7, Prefect's core flow rules).
+"""Flow runs: create, read, and orchestrated state changes (docs/orchestration.md).
 
 The SCHEDULED -> PENDING step is a compare-and-set: the run row is locked while the rules are
 evaluated, so of two workers proposing PENDING for one run exactly one is accepted.

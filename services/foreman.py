@@ -1,4 +1,4 @@
-"""The foreman tick (spec §3.5): silent workers OFFLINE; pools, deployments and queues that
+"""The foreman tick (docs/statuses.md#the-foreman): silent workers OFFLINE; pools, deployments and queues that
 nobody serves NOT_READY — each transition once, with its event, decided on current rows."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Queue priority rules (spec §6): unique, order-preserving, minimal changes, gaps never closed."""
+"""Queue priority rules (docs/priorities.md): unique, order-preserving, minimal changes, gaps never closed."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Ready marks: what a poll does afterwards (spec §4.6, §3.2, §3.4, with the §9.5/§9.6 fixes).
+"""Ready marks: what a poll does afterwards (docs/poll.md#ready-marks).
 
 Marks are merged (many polls of one queue -> one update), rows are locked in id order
 (queues, then deployments) so concurrent consumers never deadlock, and a status changes only

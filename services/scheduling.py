@@ -1,10 +1,11 @@
-"""The worker poll: which scheduled runs a worker may start, in order, within limits (spec §4).
+"""The worker poll: which scheduled runs a worker may start, in order, within limits (docs/poll.md).
 
 One statement, three nested levels as in Prefect: per queue (time order, queue slots, locked
 `FOR UPDATE SKIP LOCKED`), per pool (priority order, pool slots), overall (`limit`).
 Each per-queue pick is also capped at the request's limit: the overall result can never hold
 more than `limit` runs of one queue, so the answer is the same while a poll with limit=10 locks
-at most 10 rows per queue instead of 1,000 (Prefect's over-locking, spec §9.3).
+at most 10 rows per queue instead of 1,000 (Prefect's over-locking:
+docs/poll.md#differences-from-prefect).
 Served by `ix_flow_run__scheduled` (work_queue_id, next_scheduled_start_time, id)
 WHERE state_type = 'SCHEDULED', and by `ix_flow_run__active` for slot counts.
 
@@ -192,7 +193,7 @@ async def next_due(
 
 
 def _item(pool_id: UUID, row: Any, claimed: bool) -> WorkerFlowRun:
-    # Prefect does not load `state` in poll results (spec §1.4); state_type/state_name are there.
+    # Prefect does not load `state` in poll results (docs/poll.md#result-items); state_type/state_name are there.
     lease = Lease(owner=row["lease_owner"], token=row["lease_token"], expires=row["lease_expires"]) if claimed else None
     return WorkerFlowRun(
         work_pool_id=pool_id,

@@ -1,4 +1,5 @@
-"""Work pools: create, read, filter, count, update, delete (spec §2.1–§2.6, §3.1)."""
+"""Work pools: create, read, filter, count, update, delete (docs/operations.md#work-pools,
+docs/statuses.md#pool-status)."""
 
 from __future__ import annotations
 

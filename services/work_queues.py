@@ -1,4 +1,5 @@
-"""Work queues of a pool: create, read, filter, update, delete (spec §2.9–§2.13, §3.2, §6)."""
+"""Work queues of a pool: create, read, filter, update, delete (docs/operations.md#work-queues,
+docs/statuses.md#queue-status, docs/priorities.md)."""
 
 from __future__ import annotations
 
@@ -59,7 +60,7 @@ async def create_work_queue(db: Database, work_pool_name: str, data: WorkQueueCr
             "updated": tx.now,
             "work_pool_id": pool["id"],
             "priority": priority,
-            # Prefect leaves a queue created paused NOT_READY (spec §9.5); we follow the Recommendation.
+            # Prefect leaves a queue created paused NOT_READY; we start it PAUSED (docs/statuses.md#queue-status).
             "status": WorkQueueStatus.PAUSED if data.is_paused else WorkQueueStatus.NOT_READY,
         }
         inserted = await tx.execute(

@@ -1,4 +1,4 @@
-"""Workers: heartbeats (upsert + pool NOT_READY -> READY), filter and delete (spec §2.14–§2.16)."""
+"""Workers: heartbeats (upsert + pool NOT_READY -> READY), filter and delete (docs/operations.md#workers)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Bad requests get a 422 reply at once (never a timeout) and the service keeps serving;
-the client refuses bad payloads itself with `InvalidRequest` (STYLE.md: every request gets an answer)."""
+the client refuses bad payloads itself with `InvalidRequest` (docs/errors.md: every request gets an answer)."""
 
 import asyncio
 import json

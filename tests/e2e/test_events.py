@@ -1,4 +1,4 @@
-"""The events of spec §8: names, order, resources, related resources, payloads, `follows`."""
+"""The events of docs/events.md: names, order, resources, related resources, payloads, `follows`."""
 
 from datetime import timedelta
 

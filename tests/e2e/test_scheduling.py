@@ -1,4 +1,4 @@
-"""The worker poll through the client: spec §4.5's worked examples are the test vectors."""
+"""The worker poll through the client: the worked examples of docs/poll.md are the test vectors."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Work pool updates over the wire: partial updates, explicit nulls, pause/unpause status, delete
-(spec §2.5, §2.6, §3.1)."""
+(docs/operations.md#work-pools, docs/statuses.md#pool-status)."""
 
 from uuid import UUID, uuid4
 
@@ -91,7 +91,8 @@ async def test_update_checks_the_template_structure_but_not_its_defaults(client)
         "job_configuration": {"a": "{{ a }}"},
         "variables": {"properties": {"a": {"type": "string", "default": 5}}},
     }
-    await client.update_work_pool(created.name, {"base_job_template": bad_default})  # Prefect quirk (§2.1b)
+    # defaults are not re-validated on update, as in Prefect (docs/job-templates.md#defaults)
+    await client.update_work_pool(created.name, {"base_job_template": bad_default})
     assert (await client.read_work_pool(created.name)).base_job_template == bad_default
 
 

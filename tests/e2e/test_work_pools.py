@@ -1,4 +1,4 @@
-"""Work pools over the wire: create, read, filter, count, update, pause, delete (spec §1.1, §2.1–§2.6, §3.1)."""
+"""Work pools over the wire: create, read, filter, count, update, pause, delete (docs/operations.md#work-pools)."""
 
 import asyncio
 from uuid import uuid4

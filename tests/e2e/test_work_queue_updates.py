@@ -1,4 +1,5 @@
-"""Work queue updates and deletes over the wire: renames, re-balances, status rules (spec §2.12, §2.13, §3.2, §6)."""
+"""Work queue updates and deletes over the wire: renames, re-balances, status rules
+(docs/operations.md#work-queues, docs/priorities.md#re-balance)."""
 
 from datetime import timedelta
 
@@ -97,7 +98,7 @@ async def test_update_missing_pool_or_queue_is_404(client):
 
 
 async def test_priority_update_rebalances(client):
-    pool = await _pool_with(client, "B", "C", "D", "E")  # default:1 plays A:1 of spec §6
+    pool = await _pool_with(client, "B", "C", "D", "E")  # default:1 plays A:1 of docs/priorities.md#re-balance
     await client.update_work_queue(pool, "default", {"priority": 2})
     assert await _priorities(client, pool) == {"default": 2, "B": 3, "C": 4, "D": 5, "E": 6}
 

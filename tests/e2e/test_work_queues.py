@@ -1,4 +1,5 @@
-"""Work queues over the wire: create, read, filter, update, delete (spec §1.2, §2.9–§2.13, §3.2, §6)."""
+"""Work queues over the wire: create, read, filter, update, delete
+(docs/operations.md#work-queues, docs/priorities.md)."""
 
 import asyncio
 

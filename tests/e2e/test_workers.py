@@ -1,4 +1,5 @@
-"""Workers over the wire: heartbeats, pool readiness, filters, order, delete (spec §1.3, §2.14–§2.16, §3.1, §5)."""
+"""Workers over the wire: heartbeats, pool readiness, filters, order, delete
+(docs/operations.md#workers, docs/statuses.md#heartbeats)."""
 
 import asyncio
 from datetime import timedelta

@@ -1,4 +1,4 @@
-"""Concurrent queue creation in one pool must not hand out the same priority twice (spec §6, §9.21)."""
+"""Concurrent queue creation in one pool must not hand out the same priority twice (docs/priorities.md#concurrency)."""
 
 import asyncio
 

@@ -1,4 +1,4 @@
-"""Queue priority rules of spec §6: first free position on create, minimal push-down re-balance."""
+"""Queue priority rules of docs/priorities.md: first free position on create, minimal push-down re-balance."""
 
 import pytest
 
