@@ -11,7 +11,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +37,13 @@ def _tail(path: Path, lines: int = 30) -> str:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return "(no log)"
+
+
+async def _count_pools(redis_url: str, prefix: str) -> None:
+    from client import WorkPoolClient
+
+    async with WorkPoolClient(redis_url=redis_url, prefix=prefix, timeout=5) as client:
+        await client.count_work_pools()
 
 
 @dataclass
@@ -76,6 +83,8 @@ class ReplicaSet:
         startup_timeout: float = 60.0,
         stop_timeout: float = 15.0,
         command: Sequence[str] | None = None,
+        streams: int | None = None,
+        probe: Callable[[str, str], Awaitable[object]] | None = None,
     ) -> None:
         self.count = count
         self.prefix = prefix
@@ -87,6 +96,8 @@ class ReplicaSet:
         self.startup_timeout = startup_timeout
         self.stop_timeout = stop_timeout
         self.command = list(command) if command else serve_command(log_level)
+        self.streams = streams  # request streams each replica reads (default: every operation's)
+        self.probe = probe  # probe(redis_url, prefix): one request answered (default: count pools)
         self.replicas: list[Replica] = []
         self.ready_seconds: float | None = None
 
@@ -139,12 +150,11 @@ class ReplicaSet:
         stream (FastStream gives each subscriber its own connection, named after the replica),
         and then a request is answered. (XINFO CONSUMERS is no use: Redis 7.0 lists a consumer
         only once it has been delivered something.)"""
-        from client import WorkPoolClient
         from schemas.channels import Channels
 
         started = time.monotonic()
         deadline = started + self.startup_timeout
-        needed = len(Channels(self.prefix).all_rpc_streams())
+        needed = self.streams if self.streams is not None else len(Channels(self.prefix).all_rpc_streams())
         redis = Redis.from_url(self.redis_url)
         try:
             while True:
@@ -166,16 +176,15 @@ class ReplicaSet:
         finally:
             await redis.aclose()
         # A round trip: the request path (Redis -> replica -> PostgreSQL -> reply) works.
-        async with WorkPoolClient(redis_url=self.redis_url, prefix=self.prefix, timeout=5) as client:
-            while True:
-                self._check_alive()
-                try:
-                    await client.count_work_pools()
-                    break
-                except Exception as exc:
-                    if time.monotonic() > deadline:
-                        raise ReplicaStartError(self._timeout_message(f"answer ({exc!r})")) from exc
-                    await asyncio.sleep(0.2)
+        while True:
+            self._check_alive()
+            try:
+                await (self.probe or _count_pools)(self.redis_url, self.prefix)
+                break
+            except Exception as exc:
+                if time.monotonic() > deadline:
+                    raise ReplicaStartError(self._timeout_message(f"answer ({exc!r})")) from exc
+                await asyncio.sleep(0.2)
         return time.monotonic() - started
 
     async def _reading(self, redis: Redis) -> Counter:

@@ -27,14 +27,14 @@ def serve(
 ) -> None:
     """Run one replica: every subscriber and background loop. Start more for scale."""
     import migrations
-    from replica.serve import Refused, serve_forever
+    from replica.serve import Refused, run, serve_forever
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = Settings()
     if migrate:
         asyncio.run(migrations.upgrade(settings.database_url))
     try:
-        asyncio.run(serve_forever(settings))
+        run(serve_forever(settings))
     except Refused as refused:
         logging.getLogger("workpools").error("%s", refused)
         raise typer.Exit(3) from None

@@ -54,21 +54,26 @@ def foreman_rules(settings: Settings) -> ForemanRules:
     )
 
 
-def build_app(settings: Settings, *, db: Database | None = None) -> FastStream:
-    channels = Channels(settings.prefix)
-    db = db or Database(settings.database_url, pool_size=settings.db_pool_size)
-    broker = RedisBroker(
+def make_broker(settings: Settings, streams: int) -> RedisBroker:
+    """The replica's broker: the JSON envelope, replies stamped with the replica's name."""
+    return RedisBroker(
         settings.redis_url,
         message_format=JSONEnvelope,
         middlewares=[replica_header(settings.consumer_name)],
         retry=_retry(),
         log_level=logging.DEBUG,
         client_name=f"workpools-{settings.consumer_name}",
-        max_connections=64 + 16 * len(channels.all_rpc_streams()),
+        max_connections=64 + 16 * streams,
         socket_keepalive=True,
         health_check_interval=30,
         graceful_timeout=settings.graceful_timeout_seconds,
     )
+
+
+def build_app(settings: Settings, *, db: Database | None = None) -> FastStream:
+    channels = Channels(settings.prefix)
+    db = db or Database(settings.database_url, pool_size=settings.db_pool_size)
+    broker = make_broker(settings, len(channels.all_rpc_streams()))
     redis = Redis.from_url(settings.redis_url, retry=_retry(), client_name=f"workpools-{settings.consumer_name}-bg")
     in_flight = InFlight(redis, channels.rpc_group, settings.consumer_name)
 

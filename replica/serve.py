@@ -14,6 +14,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections.abc import Coroutine
+from typing import Any
 
 from redis.exceptions import AuthenticationError, AuthenticationWrongNumberOfArgsError, NoPermissionError
 
@@ -27,6 +29,11 @@ REFUSALS = (AuthenticationError, AuthenticationWrongNumberOfArgsError, NoPermiss
 
 class Refused(Exception):
     """Redis refused this replica's user: authentication failed, or a right is missing (NOPERM)."""
+
+
+def run(main: Coroutine[Any, Any, None]) -> None:
+    """Run a replica's main coroutine on the replica's event loop."""
+    asyncio.run(main)
 
 
 async def serve_forever(settings: Settings) -> None:

@@ -1,0 +1,100 @@
+"""The transport's floor: a replica that only echoes, with no database.
+
+    python -m bench.echo        (settings from WORKPOOLS_*, like `workpools serve`)
+
+It is built like a replica — the same broker (`replica.app.make_broker`: the JSON envelope,
+the replica header, the same connection settings), one request stream read by the same
+consumer group with the same batch size and concurrency, replies through `respond` — but its
+handler returns the request body. Its CPU per request is the floor the service's own CPU per
+request is compared with (bench/targets.py runs both in one run)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from faststream import FastStream
+from faststream.redis import RedisResponse, StreamSub
+from redis.asyncio import Redis
+
+from replica.app import create_groups, make_broker
+from schemas.channels import Channels
+from schemas.settings import Settings
+from transport.envelope import JSONEnvelope, respond
+
+ECHO = "echo"
+"""The operation name of the echo stream: `{prefix}.rpc.echo`."""
+
+
+def build_echo_app(settings: Settings) -> FastStream:
+    channels = Channels(settings.prefix)
+    broker = make_broker(settings, 1)
+
+    @broker.subscriber(
+        stream=StreamSub(
+            channels.rpc(ECHO),
+            group=channels.rpc_group,
+            consumer=settings.consumer_name,
+            max_records=settings.rpc_concurrency,
+        ),
+        max_workers=settings.rpc_concurrency,
+        message_format=JSONEnvelope,
+    )
+    async def echo(body: dict[str, Any]) -> RedisResponse:
+        return respond(200, body)
+
+    app = FastStream(broker, logger=logging.getLogger("workpools.echo"))
+
+    @app.on_startup
+    async def groups() -> None:
+        redis = Redis.from_url(settings.redis_url)
+        try:
+            await create_groups(redis, [channels.rpc(ECHO)], channels.rpc_group)
+        finally:
+            await redis.aclose()
+
+    return app
+
+
+async def serve(settings: Settings) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    app = build_echo_app(settings)
+    await app.start()
+    try:
+        await stop.wait()
+    finally:
+        await app.stop()
+
+
+async def probe(redis_url: str, prefix: str) -> None:
+    """One echo answered (bench.replicas.ReplicaSet's readiness probe)."""
+    from client.transport import RpcTransport
+
+    transport = RpcTransport(redis_url, prefix, timeout=5)
+    await transport.connect()
+    try:
+        status, body = await transport.request(ECHO, {"ping": 1})  # type: ignore[arg-type]
+        if status != 200 or body != {"ping": 1}:
+            raise RuntimeError(f"echo answered {status} {body!r}")
+    finally:
+        await transport.close()
+
+
+def command() -> list[str]:
+    return [sys.executable, "-m", "bench.echo"]
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.WARNING)
+    from replica.serve import run
+
+    run(serve(Settings()))
