@@ -1,12 +1,18 @@
-"""Job-variable defaults validation (JSON Schema), performed when a work pool is created."""
+"""Job-variable defaults validation (JSON Schema), performed when a work pool is created.
+
+The variables schema comes from a tenant: it is checked by :mod:`services.safe_schemas` (local
+references only, RE2 patterns, bounded size, depth and work) before it runs.
+"""
 
 from __future__ import annotations
 
 import uuid
 from typing import Any
 
-from jsonschema import Draft202012Validator, SchemaError
 from jsonschema.exceptions import best_match
+from referencing.exceptions import Unresolvable
+
+from services.safe_schemas import SchemaRefused, check_schema, validation_errors
 
 DEFAULTS_PREFIX = "Validation failed for work pool's job variable defaults: "
 
@@ -49,22 +55,35 @@ def _relax(schema: Any) -> Any:
     return relaxed
 
 
+def check_variables_schema(template: Any) -> None:
+    """Refuse a template whose variables schema is malformed or unsafe to run (see safe_schemas)."""
+    variables = template.get("variables") if isinstance(template, dict) else None
+    if not variables:
+        return
+    try:
+        check_schema(variables)
+    except SchemaRefused as exc:
+        raise JobVariableDefaultsError(str(exc)) from exc
+
+
 def validate_job_variable_defaults(template: Any) -> None:
     """Validate the variables schema and its property defaults (work-pool creation only)."""
     variables = template.get("variables") if isinstance(template, dict) else None
     if not variables:
         return
-    try:
-        Draft202012Validator.check_schema(variables)
-    except SchemaError as exc:
-        raise JobVariableDefaultsError(f"Invalid schema: {exc.message}") from exc
+    check_variables_schema(template)
     properties = variables.get("properties") if isinstance(variables, dict) else None
     defaults = {
         name: prop["default"]
         for name, prop in (properties if isinstance(properties, dict) else {}).items()
         if isinstance(prop, dict) and "default" in prop and not _is_block_reference(prop["default"])
     }
-    error = best_match(Draft202012Validator(_relax(variables)).iter_errors(defaults))
+    try:
+        error = best_match(validation_errors(_relax(variables), defaults))
+    except SchemaRefused as exc:
+        raise JobVariableDefaultsError(str(exc)) from exc
+    except Unresolvable as exc:  # never expected after check_variables_schema; still a 422, never a 500
+        raise JobVariableDefaultsError(f"Invalid schema: unresolvable $ref ({exc})") from exc
     if error is None:
         return
     if error.path:

@@ -15,7 +15,7 @@ from services import events
 from services.db import Database, Tx
 from services.errors import AlreadyExists, Forbidden, Invalid, pool_not_found
 from services.filters import check_limit, pool_condition
-from services.job_templates import JobVariableDefaultsError, validate_job_variable_defaults
+from services.job_templates import JobVariableDefaultsError, check_variables_schema, validate_job_variable_defaults
 from services.tables import flow_run, work_pool, work_queue, worker
 
 AGENT_TYPE = "prefect-agent"
@@ -142,6 +142,11 @@ async def update_work_pool(db: Database, name: str, data: WorkPoolUpdate) -> Non
     fields = data.model_fields_set
     if is_reserved(name) and fields - {"is_paused", "concurrency_limit"}:
         raise Forbidden(RESERVED_UPDATE)
+    if "base_job_template" in fields:
+        try:
+            check_variables_schema(data.base_job_template)
+        except JobVariableDefaultsError as exc:
+            raise Invalid(str(exc)) from exc
     changes = data.model_dump(mode="json", include=fields)
     async with db.transaction() as tx:
         pool = (

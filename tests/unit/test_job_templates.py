@@ -1,5 +1,10 @@
 """Prefect's base_job_template rules: structure and filling (schemas), defaults (services)."""
 
+import http.server
+import json
+import threading
+import time
+
 import pytest
 
 from schemas.job_templates import fill_template, placeholders, validate_base_job_template
@@ -295,3 +300,282 @@ def test_fill_without_placeholders_is_identity_copy():
     config = {"a": 1, "b": None, "c": "text"}
     filled = fill_template(config, {})
     assert filled == config and filled is not config
+
+
+# --- hostile variables schemas (services/safe_schemas.py) --------------------------------------
+
+
+def _variables(properties, **extra):
+    return {"variables": {"properties": properties, **extra}}
+
+
+def _refused(template) -> str:
+    with pytest.raises(JobVariableDefaultsError) as info:
+        validate_job_variable_defaults(template)
+    return str(info.value)
+
+
+def _cpu_ms(template) -> float:
+    """The least CPU time (ms) of three validations, refused or not."""
+    best = float("inf")
+    for _ in range(3):
+        started = time.thread_time()
+        try:
+            validate_job_variable_defaults(template)
+        except JobVariableDefaultsError:
+            pass
+        best = min(best, (time.thread_time() - started) * 1000)
+    return best
+
+
+class _RecordingHandler(http.server.BaseHTTPRequestHandler):
+    requests: list[str] = []
+
+    def do_GET(self):
+        self.requests.append(self.path)
+        body = b'{"type": "integer"}'
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def http_schema_server():
+    _RecordingHandler.requests = []
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _RecordingHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", _RecordingHandler.requests
+    server.shutdown()
+    thread.join(5)
+
+
+def test_catastrophic_pattern_runs_in_linear_time():
+    template = _variables({"x": {"type": "string", "pattern": "^(a+)+$", "default": "a" * 40 + "!"}})
+    assert _refused(template) == (
+        DEFAULTS + "Validation failed for field 'x'. Failure reason: '" + "a" * 40 + "!' does not match '^(a+)+$'"
+    )
+    assert _cpu_ms(template) < 5
+    long_input = _variables({"x": {"type": "string", "pattern": "^(a+)+$", "default": "a" * 60_000 + "!"}})
+    assert _cpu_ms(long_input) < 5
+    assert validate_job_variable_defaults(_variables({"x": {"pattern": "^(a+)+$", "default": "aaaa"}})) is None
+
+
+def test_patterns_in_pattern_properties_and_additional_properties_use_the_same_engine():
+    schema = {"type": "object", "patternProperties": {"^(a+)+$": {"type": "integer"}}, "additionalProperties": False}
+    assert validate_job_variable_defaults(_variables({"x": {**schema, "default": {"aaa": 1}}})) is None
+    assert _refused(_variables({"x": {**schema, "default": {"a" * 40 + "!": 1}}})) == (
+        DEFAULTS + "Validation failed for field 'x'. Failure reason: '" + "a" * 40 + "!' does not match any of the "
+        "regexes: '^(a+)+$'"
+    )
+    assert _refused(_variables({"x": {**schema, "default": {"aa": "no"}}})) == (
+        DEFAULTS + "Validation failed for field 'x.aa'. Failure reason: 'no' is not of type 'integer'"
+    )
+
+
+@pytest.mark.parametrize(
+    ("pattern", "reason"),
+    [
+        ("(a)\\1", "invalid escape sequence: \\1"),
+        ("(?=a)b", "invalid perl operator: (?="),
+        ("(", "missing ): ("),
+    ],
+)
+def test_patterns_the_linear_engine_cannot_run_are_refused(pattern, reason):
+    message = _refused(_variables({"x": {"type": "string", "pattern": pattern}}))
+    assert message == (
+        f"Invalid schema at /properties/x/pattern: unsupported pattern {pattern!r} ({reason}; patterns run on a "
+        "linear-time engine: no backreferences or lookaround)"
+    )
+    message = _refused(_variables({"x": {"type": "object", "patternProperties": {pattern: {}}}}))
+    assert message.startswith(f"Invalid schema at /properties/x/patternProperties: unsupported pattern {pattern!r}")
+
+
+def test_remote_references_are_never_retrieved(http_schema_server):
+    base, requests = http_schema_server
+    for ref in (f"{base}/schema.json", f"{base}/schema.json#/definitions/x", "//127.0.0.1/x"):
+        message = _refused(_variables({"x": {"$ref": ref, "default": 1}}))
+        assert message == (
+            f"Invalid schema at /properties/x: $ref {ref!r} points outside the schema; only references inside it "
+            "(#/$defs/...) are allowed"
+        )
+    # not even through a base URI or at the top
+    assert _refused({"variables": {"$id": f"{base}/", "properties": {"x": {"$ref": "s.json"}}}}) == (
+        "Invalid schema at /: schema identifiers ($id) are not supported; use references inside the schema "
+        "(#/$defs/...)"
+    )
+    assert _refused({"variables": {"$ref": f"{base}/schema.json"}}).startswith("Invalid schema at /: $ref")
+    assert requests == []
+
+
+@pytest.mark.parametrize("ref", ["file:///etc/passwd", "file:///dev/zero", "/etc/passwd", "other.json#/a"])
+def test_file_and_relative_references_are_refused(ref):
+    message = _refused(_variables({"x": {"$ref": ref, "default": 1}}))
+    assert message == (
+        f"Invalid schema at /properties/x: $ref {ref!r} points outside the schema; only references inside it "
+        "(#/$defs/...) are allowed"
+    )
+    assert "root:" not in message
+
+
+def test_local_references_work_in_defs_and_definitions():
+    template = {
+        "variables": {
+            "$defs": {"Cpu": {"type": "integer", "minimum": 1}},
+            "definitions": {"Env": {"type": "object", "additionalProperties": {"type": "string"}}},
+            "properties": {
+                "cpu": {"$ref": "#/$defs/Cpu", "default": 2},
+                "env": {"$ref": "#/definitions/Env", "default": {"A": "1"}},
+                "both": {"allOf": [{"$ref": "#/$defs/Cpu"}, {"$ref": "#/properties/cpu"}], "default": 3},
+            },
+        }
+    }
+    assert validate_job_variable_defaults(template) is None
+    template["variables"]["properties"]["cpu"]["default"] = 0
+    assert _refused(template) == (
+        DEFAULTS + "Validation failed for field 'cpu'. Failure reason: 0 is less than the minimum of 1"
+    )
+
+
+@pytest.mark.parametrize(
+    ("ref", "reason"),
+    [
+        ("#/definitions/nope", "points to nothing in the schema"),
+        ("#/$defs/a/b/c", "points to nothing in the schema"),
+        ("#/properties/x/default", "does not point to a schema"),
+        ("#/required", "does not point to a schema"),
+        ("#anchor", "is not a JSON pointer (#/$defs/...)"),
+    ],
+)
+def test_missing_and_non_schema_references_are_422(ref, reason):
+    template = {"variables": {"required": ["x"], "properties": {"x": {"$ref": ref, "default": {"a": 1}}}}}
+    assert _refused(template) == f"Invalid schema at /properties/x: $ref {ref!r} {reason}"
+
+
+def test_recursive_references_are_refused():
+    assert _refused(_variables({"x": {"$ref": "#", "default": 1}})) == (
+        "Invalid schema at /: recursive $ref (a reference back into itself) is not supported"
+    )
+    cycle = {"$defs": {"a": {"$ref": "#/$defs/b"}, "b": {"items": {"$ref": "#/$defs/a"}}}}
+    assert _refused({"variables": {**cycle, "properties": {"x": {"$ref": "#/$defs/a"}}}}) == (
+        "Invalid schema at /$defs/a: recursive $ref (a reference back into itself) is not supported"
+    )
+
+
+def test_deep_and_exponential_references_are_refused_quickly():
+    chain = {f"d{i}": {"$ref": f"#/$defs/d{i + 1}"} for i in range(999)} | {"d999": {"type": "integer"}}
+    template = {"variables": {"$defs": chain, "properties": {"x": {"$ref": "#/$defs/d0", "default": 1}}}}
+    assert (
+        _refused(template)
+        == "Invalid schema at /$defs/d32: subschemas nest deeper than 32 levels (references expanded)"
+    )
+    assert _cpu_ms(template) < 20
+    doubling = {f"d{i}": {"allOf": [{"$ref": f"#/$defs/d{i + 1}"}] * 2} for i in range(12)} | {"d12": {}}
+    template = {"variables": {"$defs": doubling, "properties": {"x": {"$ref": "#/$defs/d0", "default": 1}}}}
+    assert _refused(template) == (
+        "Invalid schema at /$defs/d4: the schema expands to more than 1000 subschemas through $ref"
+    )
+    assert _cpu_ms(template) < 20
+
+
+def test_deep_schemas_are_refused_naming_the_place():
+    deep = json.loads('{"not":' * 40 + "{}" + "}" * 40)
+    message = _refused(_variables({"x": deep}))
+    assert message == "Invalid schema at /properties/x" + "/not" * 32 + ": subschemas nest deeper than 32 levels"
+    at_limit = json.loads('{"not":' * 15 + '{"not": {"type": "string"}}' + "}" * 15)
+    assert validate_job_variable_defaults(_variables({"x": {**at_limit, "default": "s"}})) is None
+
+
+def test_big_schemas_are_refused():
+    many_values = _variables({"x": {"type": "array", "default": list(range(6_000))}})
+    assert _refused(many_values) == (
+        "Invalid schema at /properties/x/default: the schema holds more than 5000 JSON values"
+    )
+    assert _cpu_ms(many_values) < 20
+    many_subschemas = _variables({f"p{i}": {"type": "string", "default": "x"} for i in range(1_200)})
+    assert (
+        _refused(many_subschemas) == "Invalid schema at /: the schema expands to more than 1000 subschemas through $ref"
+    )
+    assert _cpu_ms(many_subschemas) < 20
+    at_the_limits = _variables({f"p{i}": {"type": "string", "pattern": "^(x+)+$", "default": "xx"} for i in range(150)})
+    assert validate_job_variable_defaults(at_the_limits) is None
+    assert _cpu_ms(at_the_limits) < 15
+
+
+@pytest.mark.parametrize(
+    "attack",
+    [
+        {"type": "array", "items": {"enum": list(range(10_000, 10_400))}, "default": list(range(3_000))},
+        {
+            "type": "array",
+            "items": {"anyOf": [{"type": "string", "minLength": i} for i in range(50)]},
+            "default": list(range(2_000)),
+        },
+        {"anyOf": [{"type": "integer", "minimum": i} for i in range(400)], "default": "a" * 50_000},
+    ],
+    ids=["enum-times-array", "wide-anyof-times-array", "errors-on-a-long-string"],
+)
+def test_costly_validations_are_cut_off_by_the_budget(attack):
+    message = _refused(_variables({"x": attack}))
+    assert message in (
+        "Invalid schema: validating its defaults takes more than 5000 steps; simplify the schema",
+        "Invalid schema: validating its defaults takes more than 10 ms; simplify the schema",
+    )
+    assert _cpu_ms(_variables({"x": attack})) < 30
+
+
+def test_unique_items_is_linear_and_keeps_json_equality():
+    distinct = [{"a": i} for i in range(1_500)]
+    assert validate_job_variable_defaults(_variables({"x": {"uniqueItems": True, "default": distinct}})) is None
+    assert _cpu_ms(_variables({"x": {"uniqueItems": True, "default": distinct}})) < 20
+    assert (
+        validate_job_variable_defaults(_variables({"x": {"uniqueItems": True, "default": [1, True, 0, False]}})) is None
+    )
+    for same in ([1, 1.0], [{"a": [1]}, {"a": [1.0]}], [None, None]):
+        assert _refused(_variables({"x": {"uniqueItems": True, "default": same}})).endswith("has non-unique elements")
+
+
+@pytest.mark.parametrize(
+    ("schema", "message"),
+    [
+        (
+            {"minLength": "x"},
+            "Invalid schema at /properties/x/minLength: 'minLength' must be a non-negative integer, not 'x'",
+        ),
+        (
+            {"multipleOf": 0},
+            "Invalid schema at /properties/x/multipleOf: 'multipleOf' must be a number greater than 0, not 0",
+        ),
+        (
+            {"required": "a"},
+            "Invalid schema at /properties/x/required: 'required' must be an array of distinct strings, not 'a'",
+        ),
+        (
+            {"items": [{}]},
+            "Invalid schema at /properties/x/items: 'items' must be a schema (use 'prefixItems' for tuples)",
+        ),
+        ({"anyOf": []}, "Invalid schema at /properties/x/anyOf: 'anyOf' must be a non-empty array of schemas"),
+        (
+            {"properties": {"a": 3}},
+            "Invalid schema at /properties/x/properties/a: a schema must be an object or a boolean, not 3",
+        ),
+        ({"unevaluatedProperties": False}, "Invalid schema at /properties/x: unevaluatedProperties is not supported"),
+        ({"$dynamicRef": "#meta"}, "Invalid schema at /properties/x: dynamic references are not supported"),
+        (
+            {"$schema": "http://example.com/s"},
+            "Invalid schema at /properties/x/$schema: '$schema' must be 'https://json-schema.org/draft/2020-12/schema' (the only dialect supported), not 'http://example.com/s'",
+        ),
+    ],
+)
+def test_malformed_keywords_are_422_naming_the_place(schema, message):
+    assert _refused(_variables({"x": schema})) == message
+
+
+def test_huge_quotient_in_multiple_of_is_an_answer():
+    assert _refused(_variables({"x": {"multipleOf": 1e-308, "default": 1e308}})) == (
+        DEFAULTS + "Validation failed for field 'x'. Failure reason: 1e+308 is not a multiple of 1e-308"
+    )
