@@ -18,7 +18,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from client.errors import ServiceUnavailable
 from schemas import wire
-from schemas.channels import Channels, Op
+from schemas.channels import REQUEST_STREAM_MAXLEN, Channels, Op
 
 log = logging.getLogger("workpools.client")
 
@@ -122,7 +122,13 @@ class RpcTransport:
     """Requests on the operation streams, replies on this client's own channel."""
 
     def __init__(
-        self, redis_url: str, prefix: str, *, timeout: float = 30.0, maxlen: int = 10_000, max_connections: int = 32
+        self,
+        redis_url: str,
+        prefix: str,
+        *,
+        timeout: float = 30.0,
+        maxlen: int = REQUEST_STREAM_MAXLEN,
+        max_connections: int = 32,
     ) -> None:
         self.channels = Channels(prefix)
         self.timeout = timeout

@@ -6,19 +6,21 @@ import asyncio
 import uuid
 from typing import Any
 
+from client.deployments import DeploymentMethods
 from client.errors import ServiceUnavailable, error_for
+from client.flow_runs import FlowRunMethods
 from client.payloads import payload
-from client.scheduling import SchedulingMethods
 from client.transport import RpcTransport
 from schemas import wire
 from schemas.channels import Op
 from schemas.events import Event
+from schemas.operations import OPERATIONS
 from schemas.work_pools import WorkPool, WorkPoolCreate, WorkPoolFilter, WorkPoolUpdate
 from schemas.work_queues import WorkQueue, WorkQueueCreate, WorkQueueFilter, WorkQueueUpdate
 from schemas.workers import Worker, WorkerFilter
 
 
-class WorkPoolClient(SchedulingMethods):
+class WorkPoolClient(DeploymentMethods, FlowRunMethods):
     """`async with WorkPoolClient(redis_url=..., prefix=...) as client: ...`"""
 
     def __init__(
@@ -41,6 +43,8 @@ class WorkPoolClient(SchedulingMethods):
         await self._rpc.close()
 
     async def _call(self, op: Op, body: dict[str, Any] | None) -> Any:
+        """Send `op`; its success reply comes back as the operation's reply type (the operation
+        table), an error reply raises. Retried with the same request id (see `retries`)."""
         request_id = uuid.uuid4().hex
         for attempt in range(self.retries + 1):
             try:
@@ -56,22 +60,21 @@ class WorkPoolClient(SchedulingMethods):
         if status >= 400:
             detail = (result or {}).get("detail") if isinstance(result, dict) else result
             raise error_for(status, detail, headers.get(wire.ERROR_HEADER))
-        return result
+        return OPERATIONS[op].parse_reply(result)
 
     # work pools
 
     async def create_work_pool(self, work_pool: WorkPoolCreate | dict[str, Any]) -> WorkPool:
-        result = await self._call(Op.CREATE_WORK_POOL, payload(WorkPoolCreate, work_pool))
-        return WorkPool.model_validate(result)
+        return await self._call(Op.CREATE_WORK_POOL, payload(WorkPoolCreate, work_pool))
 
     async def read_work_pool(self, name: str) -> WorkPool:
-        return WorkPool.model_validate(await self._call(Op.READ_WORK_POOL, {"name": name}))
+        return await self._call(Op.READ_WORK_POOL, {"name": name})
 
     async def read_work_pools(
         self, limit: int | None = None, offset: int = 0, work_pool_filter: WorkPoolFilter | dict[str, Any] | None = None
     ) -> list[WorkPool]:
         body = {"work_pools": payload(WorkPoolFilter, work_pool_filter), "limit": limit, "offset": offset}
-        return [WorkPool.model_validate(p) for p in await self._call(Op.READ_WORK_POOLS, body)]
+        return await self._call(Op.READ_WORK_POOLS, body)
 
     async def count_work_pools(self, work_pool_filter: WorkPoolFilter | dict[str, Any] | None = None) -> int:
         return await self._call(Op.COUNT_WORK_POOLS, {"work_pools": payload(WorkPoolFilter, work_pool_filter)})
@@ -86,11 +89,11 @@ class WorkPoolClient(SchedulingMethods):
 
     async def create_work_queue(self, work_pool_name: str, work_queue: WorkQueueCreate | dict[str, Any]) -> WorkQueue:
         body = {"work_pool_name": work_pool_name, "work_queue": payload(WorkQueueCreate, work_queue)}
-        return WorkQueue.model_validate(await self._call(Op.CREATE_WORK_QUEUE, body))
+        return await self._call(Op.CREATE_WORK_QUEUE, body)
 
     async def read_work_queue(self, work_pool_name: str, work_queue_name: str) -> WorkQueue:
         body = {"work_pool_name": work_pool_name, "name": work_queue_name}
-        return WorkQueue.model_validate(await self._call(Op.READ_WORK_QUEUE, body))
+        return await self._call(Op.READ_WORK_QUEUE, body)
 
     async def read_work_queues(
         self,
@@ -105,7 +108,7 @@ class WorkPoolClient(SchedulingMethods):
             "limit": limit,
             "offset": offset,
         }
-        return [WorkQueue.model_validate(q) for q in await self._call(Op.READ_WORK_QUEUES, body)]
+        return await self._call(Op.READ_WORK_QUEUES, body)
 
     async def update_work_queue(
         self, work_pool_name: str, work_queue_name: str, work_queue: WorkQueueUpdate | dict[str, Any]
@@ -145,7 +148,7 @@ class WorkPoolClient(SchedulingMethods):
             "offset": offset,
             "limit": limit,
         }
-        return [Worker.model_validate(w) for w in await self._call(Op.READ_WORKERS, body)]
+        return await self._call(Op.READ_WORKERS, body)
 
     async def delete_worker(self, work_pool_name: str, worker_name: str) -> None:
         await self._call(Op.DELETE_WORKER, {"work_pool_name": work_pool_name, "name": worker_name})

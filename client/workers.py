@@ -40,7 +40,7 @@ class WorkerClient:
         self.heartbeat_interval_seconds = heartbeat_interval_seconds
         self.timeout = timeout
         self.redis = connect_redis(redis_url, 8, timeout)
-        self.replies = ReplyChannel(self.redis, f"{prefix}.workers.reply.{uuid.uuid4().hex}", _decode, timeout)
+        self.replies = ReplyChannel(self.redis, self.channels.worker_reply(uuid.uuid4().hex), _decode, timeout)
 
     async def __aenter__(self) -> WorkerClient:
         await self.replies.open()

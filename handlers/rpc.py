@@ -1,47 +1,45 @@
-"""Request/reply plumbing shared by the handler modules: one stream per operation, one group."""
+"""What an operation's handler is: what it may use, how it is marked, how its result is sent."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
-from faststream.redis import RedisResponse, RedisRouter, StreamSub
 from pydantic import BaseModel
 
-from schemas.channels import Channels, Op
-from schemas.settings import Settings
-from transport.envelope import JSONEnvelope, respond
-
-Subscribe = Callable[[Op, str], Callable[[Callable[..., Any]], Any]]
+from schemas.channels import Op
+from schemas.scheduling import ReadyMark
+from services.db import Database
 
 
-def rpc_subscriber(router: RedisRouter, channels: Channels, settings: Settings) -> Subscribe:
-    """A decorator factory: `@subscribe(op, description)` serves `op` from its stream."""
+@dataclass(frozen=True)
+class Deps:
+    """What handlers use: the database, and the publisher of ready marks (after a poll)."""
 
-    def subscribe(op: Op, description: str) -> Callable[[Callable[..., Any]], Any]:
-        return router.subscriber(
-            stream=StreamSub(
-                channels.rpc(op),
-                group=channels.rpc_group,
-                consumer=settings.consumer_name,
-                max_records=settings.rpc_concurrency,
-            ),
-            max_workers=settings.rpc_concurrency,
-            message_format=JSONEnvelope,
-            title=channels.rpc(op),
-            description=description,
-        )
-
-    return subscribe
+    db: Database
+    ready: Callable[[ReadyMark], Awaitable[Any]]
 
 
-def _jsonable(result: Any) -> Any:
+Handler = Callable[[Deps, Any], Awaitable[Any]]
+"""`(deps, request) -> result`: a typed body in, one service call, the result out."""
+
+H = TypeVar("H", bound=Handler)
+
+
+def handles(op: Op) -> Callable[[H], H]:
+    """Marks a function as the handler of `op` (`handlers.operations` collects them)."""
+
+    def mark(handler: H) -> H:
+        handler.op = op  # type: ignore[attr-defined]
+        return handler
+
+    return mark
+
+
+def jsonable(result: Any) -> Any:
     if isinstance(result, BaseModel):
         return result.model_dump(mode="json")
     if isinstance(result, list):
-        return [_jsonable(item) for item in result]
+        return [jsonable(item) for item in result]
     return result
-
-
-def reply(status: int, result: Any = None) -> RedisResponse:
-    return respond(status, _jsonable(result))

@@ -12,15 +12,17 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ResponseError
 
-from handlers import readiness, scheduling, work_pools, work_queues, worker_channel, worker_polls, workers
+from handlers import operations, readiness, worker_channel, worker_polls
 from handlers.errors import error_middleware, size_limit
-from handlers.rpc import rpc_subscriber
-from replica.foreman import Lease, expire_leases, foreman_tick
+from handlers.rpc import Deps
+from replica.expired_requests import DropExpired
+from replica.foreman import ForemanLease, foreman_tick, sweep_run_leases
+from replica.in_flight import InFlight
 from replica.loops import Loops
 from replica.outbox import EventRelay
-from replica.recovery import DropExpired, InFlight, Reclaimer, exactly_once
+from replica.reclaimer import Reclaimer
 from replica.rights import check_rights
-from schemas.channels import Channels
+from schemas.channels import REQUEST_STREAM_MAXLEN, Channels
 from schemas.scheduling import ReadyMark
 from schemas.settings import Settings
 from services.db import Database, Tx
@@ -78,18 +80,17 @@ def build_app(settings: Settings, *, db: Database | None = None) -> FastStream:
     in_flight = InFlight(redis, channels.rpc_group, settings.consumer_name)
 
     # Requests: every one gets an answer (errors included); stale ones are dropped; slow ones are
-    # kept from the reclaimers while this replica works on them.
+    # kept from the reclaimers while this replica works on them; writes run once per request id
+    # (in the subscribers, `handlers.operations`).
     rpc = RedisRouter(
         middlewares=[
             in_flight.middleware(),
             error_middleware(),
             size_limit(settings.max_message_bytes),
             DropExpired,
-            exactly_once(db),
         ],
         decoder=decode_body,
     )
-    subscribe = rpc_subscriber(rpc, channels, settings)
     ready = rpc.publisher(
         stream=StreamSub(channels.ready, maxlen=settings.ready_maxlen),
         message_format=JSONEnvelope,
@@ -97,9 +98,7 @@ def build_app(settings: Settings, *, db: Database | None = None) -> FastStream:
         title=f"{channels.ready}:publish",
         description="One ready mark per poll, after the poll's commit.",
     )
-    for module in (work_pools, work_queues, workers):
-        module.register(subscribe, db)
-    scheduling.register(subscribe, db, ready.publish)
+    operations.register(rpc, channels, settings, Deps(db, ready.publish))
 
     # Background consumers: a failure leaves the message pending, for the reclaimer.
     background = RedisRouter()
@@ -132,6 +131,7 @@ def build_app(settings: Settings, *, db: Database | None = None) -> FastStream:
         channels.dead,
         idle=settings.reclaim_idle_seconds,
         max_deliveries=settings.max_deliveries,
+        maxlen=REQUEST_STREAM_MAXLEN,
     )
     loops = Loops()
     keep_fresh = Loops()  # runs until the in-flight requests are done (after the broker stopped)
@@ -152,7 +152,7 @@ def build_app(settings: Settings, *, db: Database | None = None) -> FastStream:
         await create_groups(redis, channels.all_rpc_streams(), channels.rpc_group)
         await create_groups(redis, [channels.ready], channels.ready_group)
 
-    lease = Lease(redis, channels.foreman_lease, settings.consumer_name, settings.foreman_lease_seconds)
+    foreman_lease = ForemanLease(redis, channels.foreman_lease, settings.consumer_name, settings.foreman_lease_seconds)
 
     @app.after_startup
     async def start_loops() -> None:
@@ -163,15 +163,15 @@ def build_app(settings: Settings, *, db: Database | None = None) -> FastStream:
         loops.every(settings.reclaim_every_seconds, reclaimer.reclaim_all, "reclaim")
         if settings.foreman_enabled:
             rules = foreman_rules(settings)
-            loops.every(settings.foreman_loop_seconds, lambda: foreman_tick(db, lease, rules), "foreman")
-            loops.every(settings.lease_sweep_seconds, lambda: expire_leases(db, lease), "lease expiry")
+            loops.every(settings.foreman_loop_seconds, lambda: foreman_tick(db, foreman_lease, rules), "foreman")
+            loops.every(settings.lease_sweep_seconds, lambda: sweep_run_leases(db, foreman_lease), "lease sweep")
 
     @app.on_shutdown
     async def stop_loops() -> None:
         await polls.stop()
         await loops.stop()
         if settings.foreman_enabled:
-            await lease.release()
+            await foreman_lease.release()
 
     @app.after_shutdown
     async def close() -> None:

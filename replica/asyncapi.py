@@ -1,8 +1,9 @@
 """What every operation answers, and the AsyncAPI document: FastStream's, completed with replies.
 
-FastStream documents what each subscriber receives, not what it answers (the handlers return a
-`RedisResponse`). `REPLIES` lists each operation's success reply, as the handlers send it; the
-error reply is the same for every operation (`handlers.errors`). `asyncapi_document` adds them
+FastStream documents what each subscriber receives, not what it answers (the subscribers return
+a `RedisResponse`). Each operation's success reply is in the operation table
+(`schemas.operations`); the error reply is the same for every operation (`handlers.errors`).
+`asyncapi_document` adds them
 as AsyncAPI 3 reply objects: a reply goes to the pub/sub channel named by the request's
 `reply_to` header, with the request's `correlation_id`, an HTTP-like `status` and the answering
 `replica` in its headers.
@@ -11,26 +12,15 @@ as AsyncAPI 3 reply objects: a reply goes to the pub/sub channel named by the re
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any, NamedTuple, get_args, get_origin
+from typing import Any, get_args, get_origin
 
 from pydantic import BaseModel, TypeAdapter
 
 from replica.app import build_app
 from schemas.channels import Channels, Op
-from schemas.deployments import Deployment
-from schemas.flow_runs import FlowRun, OrchestrationResult
-from schemas.scheduling import WorkerFlowRun
+from schemas.operations import OPERATIONS
 from schemas.settings import Settings
 from schemas.wire import ERROR_HEADER, ErrorKind
-from schemas.work_pools import WorkPool
-from schemas.work_queues import WorkQueue
-from schemas.workers import Worker
-
-
-class Reply(NamedTuple):
-    status: int
-    body: Any
-    """The body's type; None for an empty body."""
 
 
 class ErrorReply(BaseModel):
@@ -40,28 +30,6 @@ class ErrorReply(BaseModel):
     """What went wrong; for 422, pydantic's list of validation errors."""
 
 
-REPLIES: dict[Op, Reply] = {
-    Op.CREATE_WORK_POOL: Reply(201, WorkPool),
-    Op.READ_WORK_POOL: Reply(200, WorkPool),
-    Op.READ_WORK_POOLS: Reply(200, list[WorkPool]),
-    Op.COUNT_WORK_POOLS: Reply(200, int),
-    Op.UPDATE_WORK_POOL: Reply(204, None),
-    Op.DELETE_WORK_POOL: Reply(204, None),
-    Op.CREATE_WORK_QUEUE: Reply(201, WorkQueue),
-    Op.READ_WORK_QUEUE: Reply(200, WorkQueue),
-    Op.READ_WORK_QUEUES: Reply(200, list[WorkQueue]),
-    Op.UPDATE_WORK_QUEUE: Reply(204, None),
-    Op.DELETE_WORK_QUEUE: Reply(204, None),
-    Op.WORKER_HEARTBEAT: Reply(204, None),
-    Op.READ_WORKERS: Reply(200, list[Worker]),
-    Op.DELETE_WORKER: Reply(204, None),
-    Op.CREATE_DEPLOYMENT: Reply(201, Deployment),
-    Op.READ_DEPLOYMENT: Reply(200, Deployment),
-    Op.CREATE_FLOW_RUN: Reply(201, FlowRun),
-    Op.READ_FLOW_RUN: Reply(200, FlowRun),
-    Op.SET_FLOW_RUN_STATE: Reply(201, OrchestrationResult),
-    Op.GET_SCHEDULED_FLOW_RUNS: Reply(200, list[WorkerFlowRun]),
-}
 ERROR_STATUSES = (403, 404, 409, 422, 500, 503)
 
 CONSUMER_PLACEHOLDER = "{consumer_name}"
@@ -100,17 +68,14 @@ def asyncapi_document(settings: Settings) -> dict[str, Any]:
 
 def add_replies(document: dict[str, Any], channels: Channels) -> None:
     """Give each operation its reply (success or error), on one reply channel with no fixed address."""
-    missing = set(Op) - set(REPLIES)
-    if missing:
-        raise LookupError(f"replica.asyncapi.REPLIES has no reply for {sorted(missing)}")
     payloads = _payload_schemas(document["components"].setdefault("schemas", {}))
     messages = document["components"].setdefault("messages", {})
-    reply_channel = f"{channels.prefix}.reply"
+    reply_channel = channels.replies
     channel_messages: dict[str, Any] = {}
 
-    for op in Op:
+    for op, operation in OPERATIONS.items():
         stream = channels.rpc(op)
-        status, body = REPLIES[op]
+        status, body = operation.status, operation.reply
         messages[f"{stream}:Reply"] = _message(f"{stream}:Reply", f"{status} {_describe(body)}", [status], payloads[op])
         channel_messages[op.value] = {"$ref": f"#/components/messages/{stream}:Reply"}
         request = messages[f"{stream}:SubscribeMessage"]
@@ -167,7 +132,7 @@ def _message(title: str, summary: str, statuses: Iterable[int], payload: dict[st
 def _payload_schemas(components: dict[str, Any]) -> dict[Op | str, dict[str, Any]]:
     """Each reply body's JSON schema; the models they use join `components` (one generation, so
     shared models get one name). A model FastStream already put there must have the same schema."""
-    bodies: dict[Op | str, Any] = {op: body for op, (_, body) in REPLIES.items()}
+    bodies: dict[Op | str, Any] = {op: operation.reply for op, operation in OPERATIONS.items()}
     bodies[ERROR] = ErrorReply
     keyed, definitions = TypeAdapter.json_schemas(
         [(key, "serialization", TypeAdapter(body)) for key, body in bodies.items()], ref_template=SCHEMAS

@@ -1,4 +1,5 @@
-"""Runs the foreman tick on exactly one replica at a time, under a lease in Redis."""
+"""Runs the foreman tick and the run-lease sweep on exactly one replica at a time, under a
+lease in Redis (the `ForemanLease`; not to be confused with the claim-mode leases of runs)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import logging
 
 from redis.asyncio import Redis
 
-from services import foreman, leases, requests
+from services import foreman, idempotency, leases
 from services.db import Database
 
 log = logging.getLogger("workpools.foreman")
@@ -23,8 +24,9 @@ return 0
 """
 
 
-class Lease:
-    """`holds()` takes or renews the lease; a holder that stops renewing loses it after `ttl`."""
+class ForemanLease:
+    """Which replica runs the foreman: `holds()` takes or renews this Redis key; a holder that
+    stops renewing loses it after `ttl`."""
 
     def __init__(self, redis: Redis, key: str, owner: str, ttl: float) -> None:
         self.redis, self.key, self.owner, self.ttl_ms = redis, key, owner, int(ttl * 1000)
@@ -38,15 +40,15 @@ class Lease:
         await self._release(keys=[self.key], args=[self.owner])
 
 
-async def expire_leases(db: Database, lease: Lease) -> None:
-    """Claim-mode leases that ran out are given back, by the foreman's replica, often."""
-    if await lease.holds():
+async def sweep_run_leases(db: Database, foreman_lease: ForemanLease) -> None:
+    """Claim-mode leases of runs that ran out are given back, by the foreman's replica, often."""
+    if await foreman_lease.holds():
         await leases.expire_leases(db)
 
 
-async def foreman_tick(db: Database, lease: Lease, rules: foreman.ForemanRules) -> None:
-    """One period: when this replica holds the lease, run one tick."""
-    if await lease.holds():
+async def foreman_tick(db: Database, foreman_lease: ForemanLease, rules: foreman.ForemanRules) -> None:
+    """One period: when this replica holds the foreman lease, run one tick."""
+    if await foreman_lease.holds():
         report = await foreman.run_once(db, rules)
-        await requests.forget_old(db)
+        await idempotency.forget_old(db)
         log.debug("foreman tick: %s", report)

@@ -13,6 +13,8 @@ import hashlib
 from redis.asyncio import Redis
 from redis.exceptions import NoPermissionError
 
+from schemas.channels import Channels
+
 PROBE_SCRIPT = "return 1"
 
 
@@ -40,7 +42,8 @@ def probes(key: str) -> list[tuple[str, ...]]:
 
 async def check_rights(redis: Redis, prefix: str) -> None:
     """Raise `NoPermissionError` naming the first command or key/channel the user may not use."""
-    key, commands = f"{prefix}.probe", probes(f"{prefix}.probe")
+    key = Channels(prefix).probe
+    commands = probes(key)
     pipe = redis.pipeline(transaction=False)
     for command in commands:
         pipe.execute_command(*command)

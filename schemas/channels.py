@@ -8,6 +8,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+REQUEST_STREAM_MAXLEN = 10_000
+"""Each request stream is trimmed to about this many entries by whoever appends to it (the
+client, the reclaimer)."""
+
 
 class Op(StrEnum):
     """Request/reply operations; each has its own stream `{prefix}.rpc.{op}`."""
@@ -46,7 +50,13 @@ class Channels:
         return f"{self.prefix}.rpc"
 
     def reply(self, client_id: str) -> str:
-        return f"{self.prefix}.reply.{client_id}"
+        """Pub/sub: the replies to one client's requests (the client names it in `reply_to`)."""
+        return f"{self.replies}.{client_id}"
+
+    @property
+    def replies(self) -> str:
+        """What every client's reply channel starts with (the reply channel in the AsyncAPI document)."""
+        return f"{self.prefix}.reply"
 
     @property
     def events(self) -> str:
@@ -71,6 +81,11 @@ class Channels:
         """Pub/sub: workers publish polls here (answered on their `reply_to`)."""
         return f"{self.prefix}.workers.poll"
 
+    def worker_reply(self, worker_id: str) -> str:
+        """Pub/sub: answers to one worker client's messages (the Python `WorkerClient`'s choice;
+        any worker may name any channel in `reply_to`)."""
+        return f"{self.prefix}.workers.reply.{worker_id}"
+
     @property
     def wake(self) -> str:
         """Pub/sub: a pool name, published after a commit that may have made work available."""
@@ -89,6 +104,11 @@ class Channels:
     def foreman_lease(self) -> str:
         """Key held by the replica whose foreman loop is active."""
         return f"{self.prefix}.foreman.lease"
+
+    @property
+    def probe(self) -> str:
+        """Key a replica writes and deletes at start, to check its Redis rights."""
+        return f"{self.prefix}.probe"
 
     def all_rpc_streams(self) -> list[str]:
         return [self.rpc(op) for op in Op]

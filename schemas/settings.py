@@ -27,8 +27,6 @@ class Settings(BaseSettings):
     db_pool_size: int = 10
     events_maxlen: int = 100_000
     """`{prefix}.events` is trimmed to about this many entries."""
-    requests_maxlen: int = 10_000
-    """Each request stream is trimmed to about this many entries by the client."""
     ready_maxlen: int = 100_000
     """`{prefix}.ready` is trimmed to about this many entries."""
     ready_batch: int = 500

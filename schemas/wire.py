@@ -7,7 +7,8 @@ pub/sub message on the requester's `reply_to` channel. The envelope is FastStrea
 
 Request headers: `correlation_id` (echoed in the reply), `reply_to` (a pub/sub channel),
 optionally `deadline` (unix seconds; a request seen after it is dropped unanswered) and
-`request_id` (a write sent again with the same id acts once and gets the first reply).
+`request_id` (a write sent again with the same id acts once and gets the first reply; a request
+sent without one is known by the stream entry it first arrived as, `entry_request_id`).
 Reply headers: `correlation_id`, `status` (HTTP-like: 200, 201, 204, 4xx, 500, 503), and for
 an error `error`, its kind (an `ErrorKind`: two kinds can share a status, as 409 does).
 A reply body is the result, or `{"detail": ...}` for an error, or empty for 204.
@@ -53,3 +54,9 @@ def decode(raw: bytes | str) -> tuple[Any, dict[str, str]]:
     envelope = json.loads(raw)
     data = envelope.get("data") or ""
     return (json.loads(data) if data else None), envelope.get("headers") or {}
+
+
+def entry_request_id(stream: str, entry_id: bytes | str) -> str:
+    """The request id of a request sent without one: the stream entry it first arrived as (the
+    reclaimer writes it into the headers when it appends the entry again)."""
+    return f"{stream}/{entry_id.decode() if isinstance(entry_id, bytes) else entry_id}"

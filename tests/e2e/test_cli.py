@@ -17,8 +17,9 @@ from typer.testing import CliRunner, Result
 
 from cli.main import cli
 from client import ServiceUnavailable, WorkPoolClient
-from replica.asyncapi import CONSUMER_PLACEHOLDER, ERROR_STATUSES, REPLIES
+from replica.asyncapi import CONSUMER_PLACEHOLDER, ERROR_STATUSES
 from schemas.channels import Channels, Op
+from schemas.operations import OPERATIONS
 from schemas.settings import Settings
 from tests.factories import unique, wait_until
 from tests.replicas import Replica, replicas
@@ -185,7 +186,7 @@ def test_docs_asyncapi_documents_every_request_and_its_replies(env, prefix, tmp_
         reply = document["operations"][stream]["reply"]
         assert reply["address"]["location"] == "$message.header#/reply_to"
         success, error = (resolve(document, message["$ref"]) for message in reply["messages"])
-        assert success["headers"]["properties"]["status"]["enum"] == [str(REPLIES[op].status)]
+        assert success["headers"]["properties"]["status"]["enum"] == [str(OPERATIONS[op].status)]
         assert error["headers"]["properties"]["status"]["enum"] == [str(s) for s in ERROR_STATUSES]
         assert "conflict" in error["headers"]["properties"]["error"]["enum"]
         assert success["payload"] and "detail" in resolve(document, error["payload"]["$ref"])["properties"]

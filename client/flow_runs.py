@@ -1,4 +1,4 @@
-"""Deployment, flow-run and poll methods of `WorkPoolClient` (Prefect's client names)."""
+"""Flow-run methods of `WorkPoolClient`, the worker poll included (Prefect's client names)."""
 
 from __future__ import annotations
 
@@ -8,33 +8,26 @@ from uuid import UUID
 
 from client.payloads import payload
 from schemas.channels import Op
-from schemas.deployments import Deployment, DeploymentCreate
 from schemas.flow_runs import FlowRun, FlowRunCreate, OrchestrationResult, StateCreate
 from schemas.scheduling import WorkerFlowRun
 
 
-class SchedulingMethods:
+class FlowRunMethods:
     async def _call(self, op: Op, body: dict[str, Any] | None) -> Any:  # provided by WorkPoolClient
         raise NotImplementedError
 
-    async def create_deployment(self, deployment: DeploymentCreate | dict[str, Any]) -> Deployment:
-        return Deployment.model_validate(await self._call(Op.CREATE_DEPLOYMENT, payload(DeploymentCreate, deployment)))
-
-    async def read_deployment(self, deployment_id: UUID | str) -> Deployment:
-        return Deployment.model_validate(await self._call(Op.READ_DEPLOYMENT, {"deployment_id": str(deployment_id)}))
-
     async def create_flow_run(self, flow_run: FlowRunCreate | dict[str, Any]) -> FlowRun:
-        return FlowRun.model_validate(await self._call(Op.CREATE_FLOW_RUN, payload(FlowRunCreate, flow_run)))
+        return await self._call(Op.CREATE_FLOW_RUN, payload(FlowRunCreate, flow_run))
 
     async def read_flow_run(self, flow_run_id: UUID | str) -> FlowRun:
-        return FlowRun.model_validate(await self._call(Op.READ_FLOW_RUN, {"flow_run_id": str(flow_run_id)}))
+        return await self._call(Op.READ_FLOW_RUN, {"flow_run_id": str(flow_run_id)})
 
     async def set_flow_run_state(
         self, flow_run_id: UUID | str, state: StateCreate | dict[str, Any], lease_token: int | None = None
     ) -> OrchestrationResult:
         """Propose a state. In claim mode pass the run's `lease.token` (a stale one is refused)."""
         body = {"flow_run_id": str(flow_run_id), "state": payload(StateCreate, state), "lease_token": lease_token}
-        return OrchestrationResult.model_validate(await self._call(Op.SET_FLOW_RUN_STATE, body))
+        return await self._call(Op.SET_FLOW_RUN_STATE, body)
 
     async def get_scheduled_flow_runs_for_work_pool(
         self,
@@ -47,7 +40,8 @@ class SchedulingMethods:
         worker_name: str | None = None,
         lease_seconds: float = 30.0,
     ) -> list[WorkerFlowRun]:
-        """The worker poll. With `claim=True` the runs are leased to `worker_name`."""
+        """The worker poll. With `claim=True` the runs are leased to `worker_name` (a retry of the
+        same call gets the same runs, never a second batch)."""
         body = {
             "claim": claim,
             "worker_name": worker_name,
@@ -58,4 +52,4 @@ class SchedulingMethods:
             "scheduled_after": scheduled_after.isoformat() if scheduled_after else None,
             "limit": limit,
         }
-        return [WorkerFlowRun.model_validate(item) for item in await self._call(Op.GET_SCHEDULED_FLOW_RUNS, body)]
+        return await self._call(Op.GET_SCHEDULED_FLOW_RUNS, body)

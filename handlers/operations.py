@@ -1,0 +1,101 @@
+"""The stream subscribers, derived from the operation table: one per operation, each serving
+its operation's handler — a write once per request id (a repeat gets the first reply).
+
+Every operation has exactly one handler, whose body type is the table's request model; a
+missing, doubled or mistyped handler fails at import.
+"""
+
+from __future__ import annotations
+
+import logging
+from types import ModuleType
+from typing import Any, get_type_hints
+
+from faststream import Context
+from faststream.redis import RedisResponse, RedisRouter, StreamSub
+from faststream.redis.message import RedisStreamMessage
+
+from handlers import deployments, flow_runs, work_pools, work_queues, workers
+from handlers.rpc import Deps, Handler, jsonable
+from schemas import wire
+from schemas.channels import Channels, Op
+from schemas.operations import OPERATIONS, Operation
+from schemas.settings import Settings
+from services import idempotency
+from services.db import Database
+from transport.envelope import JSONEnvelope, respond
+
+log = logging.getLogger("workpools")
+
+MODULES: tuple[ModuleType, ...] = (work_pools, work_queues, workers, deployments, flow_runs)
+
+
+def collect(modules: tuple[ModuleType, ...]) -> dict[Op, Handler]:
+    """Each operation's handler (functions marked `@handles(op)`), checked against the table."""
+    found: dict[Op, Handler] = {}
+    for module in modules:
+        for handler in vars(module).values():
+            op = getattr(handler, "op", None)
+            if not isinstance(op, Op) or getattr(handler, "__module__", None) != module.__name__:
+                continue
+            if op in found:
+                raise LookupError(f"{op} has two handlers: {found[op].__qualname__} and {handler.__qualname__}")
+            body = get_type_hints(handler).get("body")
+            if body is not OPERATIONS[op].request:
+                raise TypeError(f"the handler of {op} takes {body}, the table says {OPERATIONS[op].request}")
+            found[op] = handler
+    if missing := set(Op) - set(found):
+        raise LookupError(f"operations without a handler: {sorted(missing)}")
+    return found
+
+
+HANDLERS: dict[Op, Handler] = collect(MODULES)
+
+
+def request_id(message: RedisStreamMessage) -> str:
+    """The client's `request_id` header, or the stream entry the request first arrived as."""
+    raw = message.raw_message
+    return message.headers.get("request_id") or wire.entry_request_id(raw["channel"], raw["message_ids"][0])
+
+
+async def answer_once(db: Database, request_id: str, operation: Operation, handle: Any) -> RedisResponse:
+    """Run `handle()` once per request id, its reply stored with its effect; a repeat (a retry,
+    a redelivery) waits for the first to finish and gets the stored reply."""
+    try:
+        async with idempotency.once(db, request_id, operation.op) as record:
+            result = jsonable(await handle())
+            record(operation.status, result)
+    except idempotency.Replayed as replayed:
+        log.info("request %s (%s) already ran; answering its reply again", request_id, operation.op)
+        return respond(replayed.status, replayed.reply)
+    return respond(operation.status, result)
+
+
+def subscriber(operation: Operation, handler: Handler, deps: Deps) -> Any:
+    """`(body: <the request model>, message) -> reply`, as FastStream calls it."""
+
+    async def serve(body: Any, message: Any = Context("message")) -> RedisResponse:
+        if operation.is_write(body):
+            return await answer_once(deps.db, request_id(message), operation, lambda: handler(deps, body))
+        return respond(operation.status, jsonable(await handler(deps, body)))
+
+    serve.__name__ = serve.__qualname__ = operation.op.value
+    serve.__annotations__ = {"body": operation.request, "message": RedisStreamMessage, "return": RedisResponse}
+    return serve
+
+
+def register(router: RedisRouter, channels: Channels, settings: Settings, deps: Deps) -> None:
+    """One subscriber per operation, on its stream, in the request consumer group."""
+    for op, operation in OPERATIONS.items():
+        router.subscriber(
+            stream=StreamSub(
+                channels.rpc(op),
+                group=channels.rpc_group,
+                consumer=settings.consumer_name,
+                max_records=settings.rpc_concurrency,
+            ),
+            max_workers=settings.rpc_concurrency,
+            message_format=JSONEnvelope,
+            title=channels.rpc(op),
+            description=operation.description,
+        )(subscriber(operation, HANDLERS[op], deps))
