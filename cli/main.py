@@ -27,10 +27,11 @@ def serve(
 ) -> None:
     """Run one replica: every subscriber and background loop. Start more for scale."""
     import migrations
+    from observability.logs import configure_logging
     from replica.serve import Refused, run, serve_forever
 
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = Settings()
+    configure_logging(log_level, settings.log_format, settings.consumer_name)
     if migrate:
         asyncio.run(migrations.upgrade(settings.database_url))
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from faststream import FastStream
 from faststream.redis import RedisBroker, RedisRouter, StreamSub
@@ -15,6 +16,7 @@ from redis.exceptions import ResponseError
 from handlers import operations, readiness, worker_channel, worker_polls
 from handlers.errors import error_middleware, size_limit
 from handlers.rpc import Deps
+from observability.replica import Observability
 from replica.expired_requests import DropExpired
 from replica.foreman import ForemanLease, foreman_tick, sweep_run_leases
 from replica.in_flight import InFlight
@@ -56,12 +58,12 @@ def foreman_rules(settings: Settings) -> ForemanRules:
     )
 
 
-def make_broker(settings: Settings, streams: int) -> RedisBroker:
+def make_broker(settings: Settings, streams: int, *middlewares: Any) -> RedisBroker:
     """The replica's broker: the JSON envelope, replies stamped with the replica's name."""
     return RedisBroker(
         settings.redis_url,
         message_format=JSONEnvelope,
-        middlewares=[replica_header(settings.consumer_name)],
+        middlewares=[replica_header(settings.consumer_name), *middlewares],
         retry=_retry(),
         log_level=logging.DEBUG,
         client_name=f"workpools-{settings.consumer_name}",
@@ -72,10 +74,13 @@ def make_broker(settings: Settings, streams: int) -> RedisBroker:
     )
 
 
-def build_app(settings: Settings, *, db: Database | None = None) -> FastStream:
+def build_app(
+    settings: Settings, *, db: Database | None = None, observability: Observability | None = None
+) -> FastStream:
     channels = Channels(settings.prefix)
+    observability = observability or Observability(settings)  # metrics; `serve` also serves its HTTP port
     db = db or Database(settings.database_url, pool_size=settings.db_pool_size)
-    broker = make_broker(settings, len(channels.all_rpc_streams()))
+    broker = make_broker(settings, len(channels.all_rpc_streams()), observability.metrics.broker_middleware())
     redis = Redis.from_url(settings.redis_url, retry=_retry(), client_name=f"workpools-{settings.consumer_name}-bg")
     in_flight = InFlight(redis, channels.rpc_group, settings.consumer_name)
 
@@ -84,6 +89,7 @@ def build_app(settings: Settings, *, db: Database | None = None) -> FastStream:
     # (in the subscribers, `handlers.operations`).
     rpc = RedisRouter(
         middlewares=[
+            observability.request_middleware(),
             in_flight.middleware(),
             error_middleware(),
             size_limit(settings.max_message_bytes),
@@ -132,6 +138,7 @@ def build_app(settings: Settings, *, db: Database | None = None) -> FastStream:
         idle=settings.reclaim_idle_seconds,
         max_deliveries=settings.max_deliveries,
         maxlen=REQUEST_STREAM_MAXLEN,
+        observe=observability.metrics.observe,
     )
     loops = Loops()
     keep_fresh = Loops()  # runs until the in-flight requests are done (after the broker stopped)
@@ -153,6 +160,7 @@ def build_app(settings: Settings, *, db: Database | None = None) -> FastStream:
         await create_groups(redis, [channels.ready], channels.ready_group)
 
     foreman_lease = ForemanLease(redis, channels.foreman_lease, settings.consumer_name, settings.foreman_lease_seconds)
+    observability.attach(app, broker, db, redis, loops, foreman_lease.holds)
 
     @app.after_startup
     async def start_loops() -> None:

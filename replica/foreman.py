@@ -50,5 +50,6 @@ async def foreman_tick(db: Database, foreman_lease: ForemanLease, rules: foreman
     """One period: when this replica holds the foreman lease, run one tick."""
     if await foreman_lease.holds():
         report = await foreman.run_once(db, rules)
+        db.observe("foreman_tick", report=report)
         await idempotency.forget_old(db)
         log.debug("foreman tick: %s", report)

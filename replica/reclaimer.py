@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 
 from redis.asyncio import Redis
 
@@ -34,10 +35,13 @@ class Reclaimer:
         max_deliveries: int,
         maxlen: int,
         dead_maxlen: int = 10_000,
+        observe: Callable[..., None] | None = None,
     ) -> None:
         self.redis, self.groups, self.consumer, self.dead = redis, groups, f"{consumer}-reclaim", dead
         self.idle_ms, self.max_deliveries = int(idle * 1000), max_deliveries
         self.maxlen, self.dead_maxlen = maxlen, dead_maxlen
+        self.observe = observe or (lambda what, **facts: None)
+        """Told of each entry handed on (`recovered`, outcome reclaimed or dead_lettered): metrics."""
 
     async def reclaim_all(self) -> int:
         return sum([await self.reclaim(stream, group) for stream, group in self.groups])
@@ -80,3 +84,5 @@ class Reclaimer:
         pipe.xack(stream, group, entry_id)
         pipe.xdel(stream, entry_id)
         await pipe.execute()
+        dead = envelope is None or deliveries > self.max_deliveries
+        self.observe("recovered", outcome="dead_lettered" if dead else "reclaimed")

@@ -19,6 +19,7 @@ from typing import Any
 
 from redis.exceptions import AuthenticationError, AuthenticationWrongNumberOfArgsError, NoPermissionError
 
+from observability.replica import Observability
 from replica.app import build_app
 from schemas.settings import Settings
 
@@ -41,8 +42,18 @@ async def serve_forever(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    observability = Observability(settings)  # metrics and the HTTP port outlive each rebuild
+    await observability.start_http()
+    try:
+        await _serve(settings, stop, observability)
+    finally:
+        await observability.stop_http()
+    log.info("replica %s stopped", settings.consumer_name)
+
+
+async def _serve(settings: Settings, stop: asyncio.Event, observability: Observability) -> None:
     while not stop.is_set():
-        app = build_app(settings)
+        app = build_app(settings, observability=observability)
         lost = asyncio.Event()
         app.exit = lost.set  # FastStream calls it when a subscriber's consumer group vanished
         try:
@@ -67,7 +78,6 @@ async def serve_forever(settings: Settings) -> None:
         if not stop.is_set():
             log.warning("a consumer group vanished (Redis restarted or flushed?); restarting the replica")
         await _stop_quietly(app)
-    log.info("replica %s stopped", settings.consumer_name)
 
 
 async def _stop_quietly(app) -> None:

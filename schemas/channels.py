@@ -110,5 +110,15 @@ class Channels:
         """Key a replica writes and deletes at start, to check its Redis rights."""
         return f"{self.prefix}.probe"
 
+    @property
+    def status(self) -> str:
+        """Key: the status snapshot (pools, queues, workers) the foreman's replica computes."""
+        return f"{self.prefix}.status"
+
+    @property
+    def dispatch_latency(self) -> str:
+        """Stream: each replica's dispatch-latency histogram per few seconds, for the status page."""
+        return f"{self.prefix}.dispatch-latency"
+
     def all_rpc_streams(self) -> list[str]:
         return [self.rpc(op) for op in Op]

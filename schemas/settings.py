@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -56,3 +57,17 @@ class Settings(BaseSettings):
     """Larger requests and worker messages are refused (422) or dropped."""
     outbox_sweep_seconds: float = 2.0
     """How often each replica publishes events left in the outbox by a replica that died."""
+    http_enabled: bool = True
+    """Serve the HTTP port: metrics, health probes and the status page (`observability/`)."""
+    http_host: str = "127.0.0.1"
+    """The HTTP port's address; `0.0.0.0` to be reached from other hosts (Prometheus, a probe)."""
+    http_port: int = 8380
+    """0 picks a free port (printed at start)."""
+    http_token: str | None = Field(default=None, repr=False)
+    """When set, the page and /metrics ask for it (`Authorization: Bearer …` or `?token=…`)."""
+    log_format: Literal["text", "json"] = "text"
+    """`json`: one JSON object per log line."""
+    status_seconds: float = 5.0
+    """How often the foreman's replica computes the status snapshot (pools, queues, workers)."""
+    late_after_seconds: float = 15.0
+    """A scheduled run due longer ago than this counts as late."""

@@ -23,11 +23,18 @@ log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
 UNIQUE_VIOLATION = "23505"
+Observer = Callable[..., None]
+"""`observe(what, **facts)`: told what a service did once it is done (runs handed out, a run
+started, leases ended …); the replica turns it into metrics. Never raises, never blocks."""
 _unit_of_work: ContextVar[Tx | None] = ContextVar("workpools_unit_of_work", default=None)
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def _unobserved(what: str, **facts: Any) -> None:
+    return None
 
 
 @dataclass
@@ -101,6 +108,7 @@ class Database:
         self.reader = self.engine.execution_options(isolation_level="AUTOCOMMIT")
         self.after_commit: Callable[[Tx], Awaitable[None]] | None = None
         """Called after a commit that has something to announce (events, wakes)."""
+        self.observe: Observer = _unobserved
 
     @asynccontextmanager
     async def transaction(self, now: datetime | None = None) -> AsyncIterator[Tx]:

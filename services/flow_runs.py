@@ -178,6 +178,7 @@ async def set_flow_run_state(
             raise NotFound("Flow run not found.")
         refused = fence(run, proposed, lease_token, tx.now)
         status, reason, new_type = (SetStateStatus.ABORT, refused, None) if refused else judge(run, proposed)
+        pool_name, due, leased = run["pool_name"], run["next_scheduled_start_time"], run["lease_owner"] is not None
         if new_type is not None:
             name = proposed.name if new_type == proposed.type and proposed.name else DEFAULT_STATE_NAMES[new_type]
             values = _transition(run, new_type, name, proposed, tx.now) | _lease_after(run, new_type, tx.now)
@@ -192,6 +193,10 @@ async def set_flow_run_state(
                 .mappings()
                 .one()
             )
+    if new_type == StateType.RUNNING:
+        db.observe("run_started", pool=pool_name, due=due, now=run["state_timestamp"])
+    if leased and (new_type in TERMINAL_STATES or new_type == StateType.SCHEDULED):
+        db.observe("lease_ended", pool=pool_name, reason="completed" if new_type in TERMINAL_STATES else "given_back")
     details = {"reason": reason} if reason else {}
     return OrchestrationResult(status=status, state=state_of(run), details=details)
 

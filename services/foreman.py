@@ -68,8 +68,10 @@ async def mark_workers_offline(db: Database, rules: ForemanRules, now: datetime)
                 .returning(worker.c.work_pool_id, worker.c.name)
             )
         ).all()
-        await leases.end_now(tx, [(row.work_pool_id, row.name) for row in offline])
-        return len(offline)
+        ended = await leases.end_now(tx, [(row.work_pool_id, row.name) for row in offline])
+    if ended:
+        db.observe("leases_ended_offline", count=ended)
+    return len(offline)
 
 
 async def mark_pools_not_ready(db: Database, now: datetime) -> int:

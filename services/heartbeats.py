@@ -97,4 +97,5 @@ async def record_heartbeats(db: Database, beats: Sequence[Beat]) -> set[str]:
             )
             if flipped.first() is not None:
                 tx.emit(announced)
+    db.observe("heartbeats", received=len(beats), recorded=len(known))
     return set(pool_names) - set(pools)

@@ -68,12 +68,14 @@ HOLDERS_LEASES = text(
 """The live leases of some workers (pool id, worker name): renewed, or ended now."""
 
 
-async def _holders(tx: Tx, holders: Sequence[tuple[UUID, str]], end_now: bool) -> None:
-    if holders:
-        await tx.execute(
-            HOLDERS_LEASES,
-            {"now": tx.now, "end_now": end_now, "pool_ids": [h[0] for h in holders], "names": [h[1] for h in holders]},
-        )
+async def _holders(tx: Tx, holders: Sequence[tuple[UUID, str]], end_now: bool) -> int:
+    if not holders:
+        return 0
+    result = await tx.execute(
+        HOLDERS_LEASES,
+        {"now": tx.now, "end_now": end_now, "pool_ids": [h[0] for h in holders], "names": [h[1] for h in holders]},
+    )
+    return int(result.rowcount)
 
 
 async def renew(tx: Tx, holders: Sequence[tuple[UUID, str]]) -> None:
@@ -81,9 +83,10 @@ async def renew(tx: Tx, holders: Sequence[tuple[UUID, str]]) -> None:
     await _holders(tx, holders, end_now=False)
 
 
-async def end_now(tx: Tx, holders: Sequence[tuple[UUID, str]]) -> None:
-    """Workers gone OFFLINE: their leases end now; the next expiry sweep gives the runs back."""
-    await _holders(tx, holders, end_now=True)
+async def end_now(tx: Tx, holders: Sequence[tuple[UUID, str]]) -> int:
+    """Workers gone OFFLINE: their leases end now; the next expiry sweep gives the runs back.
+    Returns how many leases ended."""
+    return await _holders(tx, holders, end_now=True)
 
 
 async def expire_leases(db: Database, now: datetime | None = None) -> int:
@@ -93,7 +96,11 @@ async def expire_leases(db: Database, now: datetime | None = None) -> int:
         for row in rows:
             tx.emit(_expired_event(row, tx.now))
             tx.wake(row["pool_name"])
-        return len(rows)
+    for row in rows:  # a claim never confirmed (still SCHEDULED), or a PENDING/RUNNING run put back
+        db.observe(
+            "lease_ended", pool=row["pool_name"], reason="expired" if row["was"] != "SCHEDULED" else "not_confirmed"
+        )
+    return len(rows)
 
 
 def _expired_event(row: Any, now: datetime) -> dict[str, Any]:

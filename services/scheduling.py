@@ -178,6 +178,9 @@ async def get_scheduled_flow_runs(
         rows = await tx.execute(CLAIM_RUNS if claiming else SCHEDULED_RUNS, params)
         runs = [_item(pool_id, row._mapping, claiming) for row in rows]
         mark = ReadyMark(work_pool_id=pool_id, work_queue_ids=polled, polled_at=tx.now)
+    if runs:
+        due = [run.flow_run.next_scheduled_start_time for run in runs]
+        db.observe("runs_handed", pool=work_pool_name, claim=claiming, now=mark.polled_at, due=due)
     return runs, mark
 
 

@@ -24,6 +24,7 @@ def replica_env(settings: Settings, name: str, **extra: str) -> dict[str, str]:
         "WORKPOOLS_DATABASE_URL": settings.database_url,
         "WORKPOOLS_PREFIX": settings.prefix,
         "WORKPOOLS_CONSUMER_NAME": name,
+        "WORKPOOLS_HTTP_ENABLED": "false",  # tests that want the HTTP port pass its settings in `extra`
         **extra,
     }
 

@@ -1,0 +1,190 @@
+"""The replica's Prometheus metrics: what happens in this process (requests, dispatch, leases,
+heartbeats, the foreman), in one registry per replica process.
+
+Database-derived gauges (backlog, slots, workers) are not here: the foreman's replica computes
+them once per interval (`observability.status`) and every replica exposes that one snapshot.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from faststream.redis.prometheus import RedisPrometheusMiddleware
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+
+disable_created_metrics()  # no `_created` series beside every counter: half the scrape, nothing lost
+
+LATENCY_BUCKETS = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    300.0,
+    900.0,
+)
+"""Seconds, from a millisecond to a quarter of an hour: dispatch and request latency."""
+
+
+class Metrics:
+    """Every metric a replica updates itself. `observe` is the services' observer (`Database.observe`)."""
+
+    def __init__(self, replica: str) -> None:
+        self.replica = replica
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.dispatch = Histogram(
+            "workpools_dispatch_latency_seconds",
+            "From when a run was due to when a poll handed it to a worker (0 when handed before it was due).",
+            ["pool", "mode"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.start = Histogram(
+            "workpools_start_latency_seconds",
+            "From when a run was due to when it was RUNNING.",
+            ["pool"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.runs_handed = Counter(
+            "workpools_runs_handed_total", "Runs handed to workers by polls.", ["pool", "mode"], registry=r
+        )
+        self.requests = Counter(
+            "workpools_requests_total",
+            "Requests answered (or dropped: status `expired`), by operation and status.",
+            ["op", "status"],
+            registry=r,
+        )
+        self.request_seconds = Histogram(
+            "workpools_request_duration_seconds",
+            "Time to handle a request, by operation.",
+            ["op"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.leases_ended = Counter(
+            "workpools_leases_ended_total",
+            "Claim-mode leases ended, by reason: completed, given_back, expired, not_confirmed, worker_offline.",
+            ["reason"],
+            registry=r,
+        )
+        self.heartbeats = Counter(
+            "workpools_heartbeats_total",
+            "Worker heartbeats this replica handled, by outcome: received, recorded, shed (unknown pool).",
+            ["outcome"],
+            registry=r,
+        )
+        self.recovered = Counter(
+            "workpools_recovered_messages_total",
+            "Stream entries left by a replica that died, by outcome: reclaimed (served again), dead_lettered.",
+            ["outcome"],
+            registry=r,
+        )
+        self.foreman_holder = Gauge(
+            "workpools_foreman_holder", "1 while this replica holds the foreman lease.", registry=r
+        )
+        self.foreman_ticks = Counter("workpools_foreman_ticks_total", "Foreman ticks this replica ran.", registry=r)
+        self.foreman_transitions = Counter(
+            "workpools_foreman_transitions_total",
+            "Changes the foreman made, by kind (workers_offline, pools_not_ready, …).",
+            ["kind"],
+            registry=r,
+        )
+        self.info = Gauge("workpools_replica_info", "This replica (value 1).", ["replica"], registry=r)
+        self.info.labels(replica).set(1)
+        for reason in ("completed", "given_back", "expired", "not_confirmed", "worker_offline"):
+            self.leases_ended.labels(reason)
+        for outcome in ("received", "recorded", "shed"):
+            self.heartbeats.labels(outcome)
+        for outcome in ("reclaimed", "dead_lettered"):
+            self.recovered.labels(outcome)
+        self.window = LatencyWindow()
+        """Dispatch latencies since the last status-page flush (`observability.latency`)."""
+
+    def broker_middleware(self) -> RedisPrometheusMiddleware:
+        """FastStream's own message metrics (`faststream_*`), in this registry."""
+        return RedisPrometheusMiddleware(registry=self.registry, app_name="workpools")
+
+    def observe(self, what: str, **facts: Any) -> None:
+        """The services' observer: `Database.observe`."""
+        try:
+            handler = getattr(self, f"_on_{what}")
+        except AttributeError:
+            return
+        handler(**facts)
+
+    def _on_runs_handed(self, pool: str, claim: bool, now: datetime, due: Iterable[datetime | None]) -> None:
+        mode = "claim" if claim else "poll"
+        histogram = self.dispatch.labels(pool, mode)
+        waits = [max(0.0, (now - at).total_seconds()) for at in due if at is not None]
+        for wait in waits:
+            histogram.observe(wait)
+        self.runs_handed.labels(pool, mode).inc(len(waits))
+        self.window.add("handed", waits)
+
+    def _on_run_started(self, pool: str | None, due: datetime | None, now: datetime) -> None:
+        if due is not None:
+            wait = max(0.0, (now - due).total_seconds())
+            self.start.labels(pool or "").observe(wait)
+            self.window.add("started", [wait])
+
+    def _on_lease_ended(self, pool: str | None, reason: str) -> None:
+        self.leases_ended.labels(reason).inc()
+
+    def _on_leases_ended_offline(self, count: int) -> None:
+        self.leases_ended.labels("worker_offline").inc(count)
+
+    def _on_heartbeats(self, received: int, recorded: int) -> None:
+        self.heartbeats.labels("received").inc(received)
+        self.heartbeats.labels("recorded").inc(recorded)
+        self.heartbeats.labels("shed").inc(received - recorded)
+
+    def _on_foreman(self, holds: bool) -> None:
+        self.foreman_holder.set(1 if holds else 0)
+
+    def _on_foreman_tick(self, report: Any) -> None:
+        self.foreman_ticks.inc()
+        for kind, count in vars(report).items():
+            if count:
+                self.foreman_transitions.labels(kind).inc(count)
+
+    def _on_recovered(self, outcome: str) -> None:
+        self.recovered.labels(outcome).inc()
+
+
+class LatencyWindow:
+    """Bucket counts of the latencies seen since the last `take()`, per kind (handed, started)."""
+
+    def __init__(self) -> None:
+        self.counts: dict[str, list[int]] = {}
+
+    def add(self, kind: str, waits: Iterable[float]) -> None:
+        counts = self.counts.get(kind)
+        if counts is None:
+            counts = self.counts[kind] = [0] * (len(LATENCY_BUCKETS) + 1)
+        for wait in waits:
+            counts[_bucket(wait)] += 1
+
+    def take(self) -> dict[str, list[int]]:
+        taken, self.counts = self.counts, {}
+        return taken
+
+
+def _bucket(seconds: float) -> int:
+    for index, bound in enumerate(LATENCY_BUCKETS):
+        if seconds <= bound:
+            return index
+    return len(LATENCY_BUCKETS)
