@@ -105,7 +105,9 @@ async def test_metrics_parse_and_move_when_runs_are_dispatched(replica, pools, o
     assert value(samples, "workpools_status_computed_by", replica=observed_settings.consumer_name) == 1
     assert value(samples, "workpools_foreman_holder") == 1
     stream = f"{observed_settings.prefix}.rpc.create_flow_run"
-    assert value(samples, "faststream_received_messages_total", app_name="workpools", broker="redis", handler=stream) == 3
+    assert (
+        value(samples, "faststream_received_messages_total", app_name="workpools", broker="redis", handler=stream) == 3
+    )
 
 
 async def test_claims_heartbeats_and_leases_show_in_metrics(replica, pools, observed_settings):
