@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 from uuid import UUID, uuid4
 
 from sqlalchemy import insert, select
+from sqlalchemy.engine import RowMapping
 
 from schemas.deployments import Deployment, DeploymentCreate
 from services.db import Database, Tx
-from services.errors import NotFound, queue_not_found
+from services.errors import NotFound
 from services.tables import deployment, work_pool, work_queue
-from services.work_pools import get_pool
+from services.work_pools import pool_by_name
+from services.work_queues import queue_by_name
 
 DEPLOYMENTS = select(
     deployment,
@@ -24,25 +27,23 @@ DEPLOYMENTS = select(
 )
 
 
-async def resolve_queue(tx: Tx, work_pool_name: str, work_queue_name: str | None) -> tuple[Any, Any]:
-    """The pool and its named queue (the default queue when no name is given), or 404."""
-    pool = (await get_pool(tx, work_pool_name))._mapping
-    condition = (
-        work_queue.c.id == pool["default_queue_id"] if work_queue_name is None else work_queue.c.name == work_queue_name
-    )
-    queue = (
-        (await tx.execute(select(work_queue).where(work_queue.c.work_pool_id == pool["id"], condition)))
-        .mappings()
-        .first()
-    )
-    if queue is None:
-        raise queue_not_found(work_pool_name, work_queue_name or "default")
-    return pool, queue
+def to_deployment(row: Mapping[str, Any]) -> Deployment:
+    """A row of `DEPLOYMENTS` as the model."""
+    return Deployment.model_validate(row)
+
+
+async def deployment_by_id(tx: Tx, deployment_id: UUID) -> RowMapping:
+    """The deployment row, or 404."""
+    row = (await tx.execute(select(deployment).where(deployment.c.id == deployment_id))).mappings().first()
+    if row is None:
+        raise NotFound("Deployment not found.")
+    return row
 
 
 async def create_deployment(db: Database, data: DeploymentCreate) -> Deployment:
     async with db.transaction() as tx:
-        _, queue = await resolve_queue(tx, data.work_pool_name, data.work_queue_name)
+        pool = await pool_by_name(tx, data.work_pool_name)
+        queue = await queue_by_name(tx, pool, data.work_queue_name)
         values = {
             **data.model_dump(exclude={"work_pool_name", "work_queue_name"}),
             "id": uuid4(),
@@ -52,13 +53,13 @@ async def create_deployment(db: Database, data: DeploymentCreate) -> Deployment:
             "status": "NOT_READY",
         }
         await tx.execute(insert(deployment).values(values))
-        row = (await tx.execute(DEPLOYMENTS.where(deployment.c.id == values["id"]))).first()
-    return Deployment.model_validate(row._mapping)
+        row = (await tx.execute(DEPLOYMENTS.where(deployment.c.id == values["id"]))).mappings().one()
+    return to_deployment(row)
 
 
 async def read_deployment(db: Database, deployment_id: UUID) -> Deployment:
     async with db.read() as tx:
-        row = (await tx.execute(DEPLOYMENTS.where(deployment.c.id == deployment_id))).first()
+        row = (await tx.execute(DEPLOYMENTS.where(deployment.c.id == deployment_id))).mappings().first()
     if row is None:
         raise NotFound("Deployment not found.")
-    return Deployment.model_validate(row._mapping)
+    return to_deployment(row)

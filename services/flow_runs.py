@@ -6,6 +6,7 @@ evaluated, so of two workers proposing PENDING for one run exactly one is accept
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid4
@@ -24,9 +25,11 @@ from schemas.flow_runs import (
     StateCreate,
 )
 from services.db import Database, Tx
-from services.deployments import resolve_queue
+from services.deployments import deployment_by_id
 from services.errors import Invalid, NotFound
-from services.tables import deployment, flow_run, work_pool, work_queue
+from services.tables import flow_run, work_pool, work_queue
+from services.work_pools import pool_by_name
+from services.work_queues import queue_by_name
 
 NO_PENDING_FROM = frozenset({StateType.PENDING, StateType.RUNNING, StateType.CANCELLING, StateType.CANCELLED})
 TAKES_A_SLOT = frozenset({StateType.PENDING, StateType.RUNNING})
@@ -46,10 +49,10 @@ def state_of(run: Any) -> State:
     )
 
 
-def to_flow_run(run: Any, *, with_state: bool = True) -> FlowRun:
-    result = FlowRun.model_validate(dict(run))
-    if with_state:
-        result.state = state_of(run)
+def to_flow_run(run: Mapping[str, Any]) -> FlowRun:
+    """A run row as the model, with its state."""
+    result = FlowRun.model_validate(run)
+    result.state = state_of(run)
     return result
 
 
@@ -57,17 +60,14 @@ async def create_flow_run(db: Database, data: FlowRunCreate) -> FlowRun:
     async with db.transaction() as tx:
         queue_id, queue_name, pool_name, deployment_id = None, None, None, data.deployment_id
         if data.deployment_id is not None:
-            found = (
-                (await tx.execute(select(deployment).where(deployment.c.id == data.deployment_id))).mappings().first()
-            )
-            if found is None:
-                raise NotFound("Deployment not found.")
+            found = await deployment_by_id(tx, data.deployment_id)
             queue_id = found["work_queue_id"]
             flow_id = data.flow_id or found["flow_id"]
         else:
             flow_id = data.flow_id
         if data.work_pool_name is not None:
-            pool, queue = await resolve_queue(tx, data.work_pool_name, data.work_queue_name)
+            pool = await pool_by_name(tx, data.work_pool_name)
+            queue = await queue_by_name(tx, pool, data.work_queue_name)
             queue_id, queue_name, pool_name = queue["id"], queue["name"], pool["name"]
         elif data.work_queue_name is not None:
             raise Invalid("A work_queue_name needs its work_pool_name.")

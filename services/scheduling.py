@@ -19,24 +19,25 @@ under the lease (row-locked, decided on its own `now`) and a claim can never bot
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import ARRAY, Boolean, DateTime, Uuid, bindparam, select, text
+from sqlalchemy import ARRAY, Boolean, DateTime, Uuid, bindparam, text
 
 from schemas.flow_runs import FlowRun
 from schemas.scheduling import ClaimOptions, Lease, ReadyMark, WorkerFlowRun
-from services.db import Database, Tx
-from services.errors import pool_not_found, queue_not_found
+from services.db import Database
+from services.errors import queue_not_found
 from services.filters import check_limit
-from services.tables import work_pool, work_queue
-from services.work_pools import lock_pool
+from services.work_pools import pool_by_name
+from services.work_queues import queue_ids_by_name
 
 INTERNAL_CAP = 1000
 """Prefect's per-queue and per-pool row caps."""
 
-SELECTION = """
+AVAILABLE_RUNS_SQL = """
     WITH queues AS (
         SELECT q.id, q.priority, q.concurrency_limit,
                (SELECT count(*) FROM flow_run a
@@ -77,17 +78,19 @@ SELECTION = """
          LIMIT least(:limit, pool_slots.available)
      ) picked
 """
-ORDER = " ORDER BY queue_priority, next_scheduled_start_time, id"
-TYPES = (
+"""The runs a poll may hand out, at most `limit`, within the queue and pool slots (unordered)."""
+HANDOUT_ORDER_SQL = " ORDER BY queue_priority, next_scheduled_start_time, id"
+"""The order runs are handed out in: queue priority, then time, then id."""
+POLL_PARAM_TYPES = (
     bindparam("after", type_=DateTime(timezone=True)),
     bindparam("before", type_=DateTime(timezone=True)),
     bindparam("claim", type_=Boolean),
     bindparam("queue_ids", type_=ARRAY(Uuid)),
 )
-SCHEDULED_RUNS = text(SELECTION + ORDER).bindparams(*TYPES)
+SCHEDULED_RUNS = text(AVAILABLE_RUNS_SQL + HANDOUT_ORDER_SQL).bindparams(*POLL_PARAM_TYPES)
 CLAIM_RUNS = text(
     f"""
-    WITH picked AS ({SELECTION}),
+    WITH picked AS ({AVAILABLE_RUNS_SQL}),
     claimed AS (
         UPDATE flow_run f
            SET lease_owner = :owner, lease_token = nextval('flow_run_lease_token'),
@@ -96,10 +99,12 @@ CLAIM_RUNS = text(
          WHERE f.id = picked.id
      RETURNING f.*, picked.queue_priority
     )
-    SELECT * FROM claimed {ORDER}
+    SELECT * FROM claimed {HANDOUT_ORDER_SQL}
     """
 ).bindparams(
-    *TYPES, bindparam("now", type_=DateTime(timezone=True)), bindparam("expires", type_=DateTime(timezone=True))
+    *POLL_PARAM_TYPES,
+    bindparam("now", type_=DateTime(timezone=True)),
+    bindparam("expires", type_=DateTime(timezone=True)),
 )
 
 NEXT_DUE = text(
@@ -116,29 +121,19 @@ NEXT_DUE = text(
 )
 
 
-POOL_QUEUES = (
-    select(work_pool.c.id.label("pool_id"), work_queue.c.id, work_queue.c.name)
-    .join(work_queue, work_queue.c.work_pool_id == work_pool.c.id)
-    .where(work_pool.c.name == bindparam("name"))
-)
-"""A pool's queues in one round trip (every pool has its default queue, so no row = no pool)."""
-
-
-async def _resolve(tx: Tx, work_pool_name: str, work_queue_names: list[str] | None) -> tuple[UUID, list, list]:
-    """The pool id, the requested queue ids (None = all) and every queue id polled."""
-    rows = (await tx.execute(POOL_QUEUES, {"name": work_pool_name})).all()
-    if not rows:
-        raise pool_not_found(work_pool_name)
-    pool_id = rows[0].pool_id
-    by_name = {row.name: row.id for row in rows}
+def polled_queue_ids(
+    work_pool_name: str, queue_ids: Mapping[str, UUID], work_queue_names: list[str] | None
+) -> tuple[list[UUID] | None, list[UUID]]:
+    """The requested queue ids (None = every queue) and every queue id polled, from the pool's
+    queue ids by name; 404 for a name the pool does not have."""
     if not work_queue_names:
-        return pool_id, None, list(by_name.values())
-    queue_ids = []
+        return None, list(queue_ids.values())
+    requested = []
     for name in work_queue_names:
-        if name not in by_name:
+        if name not in queue_ids:
             raise queue_not_found(work_pool_name, name)
-        queue_ids.append(by_name[name])
-    return pool_id, queue_ids, queue_ids
+        requested.append(queue_ids[name])
+    return requested, requested
 
 
 async def get_scheduled_flow_runs(
@@ -157,7 +152,8 @@ async def get_scheduled_flow_runs(
     # A read-only poll runs in autocommit (its row locks last for its statement, as Prefect's
     # last until its immediate commit); a claim needs its transaction (pool row, leases).
     async with db.transaction() if claiming else db.read() as tx:
-        pool_id, queue_ids, polled = await _resolve(tx, work_pool_name, work_queue_names)
+        pool_id, by_name = await queue_ids_by_name(tx, work_pool_name)
+        queue_ids, polled = polled_queue_ids(work_pool_name, by_name, work_queue_names)
         params = {
             "pool_id": pool_id,
             "queue_ids": queue_ids,
@@ -168,7 +164,7 @@ async def get_scheduled_flow_runs(
             "claim": claiming,
         }
         if claiming:
-            await lock_pool(tx, work_pool_name)  # claims of one pool see each other's leases
+            await pool_by_name(tx, work_pool_name, lock="for_change")  # claims of one pool see each other's leases
             params |= {
                 "now": tx.now,
                 "owner": claim.worker_name,
@@ -176,7 +172,7 @@ async def get_scheduled_flow_runs(
                 "expires": tx.now + timedelta(seconds=claim.lease_seconds),
             }
         rows = await tx.execute(CLAIM_RUNS if claiming else SCHEDULED_RUNS, params)
-        runs = [_item(pool_id, row._mapping, claiming) for row in rows]
+        runs = [_item(pool_id, row, claiming) for row in rows.mappings()]
         mark = ReadyMark(work_pool_id=pool_id, work_queue_ids=polled, polled_at=tx.now)
     if runs:
         due = [run.flow_run.next_scheduled_start_time for run in runs]
@@ -189,7 +185,8 @@ async def next_due(
 ) -> datetime | None:
     """When the next scheduled run after `scheduled_before` becomes due (a long poll's timer)."""
     async with db.read() as tx:
-        pool_id, queue_ids, _ = await _resolve(tx, work_pool_name, work_queue_names)
+        pool_id, by_name = await queue_ids_by_name(tx, work_pool_name)
+        queue_ids, _ = polled_queue_ids(work_pool_name, by_name, work_queue_names)
         return (
             await tx.execute(NEXT_DUE, {"pool_id": pool_id, "queue_ids": queue_ids, "before": scheduled_before})
         ).scalar()

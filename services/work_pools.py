@@ -3,11 +3,13 @@ docs/statuses.md#pool-status)."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Literal
 from uuid import uuid4
 
 from sqlalchemy import case, delete, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.engine import RowMapping
 
 from schemas.common import WorkPoolStatus
 from schemas.work_pools import WorkPool, WorkPoolCreate, WorkPoolFilter, WorkPoolUpdate
@@ -43,23 +45,25 @@ def is_reserved(name: str) -> bool:
     return name.lower().startswith("prefect")
 
 
-def to_work_pool(row: Any) -> WorkPool:
-    pool = WorkPool.model_validate(dict(row._mapping) if hasattr(row, "_mapping") else row)
+def to_work_pool(row: Mapping[str, Any]) -> WorkPool:
+    """A pool row (with its `active_slots`) as the model; an agent pool has no status."""
+    pool = WorkPool.model_validate(row)
     if pool.type == AGENT_TYPE:
         pool.status = None
     return pool
 
 
-async def lock_pool(tx: Tx, name: str) -> Any:
-    """The pool row, locked against concurrent queue changes (serialises priorities per pool)."""
-    row = (await tx.execute(select(work_pool).where(work_pool.c.name == name).with_for_update(key_share=True))).first()
-    if row is None:
-        raise pool_not_found(name)
-    return row
+PoolLock = Literal["for_change", "for_delete"]
+"""`for_change` (FOR NO KEY UPDATE) serialises changes to the pool's queues, priorities and
+claims while rows that reference it stay insertable; `for_delete` (FOR UPDATE) before deleting it."""
 
 
-async def get_pool(tx: Tx, name: str) -> Any:
-    row = (await tx.execute(select(work_pool).where(work_pool.c.name == name))).first()
+async def pool_by_name(tx: Tx, name: str, *, lock: PoolLock | None = None) -> RowMapping:
+    """The pool row named `name`, or 404."""
+    query = select(work_pool).where(work_pool.c.name == name)
+    if lock is not None:
+        query = query.with_for_update(key_share=lock == "for_change")
+    row = (await tx.execute(query)).mappings().first()
     if row is None:
         raise pool_not_found(name)
     return row
@@ -110,7 +114,7 @@ async def create_work_pool(db: Database, data: WorkPoolCreate) -> WorkPool:
 
 async def read_work_pool(db: Database, name: str) -> WorkPool:
     async with db.read() as tx:
-        row = (await tx.execute(select(work_pool, ACTIVE_SLOTS).where(work_pool.c.name == name))).first()
+        row = (await tx.execute(select(work_pool, ACTIVE_SLOTS).where(work_pool.c.name == name))).mappings().first()
     if row is None:
         raise pool_not_found(name)
     return to_work_pool(row)
@@ -128,7 +132,7 @@ async def read_work_pools(
         .limit(limit)
     )
     async with db.read() as tx:
-        rows = (await tx.execute(query)).all()
+        rows = (await tx.execute(query)).mappings().all()
     return [to_work_pool(row) for row in rows]
 
 
@@ -149,13 +153,7 @@ async def update_work_pool(db: Database, name: str, data: WorkPoolUpdate) -> Non
             raise Invalid(str(exc)) from exc
     changes = data.model_dump(mode="json", include=fields)
     async with db.transaction() as tx:
-        pool = (
-            (await tx.execute(select(work_pool).where(work_pool.c.name == name).with_for_update(key_share=True)))
-            .mappings()
-            .first()
-        )
-        if pool is None:
-            raise pool_not_found(name)
+        pool = await pool_by_name(tx, name, lock="for_change")
         values: dict[str, Any] = {**changes, "updated": tx.now}
         status_event = None
         if "is_paused" in fields and pool["type"] != AGENT_TYPE:
@@ -182,11 +180,7 @@ async def delete_work_pool(db: Database, name: str) -> None:
     if is_reserved(name):
         raise Forbidden(RESERVED_DELETE)
     async with db.transaction() as tx:
-        pool = (
-            (await tx.execute(select(work_pool).where(work_pool.c.name == name).with_for_update())).mappings().first()
-        )
-        if pool is None:
-            raise pool_not_found(name)
+        pool = await pool_by_name(tx, name, lock="for_delete")
         queues = await tx.execute(
             select(work_queue).where(work_queue.c.work_pool_id == pool["id"]).order_by(work_queue.c.priority)
         )

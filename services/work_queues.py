@@ -3,22 +3,24 @@ docs/statuses.md#queue-status, docs/priorities.md)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
-from uuid import uuid4
+from uuid import UUID, uuid4
 
-from sqlalchemy import case, delete, func, select, update
+from sqlalchemy import bindparam, case, delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.engine import RowMapping
 
 from schemas.common import WorkQueueStatus
 from schemas.work_queues import WorkQueue, WorkQueueCreate, WorkQueueFilter, WorkQueueUpdate
 from services import events
 from services.db import Database, Tx
-from services.errors import AlreadyExists, Conflict, queue_not_found
+from services.errors import AlreadyExists, Conflict, pool_not_found, queue_not_found
 from services.filters import check_limit, queue_condition
 from services.priorities import first_free_priority, rebalance
 from services.tables import flow_run, work_pool, work_queue
-from services.work_pools import ACTIVE_STATES, get_pool, lock_pool
+from services.work_pools import ACTIVE_STATES, pool_by_name
 
 RECENTLY_POLLED = timedelta(seconds=60)
 UPDATE_EVENT_FIELDS = ("name", "description", "concurrency_limit", "priority")
@@ -34,6 +36,41 @@ QUEUE_COLUMNS = (
     case((work_queue.c.concurrency_limit.is_(None), None), else_=_queue_active).label("active_slots"),
 )
 QUEUES = select(*QUEUE_COLUMNS).join(work_pool, work_pool.c.id == work_queue.c.work_pool_id)
+"""Queues as the model reads them: with their pool's name and, when limited, their active slots."""
+
+
+def to_work_queue(row: Mapping[str, Any]) -> WorkQueue:
+    """A row of `QUEUES` as the model."""
+    return WorkQueue.model_validate(row)
+
+
+POOL_QUEUE_IDS = (
+    select(work_pool.c.id.label("pool_id"), work_queue.c.id, work_queue.c.name)
+    .join(work_queue, work_queue.c.work_pool_id == work_pool.c.id)
+    .where(work_pool.c.name == bindparam("name"))
+)
+
+
+async def queue_ids_by_name(tx: Tx, work_pool_name: str) -> tuple[UUID, dict[str, UUID]]:
+    """The pool's id and its queue ids by name, in one round trip, or 404 (every pool has its
+    default queue, so no row means no pool)."""
+    rows = (await tx.execute(POOL_QUEUE_IDS, {"name": work_pool_name})).all()
+    if not rows:
+        raise pool_not_found(work_pool_name)
+    return rows[0].pool_id, {row.name: row.id for row in rows}
+
+
+async def queue_by_name(tx: Tx, pool: Mapping[str, Any], name: str | None, *, lock: bool = False) -> RowMapping:
+    """The queue row `name` of `pool` (its default queue when `name` is None), or 404; `lock`
+    holds it for a change (FOR NO KEY UPDATE)."""
+    condition = work_queue.c.id == pool["default_queue_id"] if name is None else work_queue.c.name == name
+    query = select(work_queue).where(work_queue.c.work_pool_id == pool["id"], condition)
+    if lock:
+        query = query.with_for_update(key_share=True)
+    row = (await tx.execute(query)).mappings().first()
+    if row is None:
+        raise queue_not_found(pool["name"], name or "default")
+    return row
 
 
 async def _pool_priorities(tx: Tx, pool_id: Any) -> list[tuple[Any, int]]:
@@ -50,7 +87,7 @@ async def _apply_rebalance(tx: Tx, pool_id: Any, target: Any) -> None:
 
 async def create_work_queue(db: Database, work_pool_name: str, data: WorkQueueCreate) -> WorkQueue:
     async with db.transaction() as tx:
-        pool = (await lock_pool(tx, work_pool_name))._mapping
+        pool = await pool_by_name(tx, work_pool_name, lock="for_change")
         existing = await _pool_priorities(tx, pool["id"])
         priority = data.priority or first_free_priority([p for _, p in existing])
         values = {
@@ -74,16 +111,17 @@ async def create_work_queue(db: Database, work_pool_name: str, data: WorkQueueCr
         if data.priority is not None:
             await _apply_rebalance(tx, pool["id"], values["id"])
         tx.emit(events.queue_event("created", values, pool, tx.now))
-        row = (await tx.execute(QUEUES.where(work_queue.c.id == values["id"]))).first()
-    return WorkQueue.model_validate(row._mapping)
+        row = (await tx.execute(QUEUES.where(work_queue.c.id == values["id"]))).mappings().one()
+    return to_work_queue(row)
 
 
 async def read_work_queue(db: Database, work_pool_name: str, name: str) -> WorkQueue:
     async with db.read() as tx:
-        row = (await tx.execute(QUEUES.where(work_pool.c.name == work_pool_name, work_queue.c.name == name))).first()
+        query = QUEUES.where(work_pool.c.name == work_pool_name, work_queue.c.name == name)
+        row = (await tx.execute(query)).mappings().first()
     if row is None:
         raise queue_not_found(work_pool_name, name)
-    return WorkQueue.model_validate(row._mapping)
+    return to_work_queue(row)
 
 
 async def read_work_queues(
@@ -95,31 +133,14 @@ async def read_work_queues(
 ) -> list[WorkQueue]:
     limit = check_limit(limit)
     async with db.read() as tx:
-        pool = await get_pool(tx, work_pool_name)
+        pool = await pool_by_name(tx, work_pool_name)
         rows = await tx.execute(
-            QUEUES.where(work_queue.c.work_pool_id == pool.id, queue_condition(work_queue_filter))
+            QUEUES.where(work_queue.c.work_pool_id == pool["id"], queue_condition(work_queue_filter))
             .order_by(work_queue.c.priority)
             .offset(offset)
             .limit(limit)
         )
-        return [WorkQueue.model_validate(row._mapping) for row in rows]
-
-
-async def _find_queue(tx: Tx, pool: Any, work_pool_name: str, name: str) -> Any:
-    queue = (
-        (
-            await tx.execute(
-                select(work_queue)
-                .where(work_queue.c.work_pool_id == pool["id"], work_queue.c.name == name)
-                .with_for_update(key_share=True)
-            )
-        )
-        .mappings()
-        .first()
-    )
-    if queue is None:
-        raise queue_not_found(work_pool_name, name)
-    return queue
+        return [to_work_queue(row) for row in rows.mappings()]
 
 
 def _unpause_status(queue: Any, changes: dict[str, Any], now: Any) -> WorkQueueStatus:
@@ -135,8 +156,8 @@ async def update_work_queue(db: Database, work_pool_name: str, name: str, data: 
     if "filter" in changes and data.filter is not None:
         changes["filter"] = data.filter.model_dump(mode="json")
     async with db.transaction() as tx:
-        pool = (await lock_pool(tx, work_pool_name))._mapping
-        queue = await _find_queue(tx, pool, work_pool_name, name)
+        pool = await pool_by_name(tx, work_pool_name, lock="for_change")
+        queue = await queue_by_name(tx, pool, name, lock=True)
         status = None
         if "is_paused" in fields:
             if data.is_paused and queue["status"] != WorkQueueStatus.PAUSED:
@@ -158,8 +179,8 @@ async def update_work_queue(db: Database, work_pool_name: str, name: str, data: 
 
 async def delete_work_queue(db: Database, work_pool_name: str, name: str) -> None:
     async with db.transaction() as tx:
-        pool = (await lock_pool(tx, work_pool_name))._mapping
-        queue = await _find_queue(tx, pool, work_pool_name, name)
+        pool = await pool_by_name(tx, work_pool_name, lock="for_change")
+        queue = await queue_by_name(tx, pool, name, lock=True)
         if queue["id"] == pool["default_queue_id"]:
             raise Conflict("Can't delete a pool's default queue.")
         tx.emit(events.queue_event("deleted", queue, pool, tx.now))

@@ -10,7 +10,7 @@ from services.errors import NotFound, pool_not_found
 from services.filters import check_limit, worker_condition
 from services.heartbeats import Beat, record_heartbeats
 from services.tables import worker
-from services.work_pools import get_pool
+from services.work_pools import pool_by_name
 
 
 async def record_heartbeat(
@@ -30,22 +30,22 @@ async def read_workers(
 ) -> list[Worker]:
     limit = check_limit(limit)
     async with db.read() as tx:
-        pool = await get_pool(tx, work_pool_name)
+        pool = await pool_by_name(tx, work_pool_name)
         rows = await tx.execute(
             select(worker)
-            .where(worker.c.work_pool_id == pool.id, worker_condition(worker_filter))
+            .where(worker.c.work_pool_id == pool["id"], worker_condition(worker_filter))
             .order_by(worker.c.last_heartbeat_time.desc(), worker.c.name)
             .offset(offset or 0)
             .limit(limit)
         )
-        return [Worker.model_validate(row._mapping) for row in rows]
+        return [Worker.model_validate(row) for row in rows.mappings()]
 
 
 async def delete_worker(db: Database, work_pool_name: str, name: str) -> None:
     async with db.transaction() as tx:
-        pool = await get_pool(tx, work_pool_name)
+        pool = await pool_by_name(tx, work_pool_name)
         deleted = await tx.execute(
-            delete(worker).where(worker.c.work_pool_id == pool.id, worker.c.name == name).returning(worker.c.id)
+            delete(worker).where(worker.c.work_pool_id == pool["id"], worker.c.name == name).returning(worker.c.id)
         )
         if deleted.first() is None:
             raise NotFound("Worker not found.")
