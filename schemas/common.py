@@ -17,6 +17,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 DEFAULT_LIMIT = 200
 """Default and maximum `limit` of every filter and poll (Prefect's `server.api.default_limit`)."""
@@ -66,6 +67,60 @@ def error_details(exc: ValidationError) -> list[dict[str, Any]]:
         return json.loads(exc.json(include_url=False, include_input=False))
     except ValueError:
         return [{"type": e["type"], "loc": list(e["loc"]), "msg": e["msg"]} for e in exc.errors()]
+
+
+MAX_JSON_DEPTH = 64
+"""How deep a request body or worker message may nest (objects and arrays, the body itself being
+level 1), and so every JSON field in it: `parameters`, `job_variables`, `base_job_template` …
+Deeper is refused (422) where the message enters, before anything else reads it."""
+
+
+def json_too_deep(value: Any, limit: int = MAX_JSON_DEPTH) -> str | None:
+    """Where ``value`` first nests deeper than ``limit`` levels (a path like ``parameters/a/0``), or
+    None. Iterative: a value nested far deeper than Python's recursion limit is measured safely."""
+    if not isinstance(value, (dict, list, tuple)):
+        return None
+    containers = (dict, list, tuple)
+    stack: list[tuple[Any, int, Any]] = [(value, 1, None)]
+    while stack:
+        item, depth, trail = stack.pop()
+        if depth > limit:
+            parts: list[str] = []
+            while trail is not None:
+                trail, key = trail
+                parts.append(str(key))
+            return "/".join(reversed(parts))
+        pairs = item.items() if isinstance(item, dict) else enumerate(item)
+        for key, child in pairs:
+            if isinstance(child, containers):
+                stack.append((child, depth + 1, (trail, key)))
+    return None
+
+
+JSON_TOO_DEEP = "json_too_deep"
+"""The error type (pydantic's sense) of a body nested deeper than `MAX_JSON_DEPTH`."""
+
+
+def json_depth_error(value: Any, limit: int = MAX_JSON_DEPTH) -> dict[str, Any] | None:
+    """A validation error (as in a 422's `detail` list) when ``value`` nests too deep; else None."""
+    where = json_too_deep(value, limit)
+    if where is None:
+        return None
+    return {"type": JSON_TOO_DEEP, "loc": ["body"], "msg": f"JSON nests deeper than {limit} levels (at {where})"}
+
+
+class DepthBounded(BaseModel):
+    """A message read straight from the wire (the worker channel): refused (422, error type
+    `json_too_deep`) when it nests deeper than `MAX_JSON_DEPTH`, before any other check walks it.
+    Stream requests are held to the same limit where they are decoded (`transport.envelope`)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bounded_depth(cls, value: Any) -> Any:
+        error = json_depth_error(value)
+        if error is not None:
+            raise PydanticCustomError(JSON_TOO_DEEP, error["msg"])
+        return value
 
 
 def _has_nul(value: Any) -> bool:

@@ -12,12 +12,12 @@ from typing import Any
 
 from pydantic import Field
 
-from schemas.common import ActionModel, Int32, ResponseModel, UTCDateTime, WorkerName
+from schemas.common import ActionModel, DepthBounded, Int32, ResponseModel, UTCDateTime, WorkerName
 from schemas.scheduling import ClaimOptions
 from schemas.wire import ErrorKind
 
 
-class HeartbeatMessage(ActionModel):
+class HeartbeatMessage(DepthBounded, ActionModel):
     message_id: str | None = Field(
         default=None, max_length=200, description="Unique per message; identical messages within 10 s count once."
     )
@@ -28,7 +28,7 @@ class HeartbeatMessage(ActionModel):
     reply_to: str | None = Field(default=None, description="Ask for an acknowledgement here.")
 
 
-class PollMessage(ClaimOptions):
+class PollMessage(DepthBounded, ClaimOptions):
     correlation_id: str = Field(min_length=1, max_length=200)
     reply_to: str = Field(min_length=1, max_length=500)
     work_pool_name: str

@@ -10,6 +10,7 @@ from faststream.redis import RedisResponse
 from faststream.redis.parser.binary import BinaryMessageFormatV1
 
 from schemas import wire
+from schemas.common import MAX_JSON_DEPTH, json_depth_error
 from services.errors import Invalid
 
 
@@ -40,11 +41,17 @@ class JSONEnvelope(BinaryMessageFormatV1):
 
 async def decode_body(msg: Any, original: Callable[[Any], Awaitable[Any]]) -> Any:
     """FastStream's decoding, except that a body nested deeper than Python's JSON parser goes
-    (`[[[[…]]]]`, a RecursionError) is a bad request (422), not an unexpected error (500)."""
+    (`[[[[…]]]]`, a RecursionError) is a bad request (422), not an unexpected error (500); and a
+    body nested deeper than `MAX_JSON_DEPTH` is refused here (422, error type `json_too_deep`),
+    before anything else walks it."""
     try:
-        return await original(msg)
+        body = await original(msg)
     except RecursionError:
-        raise Invalid("Request body is nested too deeply.") from None
+        raise Invalid(f"Request body nests deeper than {MAX_JSON_DEPTH} levels.") from None
+    error = json_depth_error(body)
+    if error is not None:
+        raise Invalid([error])
+    return body
 
 
 def respond(status: int, body: Any = None, headers: dict[str, str] | None = None) -> RedisResponse:
