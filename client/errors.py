@@ -41,6 +41,10 @@ class ServiceUnavailable(WorkPoolsError):
     """The service could not serve the request now (503), or no reply came in time (504)."""
 
 
+class RedisUnreachable(ServiceUnavailable):
+    """Redis could not be reached (503 from the client itself, no replica was asked)."""
+
+
 _BY_KIND: dict[str, type[WorkPoolsError]] = {
     ErrorKind.NOT_FOUND: ObjectNotFound,
     ErrorKind.ALREADY_EXISTS: ObjectAlreadyExists,
@@ -63,3 +67,7 @@ def error_for(status: int, detail: Any, kind: str | None = None) -> WorkPoolsErr
     """The exception for an error reply: by its kind, else (an older service) by its status."""
     cls = _BY_KIND.get(kind) if kind is not None else None
     return (cls or _BY_STATUS.get(status, WorkPoolsError))(status, detail)
+
+
+class ClientNotOpen(RuntimeError):
+    """A client was used before `async with` opened it (or after it was closed)."""

@@ -1,4 +1,10 @@
-"""Multiplexed request/reply over Redis: one reply channel per client, futures by correlation id."""
+"""Multiplexed request/reply over Redis: one reply channel per client, futures by correlation id.
+
+Failures are fast and said once: a Redis that cannot be reached when a client opens raises
+`ServiceUnavailable` at once (not after the timeout); a connection lost later is logged once,
+fails the requests waiting for a reply (their replies could be missed while unsubscribed) and
+is retried in the background; a client used before `async with` raises `ClientNotOpen`.
+"""
 
 from __future__ import annotations
 
@@ -15,8 +21,10 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import AuthenticationError, NoPermissionError
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from client.errors import ServiceUnavailable
+from client.config import prefix_or_default, redis_address, redis_url_or_default
+from client.errors import ClientNotOpen, RedisUnreachable, ServiceUnavailable
 from schemas import wire
 from schemas.channels import REQUEST_STREAM_MAXLEN, Channels, Op
 
@@ -28,16 +36,34 @@ Decode = Callable[[bytes], tuple[str, Any]]
 REFUSALS = (AuthenticationError, NoPermissionError)
 """Redis refused the client's user (wrong credentials, or an ACL right missing): raised as they are."""
 
+UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError)
+"""Redis could not be reached, or stopped answering."""
+
 
 def connect_redis(redis_url: str, max_connections: int, timeout: float) -> Redis:
-    # Blocking pool: many concurrent requests wait for a connection instead of failing.
+    # Blocking pool: many concurrent requests wait for a connection instead of failing. A few
+    # quick retries ride over a blip; a Redis that is down fails within about a second.
     pool = BlockingConnectionPool.from_url(
         redis_url,
         max_connections=max_connections,
         timeout=timeout,
-        retry=Retry(ExponentialWithJitterBackoff(0.05, 1.0), 5),
+        socket_connect_timeout=min(timeout, 5.0),
+        retry=Retry(ExponentialWithJitterBackoff(0.05, 0.5), 3),
     )
     return Redis(connection_pool=pool)
+
+
+def address_of(redis: Redis) -> str:
+    """Where `redis` connects, without credentials (for messages)."""
+    kwargs = redis.connection_pool.connection_kwargs
+    if "path" in kwargs:
+        return f"unix://{kwargs['path']}"
+    return f"redis://{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}/{kwargs.get('db', 0)}"
+
+
+def unreachable(redis: Redis, exc: BaseException | None = None) -> RedisUnreachable:
+    reason = f": {str(exc).rstrip('.')}" if exc is not None and str(exc) else ""
+    return RedisUnreachable(503, f"Redis at {address_of(redis)} is not reachable{reason}.")
 
 
 class ReplyChannel:
@@ -49,7 +75,13 @@ class ReplyChannel:
         self._reader: asyncio.Task | None = None
         self._subscribed = asyncio.Event()
 
+    @property
+    def is_open(self) -> bool:
+        """Opened and not closed (it may be resubscribing after a lost connection)."""
+        return self._reader is not None
+
     async def open(self) -> None:
+        """Subscribe; raise at once if Redis cannot be reached or refuses this client."""
         self._reader = asyncio.create_task(self._read())
         subscribed = asyncio.create_task(self._subscribed.wait())
         await asyncio.wait({self._reader, subscribed}, timeout=self.timeout, return_when=asyncio.FIRST_COMPLETED)
@@ -57,15 +89,28 @@ class ReplyChannel:
         if self._subscribed.is_set():
             return
         reader, self._reader = self._reader, None
-        if reader.done():
-            reader.result()  # Redis refused this client (credentials, ACL rights): raise that, clearly
-        await _cancel(reader)
-        raise ServiceUnavailable(503, "Redis is not reachable.")
+        if not reader.done():
+            await _cancel(reader)
+            raise RedisUnreachable(503, f"Redis at {address_of(self.redis)} did not answer within {self.timeout} s.")
+        error = reader.exception()
+        if isinstance(error, UNREACHABLE) and not isinstance(error, REFUSALS):
+            raise unreachable(self.redis, error) from None
+        reader.result()  # Redis refused this client (credentials, ACL rights): raise that, clearly
+
+    async def subscribed(self, timeout: float) -> None:
+        """Wait (at most `timeout`) until the channel is subscribed again after a lost connection."""
+        if self._subscribed.is_set():
+            return
+        try:
+            await asyncio.wait_for(self._subscribed.wait(), max(0.0, timeout))
+        except TimeoutError:
+            raise unreachable(self.redis) from None
 
     async def close(self) -> None:
         if self._reader is not None:
             await _cancel(self._reader)
             self._reader = None
+        self._subscribed.clear()
 
     def expect(self, correlation_id: str) -> asyncio.Future:
         future = asyncio.get_running_loop().create_future()
@@ -77,7 +122,9 @@ class ReplyChannel:
 
     async def _read(self) -> None:
         """Dispatch replies; resubscribe after a lost connection. Subscribed once Redis confirmed it
-        (a request sent before could be answered before the subscription, or refused: NOPERM)."""
+        (a request sent before could be answered before the subscription, or refused: NOPERM).
+        A first subscription that fails ends the task: `open` reports why."""
+        lost = 0
         while True:
             pubsub = self.redis.pubsub()
             try:
@@ -86,12 +133,21 @@ class ReplyChannel:
                     if message["type"] == "message":
                         self._deliver(message["data"])
                     elif message["type"] == "subscribe":
+                        if lost:
+                            log.warning("reply channel subscribed again after %d attempts", lost)
+                        lost = 0
                         self._subscribed.set()
             except REFUSALS:
                 raise  # retrying cannot fix credentials or rights
-            except (RedisConnectionError, OSError):
-                log.warning("reply channel lost; resubscribing")
-                await asyncio.sleep(0.2)
+            except UNREACHABLE as exc:
+                if not self._subscribed.is_set() and not lost:
+                    raise  # never subscribed: nothing to resume
+                if not lost:
+                    log.warning("reply channel lost (%s); resubscribing until Redis is back", exc)
+                self._subscribed.clear()
+                self._fail_pending(exc)
+                lost += 1
+                await asyncio.sleep(min(0.1 * 2**lost, 2.0))
             finally:
                 with contextlib.suppress(Exception):
                     await asyncio.shield(pubsub.aclose())
@@ -106,6 +162,14 @@ class ReplyChannel:
         if future is not None and not future.done():
             future.set_result(value)
 
+    def _fail_pending(self, exc: BaseException) -> None:
+        """Replies published while unsubscribed are lost: the waiting requests fail now (503) and
+        can be sent again (with the same request id) instead of waiting out their timeout."""
+        pending, self._pending = self._pending, {}
+        for future in pending.values():
+            if not future.done():
+                future.set_exception(unreachable(self.redis, exc))
+
 
 async def _cancel(task: asyncio.Task) -> None:
     task.cancel()
@@ -119,26 +183,37 @@ def _decode_envelope(raw: bytes) -> tuple[str, tuple[int, Any, dict[str, str]]]:
 
 
 class RpcTransport:
-    """Requests on the operation streams, replies on this client's own channel."""
+    """Requests on the operation streams, replies on this client's own channel.
+
+    `redis_url` and `prefix` default to `WORKPOOLS_REDIS_URL` and `WORKPOOLS_PREFIX`, as for the
+    service."""
 
     def __init__(
         self,
-        redis_url: str,
-        prefix: str,
+        redis_url: str | None = None,
+        prefix: str | None = None,
         *,
         timeout: float = 30.0,
         maxlen: int = REQUEST_STREAM_MAXLEN,
         max_connections: int = 32,
+        owner: str = "RpcTransport",
     ) -> None:
-        self.channels = Channels(prefix)
+        self.prefix = prefix_or_default(prefix)
+        self.channels = Channels(self.prefix)
         self.timeout = timeout
         self.maxlen = maxlen
-        self.redis = connect_redis(redis_url, max_connections, timeout)
+        self.owner = owner
+        self.redis_url = redis_url_or_default(redis_url)
+        self.redis = connect_redis(self.redis_url, max_connections, timeout)
         self.replies = ReplyChannel(self.redis, self.channels.reply(uuid.uuid4().hex), _decode_envelope, timeout)
 
     @property
     def reply_channel(self) -> str:
         return self.replies.channel
+
+    @property
+    def address(self) -> str:
+        return redis_address(self.redis_url)
 
     async def connect(self) -> None:
         await self.replies.open()
@@ -148,20 +223,29 @@ class RpcTransport:
         await self.redis.aclose()
         await self.redis.connection_pool.disconnect()
 
+    def check_open(self) -> None:
+        if not self.replies.is_open:
+            raise ClientNotOpen(
+                f"{self.owner} is not open: use it as `async with {self.owner}(...) as client:` "
+                "(or await its __aenter__()) before sending requests."
+            )
+
     async def request(
-        self, op: Op, body: Any, timeout: float | None = None, request_id: str | None = None
+        self, op: Op | str, body: Any, timeout: float | None = None, request_id: str | None = None
     ) -> tuple[int, Any]:
         """Send one request and wait for its (status, body) reply."""
         status, result, _ = await self.exchange(op, body, timeout, request_id)
         return status, result
 
     async def exchange(
-        self, op: Op, body: Any, timeout: float | None = None, request_id: str | None = None
+        self, op: Op | str, body: Any, timeout: float | None = None, request_id: str | None = None
     ) -> tuple[int, Any, dict[str, str]]:
         """Send one request and wait for its reply: (status, body, headers). Writes with the
         same `request_id` act once; a repeat gets the first reply."""
+        self.check_open()
         timeout = timeout or self.timeout
         deadline = time.time() + timeout  # the service drops the request after it; we stop waiting then
+        await self.replies.subscribed(deadline - time.time())
         correlation_id = uuid.uuid4().hex
         future = self.replies.expect(correlation_id)
         headers = {
@@ -179,8 +263,14 @@ class RpcTransport:
             )
             return await asyncio.wait_for(future, max(0.0, deadline - time.time()))
         except TimeoutError:
-            raise ServiceUnavailable(504, f"No reply to {op} within {timeout} s.") from None
-        except (RedisConnectionError, OSError) as exc:
-            raise ServiceUnavailable(503, f"Redis is not reachable: {exc}") from None
+            raise ServiceUnavailable(
+                504,
+                f'No replica answered {op} within {timeout} s on prefix "{self.prefix}" at {self.address}: '
+                f"is `workpools serve` running there with WORKPOOLS_PREFIX={self.prefix}?",
+            ) from None
+        except REFUSALS:
+            raise
+        except UNREACHABLE as exc:
+            raise unreachable(self.redis, exc) from None
         finally:
             self.replies.forget(correlation_id)

@@ -25,12 +25,14 @@ class WorkPoolClient(DeploymentMethods, FlowRunMethods):
 
     def __init__(
         self,
-        redis_url: str = "redis://localhost:6379/0",
-        prefix: str = "workpools",
+        redis_url: str | None = None,
+        prefix: str | None = None,
         timeout: float = 30.0,
         retries: int = 2,
     ) -> None:
-        self._rpc = RpcTransport(redis_url, prefix, timeout=timeout)
+        """`redis_url` and `prefix` default to `WORKPOOLS_REDIS_URL` and `WORKPOOLS_PREFIX`
+        (then `redis://localhost:6379/0` and `workpools`), as for the service."""
+        self._rpc = RpcTransport(redis_url, prefix, timeout=timeout, owner=type(self).__name__)
         self.retries = retries
         """Retries after 503/504 or a lost connection, with the same request id (so a write
         that did happen is not done again: its first reply comes back)."""
@@ -157,6 +159,7 @@ class WorkPoolClient(DeploymentMethods, FlowRunMethods):
 
     async def read_events(self, after: str | None = None, count: int = 100) -> list[Event]:
         """Events oldest first: from the start, or those after the event whose `id` is given."""
+        self._rpc.check_open()
         redis, stream = self._rpc.redis, self._rpc.channels.events
         start = "-"
         if after is not None:

@@ -1,62 +1,35 @@
-"""The `workpools` command against a real replica: a `workpools serve` process on real Redis and
-PostgreSQL (the commands call `asyncio.run`, so the replica cannot run in the test's event loop)."""
+"""The `workpools` command against a real replica: one `workpools serve` process per module on
+real Redis and PostgreSQL (the commands call `asyncio.run`, so the replica cannot run in the
+test's event loop). Every command is checked as a table and as JSON."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import os
-import re
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-import pytest
-from typer.testing import CliRunner, Result
-
-from cli.main import cli
-from client import ServiceUnavailable, WorkPoolClient
+from client import WorkPoolClient
 from replica.asyncapi import CONSUMER_PLACEHOLDER, ERROR_STATUSES
 from schemas.channels import Channels, Op
 from schemas.operations import OPERATIONS
 from schemas.settings import Settings
-from tests.factories import unique, wait_until
-from tests.replicas import Replica, replicas
+from tests.cli import as_json, as_jsonl, command_env, row, rows, workpools
+from tests.factories import unique
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def env(settings: Settings) -> dict[str, str]:
-    """What the commands read; wide enough that no table cell wraps."""
-    return {
-        "WORKPOOLS_REDIS_URL": settings.redis_url,
-        "WORKPOOLS_DATABASE_URL": settings.database_url,
-        "WORKPOOLS_PREFIX": settings.prefix,
-        "COLUMNS": "200",
-    }
-
-
-@pytest.fixture
-def replica(settings: Settings, db, redis) -> Iterator[Replica]:
-    """A `workpools serve` process on clean tables, answering before the test starts."""
-    with replicas(settings, "cli") as (replica,):
-        asyncio.run(wait_until_answering(replica, settings))
-        yield replica
-
-
-async def wait_until_answering(replica: Replica, settings: Settings) -> None:
-    async def answered(client: WorkPoolClient) -> bool:
-        assert replica.process.poll() is None, f"the replica exited:\n{replica.output()}"
-        try:
-            await client.count_work_pools()  # waits up to the client's timeout for the reply
-        except ServiceUnavailable:
-            return False
-        return True
-
-    async with WorkPoolClient(settings.redis_url, settings.prefix, timeout=1.0) as client:
-        await wait_until(lambda: answered(client), timeout=20)
+TEMPLATE = {
+    "job_configuration": {"command": "{{ command }}", "env": "{{ env }}"},
+    "variables": {
+        "properties": {
+            "command": {"type": "string", "default": "echo hi"},
+            "env": {"type": "object", "default": {}},
+        }
+    },
+}
 
 
 def with_client(settings: Settings, request: Callable[[WorkPoolClient], Awaitable[Any]]) -> Any:
@@ -67,31 +40,12 @@ def with_client(settings: Settings, request: Callable[[WorkPoolClient], Awaitabl
     return asyncio.run(run())
 
 
-def workpools(env: dict[str, str], *args: str, exit_code: int = 0) -> Result:
-    result = CliRunner().invoke(cli, list(args), env=env)
-    assert result.exit_code == exit_code, result.output
-    return result
-
-
-def rows(output: str) -> list[list[str]]:
-    """The cells of each table line in `output`."""
-    return [
-        [cell.strip() for cell in re.split(r"[│|]", line)[1:-1]]
-        for line in output.splitlines()
-        if re.match(r"\s*[│|]", line)
-    ]
-
-
-def row(output: str, first_cell: str) -> list[str] | None:
-    return next((cells for cells in rows(output) if cells[0] == first_cell), None)
-
-
-def test_pool_commands(replica, env):
+def test_work_pool_commands_as_tables(cli_env):
     name = unique("pool[bold]")  # printed as is, not read as Rich markup
 
     created = workpools(
-        env,
-        "pool",
+        cli_env,
+        "work-pool",
         "create",
         name,
         "--type",
@@ -102,55 +56,227 @@ def test_pool_commands(replica, env):
         "made by the CLI test",
     )
     assert f'Created work pool "{name}".' in created.stdout
-    assert row(workpools(env, "pool", "ls").stdout, name) == [name, "process", "NOT_READY", "3"]
+    assert row(workpools(cli_env, "pool", "ls").stdout, name) == [name, "process", "NOT_READY", "3"]
 
-    fields = {cells[0]: cells[1] for cells in rows(workpools(env, "pool", "inspect", name).stdout) if cells[0]}
+    fields = {cells[0]: cells[1] for cells in rows(workpools(cli_env, "pool", "inspect", name).stdout) if cells[0]}
     assert UUID(fields["id"]) and UUID(fields["default_queue_id"])
     assert (fields["name"], fields["type"], fields["description"]) == (name, "process", "made by the CLI test")
     assert (fields["is_paused"], fields["concurrency_limit"], fields["status"]) == ("False", "3", "NOT_READY")
-    assert {"created", "updated", "base_job_template", "storage_configuration", "active_slots"} <= set(fields)
 
-    assert workpools(env, "pool", "pause", name).stdout.strip() == f'Paused work pool "{name}".'
-    assert row(workpools(env, "pool", "ls").stdout, name)[2] == "PAUSED"
-    assert row(workpools(env, "pool", "inspect", name).stdout, "is_paused") == ["is_paused", "True"]
+    assert workpools(cli_env, "pool", "pause", name).stdout.strip() == f'Paused work pool "{name}".'
+    assert row(workpools(cli_env, "pool", "ls").stdout, name)[2] == "PAUSED"
+    workpools(cli_env, "pool", "resume", name)
+    assert row(workpools(cli_env, "pool", "ls").stdout, name)[2] == "NOT_READY"
 
-    workpools(env, "pool", "resume", name)
-    assert row(workpools(env, "pool", "ls").stdout, name)[2] == "NOT_READY"
-
-    assert workpools(env, "pool", "delete", name).stdout.strip() == f'Deleted work pool "{name}".'
-    assert row(workpools(env, "pool", "ls").stdout, name) is None
+    assert workpools(cli_env, "pool", "delete", name).stdout.strip() == f'Deleted work pool "{name}".'
+    assert row(workpools(cli_env, "pool", "ls").stdout, name) is None
 
 
-def test_queue_and_worker_commands(replica, env, settings):
+def test_work_pool_commands_as_json(cli_env, tmp_path):
+    name = unique("pool")
+    template = tmp_path / "template.json"
+    template.write_text(json.dumps(TEMPLATE))
+
+    created = as_json(
+        workpools(
+            cli_env, "work-pool", "create", name, "-t", "process", "--base-job-template", str(template), "-o", "json"
+        )
+    )
+    assert (created["name"], created["type"], created["base_job_template"]) == (name, "process", TEMPLATE)
+    assert created["status"] == "NOT_READY" and UUID(created["id"])
+
+    workpools(cli_env, "work-pool", "set-concurrency-limit", name, "5")
+    assert as_json(workpools(cli_env, "work-pool", "inspect", name, "-o", "json"))["concurrency_limit"] == 5
+    workpools(cli_env, "work-pool", "clear-concurrency-limit", name)
+    assert as_json(workpools(cli_env, "work-pool", "inspect", name, "-o", "json"))["concurrency_limit"] is None
+
+    changed = {
+        "job_configuration": {"command": "{{ command }}"},
+        "variables": {"properties": {"command": {"type": "string"}}},
+    }
+    yaml_template = tmp_path / "changed.yaml"
+    yaml_template.write_text(json.dumps(changed))  # JSON is YAML
+    updated = workpools(
+        cli_env,
+        "work-pool",
+        "update",
+        name,
+        "--base-job-template",
+        str(yaml_template),
+        "--description",
+        "now",
+        "--concurrency-limit",
+        "2",
+    )
+    assert updated.stdout.strip() == f'Updated work pool "{name}".'
+    pool = as_json(workpools(cli_env, "work-pool", "inspect", name, "-o", "json"))
+    assert (pool["base_job_template"], pool["description"], pool["concurrency_limit"]) == (changed, "now", 2)
+
+    workpools(cli_env, "work-pool", "pause", name)
+    listed = {p["name"]: p for p in as_jsonl(workpools(cli_env, "work-pool", "ls", "-o", "jsonl"))}
+    assert (listed[name]["is_paused"], listed[name]["status"]) == (True, "PAUSED")
+    assert name in {p["name"] for p in as_json(workpools(cli_env, "pool", "ls", "-o", "json"))}
+
+    workpools(cli_env, "work-pool", "delete", name)
+    assert name not in {p["name"] for p in as_json(workpools(cli_env, "pool", "ls", "-o", "json"))}
+
+
+def test_work_queue_commands(cli_env):
     pool = unique("pool")
-    workpools(env, "pool", "create", pool, "--type", "process")
+    workpools(cli_env, "work-pool", "create", pool, "--type", "process")
 
-    created = workpools(env, "queue", "create", pool, "urgent", "--priority", "1", "--concurrency-limit", "2")
+    created = workpools(
+        cli_env, "work-queue", "create", "urgent", "--pool", pool, "--priority", "1", "--concurrency-limit", "2"
+    )
     assert f'Created work queue "urgent" in pool "{pool}".' in created.stdout
-    workpools(env, "queue", "create", pool, "later", "--paused")
+    later = as_json(workpools(cli_env, "queue", "create", "later", "-p", pool, "--paused", "-o", "json"))
+    assert (later["name"], later["work_pool_name"], later["priority"], later["status"]) == ("later", pool, 3, "PAUSED")
 
-    queues = workpools(env, "queue", "ls", pool).stdout
-    assert [cells[0] for cells in rows(queues)] == ["urgent", "default", "later"]
-    assert row(queues, "urgent") == ["urgent", "1", "NOT_READY", "2", "never"]
-    assert row(queues, "later")[1:4] == ["3", "PAUSED", "unlimited"]
+    table = workpools(cli_env, "queue", "ls", "--pool", pool).stdout
+    assert [cells[0] for cells in rows(table)] == ["urgent", "default", "later"]
+    assert row(table, "urgent") == ["urgent", pool, "1", "NOT_READY", "2", "never"]
+    everywhere = as_json(workpools(cli_env, "work-queue", "ls", "-o", "json"))
+    assert [q["name"] for q in everywhere if q["work_pool_name"] == pool] == ["urgent", "default", "later"]
 
-    assert f'No workers in pool "{pool}".' in workpools(env, "worker", "ls", pool).stdout
-    with_client(settings, lambda client: client.send_worker_heartbeat(pool, "worker-1", heartbeat_interval_seconds=30))
-    worker = row(workpools(env, "worker", "ls", pool).stdout, "worker-1")
+    workpools(cli_env, "work-queue", "resume", "later", "-p", pool)
+    workpools(cli_env, "work-queue", "set-concurrency-limit", "later", "4", "-p", pool)
+    workpools(
+        cli_env, "work-queue", "update", "later", "-p", pool, "--name", "soon", "--priority", "2", "--description", "d"
+    )
+    soon = as_json(workpools(cli_env, "work-queue", "inspect", "soon", "-p", pool, "-o", "json"))
+    assert (soon["priority"], soon["concurrency_limit"], soon["is_paused"], soon["description"]) == (2, 4, False, "d")
+    workpools(cli_env, "work-queue", "clear-concurrency-limit", "soon", "-p", pool)
+    workpools(cli_env, "work-queue", "pause", "soon", "-p", pool)
+    soon = as_json(workpools(cli_env, "work-queue", "inspect", "soon", "-p", pool, "-o", "json"))
+    assert (soon["concurrency_limit"], soon["status"]) == (None, "PAUSED")
+
+    assert workpools(cli_env, "work-queue", "delete", "soon", "-p", pool).stdout.strip() == (
+        f'Deleted work queue "soon" in pool "{pool}".'
+    )
+    assert [q["name"] for q in as_json(workpools(cli_env, "queue", "ls", "-p", pool, "-o", "json"))] == [
+        "urgent",
+        "default",
+    ]
+    refused = workpools(cli_env, "work-queue", "delete", "default", "-p", pool, exit_code=1)
+    assert refused.stderr.strip() == "Can't delete a pool's default queue."
+
+
+def test_worker_commands(cli_env):
+    pool = unique("pool")
+    workpools(cli_env, "work-pool", "create", pool, "--type", "process")
+    assert f'No workers in pool "{pool}".' in workpools(cli_env, "worker", "ls", "--pool", pool).stdout
+    assert as_json(workpools(cli_env, "worker", "ls", "--pool", pool, "-o", "json")) == []
+
+    workpools(cli_env, "worker", "heartbeat", "worker-1", "--pool", pool, "--heartbeat-interval", "30")
+    worker = row(workpools(cli_env, "worker", "ls", "-p", pool).stdout, "worker-1")
     assert worker is not None and (worker[1], worker[3]) == ("ONLINE", "30")
+    [listed] = as_json(workpools(cli_env, "worker", "ls", "-p", pool, "-o", "json"))
+    assert (listed["name"], listed["status"], listed["heartbeat_interval_seconds"]) == ("worker-1", "ONLINE", 30)
+    assert as_json(workpools(cli_env, "pool", "inspect", pool, "-o", "json"))["status"] == "READY"
+
+    deleted = workpools(cli_env, "worker", "delete", "worker-1", "--pool", pool)
+    assert deleted.stdout.strip() == f'Deleted worker "worker-1" of pool "{pool}".'
+    assert as_json(workpools(cli_env, "worker", "ls", "-p", pool, "-o", "json")) == []
+    assert workpools(cli_env, "worker", "delete", "worker-1", "-p", pool, exit_code=1).stderr.strip()
 
 
-def test_a_failed_request_prints_the_detail_in_red_and_exits_1(replica, env):
-    missing = workpools(env, "pool", "inspect", "nope", exit_code=1)
+def test_deployment_and_flow_run_commands(cli_env):
+    pool = unique("pool")
+    workpools(cli_env, "work-pool", "create", pool, "--type", "process")
+    workpools(cli_env, "work-queue", "create", "fast", "--pool", pool)
+
+    deployment = as_json(
+        workpools(
+            cli_env,
+            "deployment",
+            "create",
+            "nightly",
+            "--pool",
+            pool,
+            "--queue",
+            "fast",
+            "-jv",
+            "command=sh -c 'echo $WHO'",
+            "-jv",
+            'env={"WHO": "me"}',
+            "-o",
+            "json",
+        )
+    )
+    assert (deployment["name"], deployment["work_pool_name"], deployment["work_queue_name"]) == (
+        "nightly",
+        pool,
+        "fast",
+    )
+    assert deployment["job_variables"] == {"command": "sh -c 'echo $WHO'", "env": {"WHO": "me"}}
+    inspected = as_json(workpools(cli_env, "deployment", "inspect", deployment["id"], "-o", "json"))
+    assert inspected == deployment
+
+    run = as_json(
+        workpools(
+            cli_env,
+            "flow-run",
+            "create",
+            "--deployment",
+            deployment["id"],
+            "--name",
+            "first",
+            "-jv",
+            'env={"WHO": "run"}',
+            "--param",
+            "n=3",
+            "--tag",
+            "cli",
+            "-o",
+            "json",
+        )
+    )
+    assert (run["name"], run["deployment_id"], run["work_queue_name"], run["state_type"]) == (
+        "first",
+        deployment["id"],
+        "fast",
+        "SCHEDULED",
+    )
+    assert (run["parameters"], run["tags"], run["job_variables"]) == ({"n": 3}, ["cli"], {"env": {"WHO": "run"}})
+    assert as_json(workpools(cli_env, "flow-run", "inspect", run["id"], "-o", "json"))["state"]["type"] == "SCHEDULED"
+
+    direct = as_json(workpools(cli_env, "flow-run", "create", "--pool", pool, "--start-in", "3600", "-o", "json"))
+    assert direct["work_queue_name"] == "default" and direct["state_type"] == "SCHEDULED"
+
+    accepted = as_json(workpools(cli_env, "flow-run", "set-state", run["id"], "pending", "-o", "json"))
+    assert (accepted["status"], accepted["state"]["type"]) == ("ACCEPT", "PENDING")
+    again = workpools(cli_env, "flow-run", "set-state", run["id"], "PENDING", "-o", "json", exit_code=1)
+    assert as_json(again)["status"] == "ABORT"
+    assert as_json(workpools(cli_env, "flow-run", "inspect", run["id"], "-o", "json"))["state_type"] == "PENDING"
+
+
+def test_a_refused_request_prints_the_detail_in_red_and_exits_1(cli_env):
+    missing = workpools(cli_env, "work-pool", "inspect", "nope", exit_code=1)
     assert missing.stderr.strip() == 'Work pool "nope" not found.'
     assert missing.stdout == "" and "Traceback" not in missing.output
-    assert workpools(env, "queue", "ls", "nope", exit_code=1).stderr.strip() == 'Work pool "nope" not found.'
+    assert workpools(cli_env, "queue", "ls", "-p", "nope", exit_code=1).stderr.strip() == 'Work pool "nope" not found.'
+    missing_json = workpools(cli_env, "work-pool", "inspect", "nope", "-o", "json", exit_code=1)
+    assert missing_json.stdout == ""
 
     name = unique("pool")
-    workpools(env, "pool", "create", name)
-    assert "already exists" in workpools(env, "pool", "create", name, exit_code=1).stderr
-    invalid = workpools(env, "pool", "create", "a/b", exit_code=1)
+    workpools(cli_env, "pool", "create", name)
+    assert "already exists" in workpools(cli_env, "pool", "create", name, exit_code=1).stderr
+    invalid = workpools(cli_env, "pool", "create", "a/b", exit_code=1)
     assert invalid.stderr.startswith("name: String should match pattern")
+    unknown = "00000000-0000-0000-0000-000000000000"
+    assert workpools(cli_env, "flow-run", "inspect", unknown, exit_code=1).stderr.strip() == "Flow run not found."
+    assert workpools(cli_env, "deployment", "inspect", unknown, exit_code=1).stderr.strip() == "Deployment not found."
+
+
+def test_connection_options_override_the_environment(cli_replica, cli_env):
+    settings, _ = cli_replica
+    name = unique("pool")
+    wrong = {**cli_env, "WORKPOOLS_PREFIX": "nothing-here", "WORKPOOLS_REDIS_URL": "redis://127.0.0.1:1/0"}
+    workpools(wrong, "--prefix", settings.prefix, "--redis-url", settings.redis_url, "pool", "create", name)
+    listed = workpools(
+        wrong, "pool", "ls", "--prefix", settings.prefix, "--redis-url", settings.redis_url, "-o", "json"
+    )
+    assert name in {p["name"] for p in as_json(listed)}
 
 
 def resolve(document: dict[str, Any], ref: str) -> Any:
@@ -172,7 +298,8 @@ def refs(node: Any) -> Iterator[str]:
             yield from refs(value)
 
 
-def test_docs_asyncapi_documents_every_request_and_its_replies(env, prefix, tmp_path):
+def test_docs_asyncapi_documents_every_request_and_its_replies(settings, prefix, tmp_path):
+    env = command_env(settings)
     path = tmp_path / "asyncapi.json"
     assert workpools(env, "docs", "asyncapi", "--output", str(path)).stdout.strip() == f"wrote {path}"
     document = json.loads(path.read_text())

@@ -1,0 +1,66 @@
+"""`workpools deployment …`: create and inspect deployments (a pool's queue and job variables)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+from uuid import UUID
+
+import typer
+from rich.table import Table
+
+from cli.connection import call, connected
+from cli.inputs import given, key_values
+from cli.output import Output, OutputOpt, emit, fields_table, say
+from schemas.deployments import Deployment
+
+app = typer.Typer(help="Deployments: which pool and queue runs go to, and their job variables.", no_args_is_help=True)
+
+IdArg = Annotated[UUID, typer.Argument(help="The deployment's id.", show_default=False)]
+JobVariablesOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--job-variable",
+        "-jv",
+        help='KEY=VALUE, repeatable; a VALUE that reads as JSON is that JSON (e.g. env=\'{"A": "1"}\').',
+        show_default=False,
+    ),
+]
+
+
+@app.command("create")
+@connected
+def create(
+    name: Annotated[str, typer.Argument(help="The deployment's name.", show_default=False)],
+    pool: Annotated[str, typer.Option("--pool", "-p", help="Its work pool.", show_default=False)],
+    queue: Annotated[
+        str | None, typer.Option("--queue", "-q", help="Its work queue (default: the pool's default queue).")
+    ] = None,
+    job_variables: JobVariablesOpt = None,
+    flow_id: Annotated[UUID | None, typer.Option(help="The flow it runs.", show_default=False)] = None,
+    paused: Annotated[bool, typer.Option("--paused", help="Create it paused.")] = False,
+    output: OutputOpt = Output.table,
+) -> None:
+    """Create a deployment on a pool's queue."""
+    body = given(
+        name=name,
+        work_pool_name=pool,
+        work_queue_name=queue,
+        job_variables=key_values(job_variables, "--job-variable"),
+        flow_id=str(flow_id) if flow_id else None,
+        paused=paused,
+    )
+    deployment = call(lambda client: client.create_deployment(body))
+    say(f'Created deployment "{deployment.name}" ({deployment.id}).', "green", output)
+    emit(deployment, output, lambda: deployment_table(deployment))
+
+
+@app.command("inspect")
+@connected
+def inspect(deployment_id: IdArg, output: OutputOpt = Output.table) -> None:
+    """Show every field of a deployment."""
+    deployment = call(lambda client: client.read_deployment(deployment_id))
+    emit(deployment, output, lambda: deployment_table(deployment))
+
+
+def deployment_table(deployment: Deployment) -> Table:
+    return fields_table(deployment, f'Deployment "{deployment.name}"')
