@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 from alembic import command
@@ -42,7 +41,3 @@ def _upgrade_sync(sync_conn, url: str, revision: str) -> None:
     config = alembic_config(url)
     config.attributes["connection"] = sync_conn
     command.upgrade(config, revision)
-
-
-def upgrade_blocking(url: str) -> None:
-    asyncio.run(upgrade(url))

@@ -10,7 +10,7 @@ from faststream.redis.parser.binary import BinaryMessageFormatV1
 
 from client import InvalidRequest
 from schemas import wire
-from schemas.channels import Op
+from schemas.channels import Channels, Op
 from tests.factories import make_pool, wait_until
 
 # op -> bodies that are wrong: a field of the wrong type, a required field missing, an unknown field
@@ -68,7 +68,7 @@ class Binary(bytes):
 async def _replies(redis, prefix: str, requests: list[tuple[Op, bytes]]) -> dict[str, tuple[int, object]]:
     """Send raw request bodies, each in its own envelope, and collect the replies by correlation id
     (the index of the request)."""
-    reply_to = f"{prefix}.reply.{uuid4().hex}"
+    reply_to = Channels(prefix).reply(uuid4().hex)
     pubsub = redis.pubsub(ignore_subscribe_messages=True)
     await pubsub.subscribe(reply_to)
     replies: dict[str, tuple[int, object]] = {}
@@ -80,7 +80,7 @@ async def _replies(redis, prefix: str, requests: list[tuple[Op, bytes]]) -> dict
                 )
             else:
                 message = wire.encode_raw(data, {"correlation_id": str(index), "reply_to": reply_to})
-            await redis.xadd(f"{prefix}.rpc.{op}", {wire.DATA_FIELD: message})
+            await redis.xadd(Channels(prefix).rpc(op), {wire.DATA_FIELD: message})
 
         async def collect() -> bool:
             message = await pubsub.get_message(timeout=0.1)
@@ -193,7 +193,7 @@ async def test_client_refuses_bad_payloads_before_sending(client, redis, prefix)
         assert info.value.status == 422, method
         assert not isinstance(info.value, ValueError)
         assert json.dumps(info.value.detail)  # JSON data, whatever the input was
-    streams = [key async for key in redis.scan_iter(match=f"{prefix}.rpc.*")]
+    streams = [key async for key in redis.scan_iter(match=Channels(prefix).rpc("*"))]
     assert len(streams) >= len(BAD_BODIES)
     assert [await redis.xlen(stream) for stream in streams] == [0] * len(streams)
 

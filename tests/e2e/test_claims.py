@@ -20,6 +20,7 @@ from sqlalchemy import event, text
 
 from client import WorkerClient, WorkPoolClient
 from replica.app import build_app
+from schemas.channels import Channels
 from services import leases
 from services.db import Database
 from services.flow_runs import LEASED, STALE_LEASE
@@ -561,4 +562,4 @@ def _quiet(statements: list, seconds: float):
 
 
 async def _ready_marks(redis, prefix, count):
-    return await redis.xlen(f"{prefix}.ready") >= count
+    return await redis.xlen(Channels(prefix).ready) >= count

@@ -318,9 +318,9 @@ def test_docs_asyncapi_documents_every_request_and_its_replies(settings, prefix,
         assert "conflict" in error["headers"]["properties"]["error"]["enum"]
         assert success["payload"] and "detail" in resolve(document, error["payload"]["$ref"])["properties"]
 
-    read_pool = resolve(document, f"#/components/messages/{prefix}.rpc.read_work_pool:Reply")
+    read_pool = resolve(document, f"#/components/messages/{Channels(prefix).rpc(Op.READ_WORK_POOL)}:Reply")
     assert resolve(document, read_pool["payload"]["$ref"])["title"] == "WorkPool"
-    assert document["components"]["messages"][f"{prefix}.rpc.read_work_pools:Reply"]["payload"] == {
+    assert document["components"]["messages"][f"{Channels(prefix).rpc(Op.READ_WORK_POOLS)}:Reply"]["payload"] == {
         "type": "array",
         "items": {"$ref": "#/components/schemas/WorkPool"},
     }

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from sqlalchemy import func, select
 
 from client import ServiceUnavailable, WorkerClient, WorkPoolClient
+from schemas.channels import Channels
 from services.tables import flow_run, worker
 from tests.factories import wait_until
 from tests.replicas import replicas
@@ -86,7 +87,7 @@ async def test_killing_one_of_three_replicas_loses_nothing(db, redis, settings):
             await asyncio.gather(*fleet)
             for w in workers:
                 await w.__aexit__(None, None, None)
-            marks = await redis.xlen(f"{settings.prefix}.ready")
+            marks = await redis.xlen(Channels(settings.prefix).ready)
 
     # every accepted create answered, each exactly once in the database
     assert sorted(run.name for run in created) == sorted(f"run-{i}" for i in range(150))

@@ -7,7 +7,7 @@ import asyncio
 from collections import Counter
 
 from client import WorkPoolClient
-from schemas.channels import Op
+from schemas.channels import Channels, Op
 from tests.factories import wait_until
 from tests.replicas import replicas, serving
 
@@ -26,12 +26,13 @@ async def test_two_replicas_share_the_work(db, redis, settings):
     by_replica = Counter(headers["replica"] for _, _, headers in replies)
     assert set(by_replica) == {"rep-a", "rep-b"}
     assert sum(by_replica.values()) == 200 and min(by_replica.values()) >= 20
-    pending = await redis.xpending(f"{settings.prefix}.rpc.read_work_pool", f"{settings.prefix}.rpc")
+    channels = Channels(settings.prefix)
+    pending = await redis.xpending(channels.rpc(Op.READ_WORK_POOL), channels.rpc_group)
     assert pending["pending"] == 0
 
 
 async def test_foreman_runs_on_one_replica_and_fails_over(db, redis, settings):
-    lease = f"{settings.prefix}.foreman.lease"
+    lease = Channels(settings.prefix).foreman_lease
     with replicas(settings, "rep-a", "rep-b", **FAST_FOREMAN) as (a, b):
         holder = (await wait_until(lambda: redis.get(lease), timeout=30)).decode()
         assert holder in {"rep-a", "rep-b"}

@@ -11,6 +11,7 @@ import pytest
 
 from client import InvalidRequest, ObjectNotFound, WorkerClient
 from replica.app import build_app
+from schemas.channels import Channels
 from tests.factories import wait_until
 
 
@@ -53,11 +54,11 @@ async def test_unknown_pool_and_invalid_messages_are_answered(client, settings, 
         with pytest.raises(ObjectNotFound):
             await w.get_scheduled_flow_runs()
         with pytest.raises(InvalidRequest) as raised:
-            await w._ask(settings.prefix + ".workers.poll", {"work_pool_name": 5})
+            await w._ask(Channels(settings.prefix).worker_polls, {"work_pool_name": 5})
         assert raised.value.detail[0]["loc"] == ["work_pool_name"]
     # the service keeps serving after garbage
-    await redis.publish(f"{settings.prefix}.workers.poll", b"\xff not json")
-    await redis.publish(f"{settings.prefix}.workers.heartbeat", b"[]")
+    await redis.publish(Channels(settings.prefix).worker_polls, b"\xff not json")
+    await redis.publish(Channels(settings.prefix).worker_heartbeats, b"[]")
     await client.create_work_pool({"name": "still", "type": "process"})
     async with worker(settings, "still") as w:
         await w.heartbeat(ack=True)
@@ -66,11 +67,11 @@ async def test_unknown_pool_and_invalid_messages_are_answered(client, settings, 
 async def test_a_worker_in_any_language_can_poll_with_plain_json(client, settings, redis):
     await client.create_work_pool({"name": "plain", "type": "process"})
     run = await client.create_flow_run({"work_pool_name": "plain"})
-    reply_channel = f"{settings.prefix}.workers.reply.{uuid.uuid4().hex}"
+    reply_channel = Channels(settings.prefix).worker_reply(uuid.uuid4().hex)
     pubsub = redis.pubsub(ignore_subscribe_messages=True)
     await pubsub.subscribe(reply_channel)
     poll = {"correlation_id": "42", "reply_to": reply_channel, "work_pool_name": "plain", "limit": 5}
-    await redis.publish(f"{settings.prefix}.workers.poll", json.dumps(poll))
+    await redis.publish(Channels(settings.prefix).worker_polls, json.dumps(poll))
     message = await wait_until(lambda: pubsub.get_message(timeout=0.1), timeout=5)
     reply = json.loads(message["data"])
     await pubsub.aclose()
@@ -92,19 +93,19 @@ async def test_three_replicas_answer_each_poll_once_and_record_each_heartbeat_on
             assert {str(item.flow_run.id) for r in results for item in r} == {str(run.id)}
             # one ready mark per poll, not one per replica
             await wait_until(lambda: _ready_marks(redis, settings.prefix, 40), timeout=5)
-            channel = f"{settings.prefix}.workers.heartbeat"
+            channel = Channels(settings.prefix).worker_heartbeats
             await asyncio.gather(
                 *(w._ask(channel, {"work_pool_name": "trio", "worker_name": f"beat-{i}"}) for i in range(60))
             )
         assert len(await client.read_workers_for_work_pool("trio")) == 60
-        assert await redis.xlen(f"{settings.prefix}.ready") == 40
+        assert await redis.xlen(Channels(settings.prefix).ready) == 40
     finally:
         for app in extra:
             await app.stop()
 
 
 async def _ready_marks(redis, prefix, count):
-    return await redis.xlen(f"{prefix}.ready") >= count
+    return await redis.xlen(Channels(prefix).ready) >= count
 
 
 async def test_repeated_heartbeats_of_one_worker_each_count(client, settings):
@@ -129,7 +130,7 @@ async def test_odd_polls_are_answered(client, settings):
         assert await w.get_scheduled_flow_runs(scheduled_before=far, wait_seconds=0.3) == []
         with pytest.raises(InvalidRequest) as raised:
             await w._ask(
-                f"{settings.prefix}.workers.poll",
+                Channels(settings.prefix).worker_polls,
                 {"work_pool_name": "odd", "work_queue_names": [f"q{i}" for i in range(20_000)]},
             )
         assert raised.value.detail == "Message is larger than 65536 bytes."

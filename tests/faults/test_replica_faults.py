@@ -82,7 +82,7 @@ async def test_a_request_that_kills_every_replica_ends_in_the_dead_letter_stream
                     {"work_pool_name": pool, "name": "poison"},
                     {
                         "correlation_id": "poison",
-                        "reply_to": f"{settings.prefix}.reply.nobody",
+                        "reply_to": Channels(settings.prefix).reply("nobody"),
                         "request_id": uuid.uuid4().hex,
                     },
                 )
