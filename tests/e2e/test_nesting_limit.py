@@ -8,7 +8,7 @@ import json
 import uuid
 
 from schemas import wire
-from schemas.channels import Op
+from schemas.channels import Channels, Op
 from schemas.common import MAX_JSON_DEPTH
 from tests.factories import make_pool, wait_until
 
@@ -25,13 +25,13 @@ def nest(levels: int) -> dict:
 
 async def _ask(redis, prefix: str, op: Op, body: dict | bytes) -> tuple[int, object]:
     """One raw request (past the client's own validation) and its reply."""
-    reply_to = f"{prefix}.reply.{uuid.uuid4().hex}"
+    reply_to = Channels(prefix).reply(uuid.uuid4().hex)
     pubsub = redis.pubsub(ignore_subscribe_messages=True)
     await pubsub.subscribe(reply_to)
     try:
         headers = {"correlation_id": "1", "reply_to": reply_to}
         message = wire.encode_raw(body, headers) if isinstance(body, bytes) else wire.encode(body, headers)
-        await redis.xadd(f"{prefix}.rpc.{op}", {wire.DATA_FIELD: message})
+        await redis.xadd(Channels(prefix).rpc(op), {wire.DATA_FIELD: message})
         received = await wait_until(lambda: pubsub.get_message(timeout=0.1), timeout=10)
     finally:
         await pubsub.aclose()
@@ -101,27 +101,29 @@ async def test_every_json_field_of_the_stream_requests_at_and_over_the_limit(cli
 async def test_worker_channel_messages_at_and_over_the_limit(client, redis, prefix):
     pool = await client.create_work_pool(make_pool())
     deep_run = await client.create_flow_run({"work_pool_name": pool.name, "parameters": nest(MAX_JSON_DEPTH - 1)})
-    reply_to = f"{prefix}.workers.reply.{uuid.uuid4().hex}"
+    reply_to = Channels(prefix).worker_reply(uuid.uuid4().hex)
     poll = {"correlation_id": "p", "reply_to": reply_to, "work_pool_name": pool.name}
 
     # a run whose parameters are at the limit is handed out (its reply serialises)
-    reply = await _publish(redis, f"{prefix}.workers.poll", poll)
+    reply = await _publish(redis, Channels(prefix).worker_polls, poll)
     assert reply["status"] == 200
     assert [item["flow_run"]["id"] for item in reply["result"]] == [str(deep_run.id)]
     assert reply["result"][0]["flow_run"]["parameters"] == nest(MAX_JSON_DEPTH - 1)
 
     # at the limit: an ordinary validation error (no such field); over it: the nesting limit
-    reply = await _publish(redis, f"{prefix}.workers.poll", {**poll, "correlation_id": "q", "x": nest(63)})
+    reply = await _publish(redis, Channels(prefix).worker_polls, {**poll, "correlation_id": "q", "x": nest(63)})
     assert (reply["status"], [e["type"] for e in reply["detail"]]) == (422, ["extra_forbidden"])
-    reply = await _publish(redis, f"{prefix}.workers.poll", {**poll, "correlation_id": "r", "x": nest(64)})
+    reply = await _publish(redis, Channels(prefix).worker_polls, {**poll, "correlation_id": "r", "x": nest(64)})
     assert reply["status"] == 422
     assert [(e["type"], e["msg"]) for e in reply["detail"]] == [("json_too_deep", OVER + " (at x" + "/a" * 63 + ")")]
 
     heartbeat = {"work_pool_name": pool.name, "worker_name": "w", "correlation_id": "h", "reply_to": reply_to}
-    reply = await _publish(redis, f"{prefix}.workers.heartbeat", {**heartbeat, "x": nest(63)})
+    reply = await _publish(redis, Channels(prefix).worker_heartbeats, {**heartbeat, "x": nest(63)})
     assert (reply["status"], [e["type"] for e in reply["detail"]]) == (422, ["extra_forbidden"])
-    reply = await _publish(redis, f"{prefix}.workers.heartbeat", {**heartbeat, "correlation_id": "i", "x": nest(64)})
+    reply = await _publish(
+        redis, Channels(prefix).worker_heartbeats, {**heartbeat, "correlation_id": "i", "x": nest(64)}
+    )
     assert reply["status"] == 422
     assert [(e["type"], e["msg"]) for e in reply["detail"]] == [("json_too_deep", OVER + " (at x" + "/a" * 63 + ")")]
-    reply = await _publish(redis, f"{prefix}.workers.heartbeat", {**heartbeat, "correlation_id": "j"})
+    reply = await _publish(redis, Channels(prefix).worker_heartbeats, {**heartbeat, "correlation_id": "j"})
     assert reply["status"] == 204

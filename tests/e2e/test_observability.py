@@ -17,6 +17,7 @@ from client import WorkerClient, WorkPoolClient
 from observability.logs import JsonFormatter, request_ids
 from observability.replica import Observability
 from replica.app import build_app
+from schemas.channels import Channels, Op
 from tests.factories import make_pool, wait_until
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -104,7 +105,7 @@ async def test_metrics_parse_and_move_when_runs_are_dispatched(replica, pools, o
     assert value(samples, "workpools_pool_ready", pool=pool) == 0  # no worker yet
     assert value(samples, "workpools_status_computed_by", replica=observed_settings.consumer_name) == 1
     assert value(samples, "workpools_foreman_holder") == 1
-    stream = f"{observed_settings.prefix}.rpc.create_flow_run"
+    stream = Channels(observed_settings.prefix).rpc(Op.CREATE_FLOW_RUN)
     assert (
         value(samples, "faststream_received_messages_total", app_name="workpools", broker="redis", handler=stream) == 3
     )
