@@ -33,21 +33,23 @@ def replyable(details: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return details
 
 
+def as_error(exc: Exception) -> WorkPoolsError:
+    """The one table: what the caller hears about an exception, for every way a message comes
+    in (the stream RPCs through `error_middleware`, the worker channel through `as_error`)."""
+    if isinstance(exc, WorkPoolsError):
+        return exc
+    if isinstance(exc, ValidationError):
+        return Invalid(replyable(error_details(exc)))
+    log.error("unexpected error while handling a request", exc_info=exc)
+    return internal_error()
+
+
 def error_middleware() -> ExceptionMiddleware:
     errors = ExceptionMiddleware()
 
-    @errors.add_handler(WorkPoolsError, publish=True)
-    async def service_error(exc: WorkPoolsError) -> RedisResponse:
-        return error_reply(exc)
-
-    @errors.add_handler(ValidationError, publish=True)
-    async def invalid_request(exc: ValidationError) -> RedisResponse:
-        return error_reply(Invalid(replyable(error_details(exc))))
-
     @errors.add_handler(Exception, publish=True)
-    async def unexpected(exc: Exception) -> RedisResponse:
-        log.error("unexpected error while handling a request", exc_info=exc)
-        return error_reply(internal_error())
+    async def any_error(exc: Exception) -> RedisResponse:
+        return error_reply(as_error(exc))
 
     return errors
 

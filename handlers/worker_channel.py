@@ -1,8 +1,10 @@
-"""The worker channel on Redis pub/sub: claims shared by the replicas, and heartbeats in batches.
+"""The worker channel on Redis pub/sub: one effect per message, and heartbeats in batches.
 
-Pub/sub delivers every message to every replica. Each replica hashes the raw message and
-claims the hash in Redis (`SET NX`, in one script call per batch): only the replica that claims
-it first acts, so a message published once has one effect however many replicas run.
+Pub/sub delivers every message to every replica. Each replica marks the message's id as seen in
+Redis (`SET NX`, in one script call per batch): only the replica that marks it first acts, so a
+message published once has one effect however many replicas run. The mark lives twice the
+message lifetime and a message older than its lifetime is refused, so a delivery however late
+never acts a second time (docs/worker-channel.md).
 """
 
 from __future__ import annotations
@@ -12,58 +14,105 @@ import hashlib
 import json
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
+from pydantic_core import PydanticSerializationError
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from handlers.errors import as_error
 from schemas.channels import Channels
-from schemas.worker_channel import HeartbeatMessage, WorkerReply
+from schemas.wire import ErrorKind
+from schemas.worker_channel import MESSAGE_LIFETIME_SECONDS, HeartbeatMessage, WorkerMessage, WorkerReply
 from services.db import Database
-from services.errors import Invalid, Unavailable, WorkPoolsError, internal_error, pool_not_found
+from services.errors import Invalid, Unavailable, pool_not_found
 from services.heartbeats import Beat, record_heartbeats
 
 log = logging.getLogger("workpools.workers")
 
-CLAIM = """
-local won = {}
+MARK_FIRST = """
+local first = {}
 for i, key in ipairs(KEYS) do
-  if redis.call('set', key, '1', 'NX', 'PX', ARGV[1]) then won[#won + 1] = i end
+  if redis.call('set', key, '1', 'NX', 'PX', ARGV[1]) then first[#first + 1] = i end
 end
-return won
+return first
 """
 
 
-class Claims:
-    """Which replica acts on a message: the first to claim its hash."""
+class SeenMessages:
+    """Which replica acts on a worker message: the first to mark its id as seen. A mark lasts
+    twice the message lifetime, so any delivery that is still fresh finds it."""
 
-    def __init__(self, redis: Redis, channels: Channels, ttl_seconds: float = 10.0) -> None:
-        self.channels, self.ttl_ms = channels, int(ttl_seconds * 1000)
-        self._claim = redis.register_script(CLAIM)
+    def __init__(self, redis: Redis, channels: Channels, lifetime_seconds: float = MESSAGE_LIFETIME_SECONDS) -> None:
+        self.channels, self.lifetime = channels, lifetime_seconds
+        self.ttl_ms = int(2 * lifetime_seconds * 1000)
+        self._mark = redis.register_script(MARK_FIRST)
 
-    async def won(self, raw_messages: list[bytes]) -> list[int]:
-        """Indexes of the messages this replica claimed first."""
-        if not raw_messages:
+    async def first(self, keys: list[str]) -> list[int]:
+        """Indexes of the message keys this replica marked first."""
+        if not keys:
             return []
-        keys = [self.channels.seen(hashlib.blake2b(raw, digest_size=12).hexdigest()) for raw in raw_messages]
-        return [index - 1 for index in await self._claim(keys=keys, args=[self.ttl_ms])]
+        names = [self.channels.seen(key) for key in keys]
+        return [index - 1 for index in await self._mark(keys=names, args=[self.ttl_ms])]
 
 
-def reply_body(correlation_id: str, status: int, *, result: Any = None) -> str:
-    return WorkerReply(correlation_id=correlation_id, status=status, result=result).model_dump_json()
+def message_key(kind: str, raw: bytes, message: WorkerMessage | None, message_id: str | None = None) -> str:
+    """A message is known by its id (its kind's namespace), else by a hash of its bytes."""
+    ident = (message.message_id if message is not None else None) or message_id
+    if ident is None:
+        return hashlib.blake2b(raw, digest_size=12).hexdigest()
+    return f"{kind}." + hashlib.blake2b(ident.encode(), digest_size=12).hexdigest()
 
 
-def error_body(correlation_id: str, error: WorkPoolsError) -> str:
-    """An error's reply: its status, its kind and its detail."""
-    return WorkerReply(
-        correlation_id=correlation_id, status=error.status, detail=error.detail, error=error.kind
-    ).model_dump_json()
+def staleness(message: WorkerMessage, now: float, lifetime: float = MESSAGE_LIFETIME_SECONDS) -> str | None:
+    """Why a message may not act (sent too long ago, or too far ahead of this replica's clock)."""
+    if message.sent_at is None:
+        return None
+    age = now - message.sent_at
+    if abs(age) <= lifetime:
+        return None
+    return f"Message sent {age:.1f} s ago (clocks included): older than {lifetime:.0f} s, refused."
 
 
-def invalid_reply(raw: bytes, exc: ValidationError) -> tuple[str, str] | None:
-    """(reply_to, 422 reply) for a message that names where to answer; None otherwise."""
+def plain(value: Any) -> Any:
+    """JSON data for `value`, field by field where pydantic's encoder gives up (too deep)."""
+    if isinstance(value, list):
+        return [plain(item) for item in value]
+    if not isinstance(value, BaseModel):
+        return value
+    try:
+        return value.model_dump(mode="json")
+    except (PydanticSerializationError, ValueError, RecursionError):
+        nested = {name for name, field in value if isinstance(field, (BaseModel, dict, list))}
+        return value.model_dump(mode="json", exclude=nested) | {name: plain(getattr(value, name)) for name in nested}
+
+
+def reply_body(
+    correlation_id: str, status: int, *, result: Any = None, detail: Any = None, error: ErrorKind | None = None
+) -> str:
+    """A reply as JSON. Pydantic's encoder stops at a nesting depth of about 250; data nested
+    deeper (a run's `parameters`, stored and read back as JSON) is encoded by the standard
+    library's encoder, which goes as deep as the decoders that accepted it."""
+    try:
+        reply = WorkerReply(correlation_id=correlation_id, status=status, result=result, detail=detail, error=error)
+        return reply.model_dump_json()
+    except (PydanticSerializationError, ValueError, RecursionError):
+        body = {"correlation_id": correlation_id, "status": status, "result": plain(result), "detail": detail}
+        return json.dumps(body | ({"error": error} if error else {}), default=str)
+
+
+def error_body(correlation_id: str, exc: Exception) -> str:
+    """An error's reply (mapped by the one error table): its status, its kind and its detail."""
+    error = as_error(exc)
+    return reply_body(correlation_id, error.status, detail=error.detail, error=error.kind)
+
+
+def address(raw: bytes) -> tuple[str, str, str | None] | None:
+    """(reply_to, correlation_id, message_id) of a message that names where to answer, read from
+    its JSON when the message itself is invalid; None when it names no address."""
     try:
         message = json.loads(raw)
         reply_to, correlation_id = message["reply_to"], str(message["correlation_id"])
@@ -71,26 +120,52 @@ def invalid_reply(raw: bytes, exc: ValidationError) -> tuple[str, str] | None:
         return None
     if not isinstance(reply_to, str):
         return None
-    return reply_to, error_body(correlation_id, Invalid(json.loads(exc.json(include_url=False))))
+    message_id = message.get("message_id")
+    return reply_to, correlation_id, message_id if isinstance(message_id, str) else None
+
+
+async def answered(
+    redis: Redis, reply_to: str, correlation_id: str, work: Callable[[], Awaitable[tuple[int, Any]]]
+) -> None:
+    """Run `work` (-> status, result) and publish its answer; any failure, the encoding of the
+    result included, is answered through the one error table."""
+    try:
+        status, result = await work()
+        body = reply_body(correlation_id, status, result=result)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        body = error_body(correlation_id, exc)
+    await redis.publish(reply_to, body)
 
 
 class HeartbeatIngest:
-    """Collects heartbeats from pub/sub and records each batch with one upsert."""
+    """Collects heartbeats from pub/sub and records each batch. The buffer is bounded: beyond
+    `max_buffer` heartbeats waiting, new ones are shed, counted and logged (a worker's next beat
+    replaces a shed one)."""
 
     def __init__(
         self,
         redis: Redis,
         channels: Channels,
         db: Database,
-        claims: Claims,
+        seen: SeenMessages,
         flush_seconds: float = 0.2,
         max_batch: int = 5000,
+        max_buffer: int = 50_000,
+        tolerance: Callable[[int | None], float] = lambda interval: 3.0 * (interval or 30),
     ) -> None:
-        self.redis, self.channels, self.db, self.claims = redis, channels, db, claims
-        self.flush_seconds, self.max_batch = flush_seconds, max_batch
+        self.redis, self.channels, self.db, self.seen = redis, channels, db, seen
+        self.flush_seconds, self.max_batch, self.max_buffer = flush_seconds, max_batch, max_buffer
+        self.tolerance = tolerance
         self.max_message_bytes = 65_536  # a heartbeat is ~200 bytes; larger ones are dropped
+        self.shed = 0
+        """Heartbeats dropped because the buffer was full."""
+        self.refused = 0
+        """Heartbeats refused for being older than their lifetime."""
         self._buffer: list[tuple[float, bytes]] = []
         self._full = asyncio.Event()
+        self._shed_logged = 0.0
 
     async def run(self, stopping: asyncio.Event) -> None:
         reader = asyncio.create_task(self._read())
@@ -101,8 +176,8 @@ class HeartbeatIngest:
                 except TimeoutError:
                     pass
                 self._full.clear()
-                batch, self._buffer = self._buffer, []
-                if batch:
+                while self._buffer and not stopping.is_set():
+                    batch, self._buffer = self._buffer[: self.max_batch], self._buffer[self.max_batch :]
                     try:
                         await self.flush(batch)
                     except Exception:
@@ -111,16 +186,28 @@ class HeartbeatIngest:
             reader.cancel()
             await asyncio.wait([reader], timeout=2)
 
+    def received(self, raw: bytes) -> None:
+        if len(raw) > self.max_message_bytes:
+            return
+        if len(self._buffer) >= self.max_buffer:
+            self.shed += 1
+            now = time.monotonic()
+            if now - self._shed_logged > 5:
+                self._shed_logged = now
+                log.warning("heartbeat buffer full (%d): %d heartbeats shed so far", self.max_buffer, self.shed)
+            return
+        self._buffer.append((time.time(), raw))
+        if len(self._buffer) >= self.max_batch:
+            self._full.set()
+
     async def _read(self) -> None:
         while True:
             pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(self.channels.worker_heartbeats)
                 async for message in pubsub.listen():
-                    if message["type"] == "message" and len(message["data"]) <= self.max_message_bytes:
-                        self._buffer.append((time.time(), message["data"]))
-                        if len(self._buffer) >= self.max_batch:
-                            self._full.set()
+                    if message["type"] == "message":
+                        self.received(message["data"])
             except (RedisConnectionError, OSError) as exc:
                 log.warning("heartbeat channel lost (%s); resubscribing", exc)
                 await asyncio.sleep(0.5)
@@ -128,58 +215,108 @@ class HeartbeatIngest:
                 await asyncio.shield(pubsub.aclose())
 
     async def flush(self, batch: list[tuple[float, bytes]]) -> int:
-        """Record the heartbeats this replica claimed (each stamped with when it was received);
-        returns how many workers it recorded."""
+        """Record the heartbeats this replica sees first (each stamped with when it was
+        received); returns how many workers it recorded."""
+        parsed: list[tuple[float, bytes, HeartbeatMessage | ValidationError]] = []
+        keys: list[str] = []
+        for received, raw in batch:
+            try:
+                message: HeartbeatMessage | ValidationError = HeartbeatMessage.model_validate_json(raw)
+            except ValidationError as exc:
+                message = exc
+            parsed.append((received, raw, message))
+            keys.append(message_key("beat", raw, message if isinstance(message, HeartbeatMessage) else None))
+        now = time.time()
         latest: dict[tuple[str, str], Beat] = {}
         asks: list[HeartbeatMessage] = []
         replies: list[tuple[str, str]] = []
-        for index in await self.claims.won([raw for _, raw in batch]):
-            received, raw = batch[index]
-            try:
-                message = HeartbeatMessage.model_validate_json(raw)
-            except ValidationError as exc:
-                if (answer := invalid_reply(raw, exc)) is not None:
-                    replies.append(answer)
+        for index in await self.seen.first(keys):
+            received, raw, message = parsed[index]
+            if isinstance(message, ValidationError):
+                if (where := address(raw)) is not None:
+                    replies.append((where[0], error_body(where[1], message)))
+                continue
+            if (stale := staleness(message, now, self.seen.lifetime)) is not None:
+                self.refused += 1
+                log.info("refused a heartbeat of %s: %s", message.worker_name, stale)
+                if message.reply_to and message.correlation_id:
+                    replies.append((message.reply_to, error_body(message.correlation_id, Invalid(stale))))
                 continue
             key = (message.work_pool_name, message.worker_name)
             interval = message.heartbeat_interval_seconds
-            if interval is None and key in latest:
-                interval = latest[key].heartbeat_interval_seconds
-            seen = datetime.fromtimestamp(received, UTC)
-            latest[key] = Beat(message.work_pool_name, message.worker_name, interval, seen)
+            earlier = latest.get(key)
+            if interval is None and earlier is not None:
+                interval = earlier.heartbeat_interval_seconds
+            tokens = message.lease_tokens
+            if earlier is not None and earlier.lease_tokens is not None and tokens is None:
+                tokens = earlier.lease_tokens
+            seen_at = datetime.fromtimestamp(received, UTC)
+            latest[key] = Beat(
+                message.work_pool_name,
+                message.worker_name,
+                interval,
+                seen_at,
+                tuple(tokens) if tokens is not None else None,
+                self.tolerance(interval),
+            )
             if message.reply_to and message.correlation_id:
                 asks.append(message)
-        unknown, failed = set(), None
-        if latest:
-            beats = list(latest.values())
-            try:
-                unknown = await self._record(beats)
-            except Exception as exc:
-                failed = exc if isinstance(exc, WorkPoolsError) else internal_error()
-                log.warning(
-                    "could not record %d heartbeats (%s)", len(beats), failed.detail, exc_info=failed is not exc
-                )
+        recorded, failed = await self._record(list(latest.values())) if latest else ({}, {})
         for beat in asks:
-            if failed is not None:
-                replies.append((beat.reply_to, error_body(beat.correlation_id, failed)))
-            elif beat.work_pool_name in unknown:
+            if (exc := failed.get(beat.work_pool_name)) is not None:
+                replies.append((beat.reply_to, error_body(beat.correlation_id, exc)))
+            elif beat.work_pool_name not in recorded:
                 replies.append((beat.reply_to, error_body(beat.correlation_id, pool_not_found(beat.work_pool_name))))
-            else:
+            elif beat.lease_tokens is None:
                 replies.append((beat.reply_to, reply_body(beat.correlation_id, 204)))
+            else:
+                renewed = recorded[beat.work_pool_name].get(beat.worker_name, [])
+                replies.append((beat.reply_to, reply_body(beat.correlation_id, 200, result={"leases": renewed})))
         if replies:
             pipe = self.redis.pipeline(transaction=False)
             for channel, body in replies:
                 pipe.publish(channel, body)
             await pipe.execute()
-        return 0 if failed else len(latest)
+        return sum(len(workers) for workers in recorded.values())
 
-    async def _record(self, beats: list[Beat], attempts: int = 3) -> set[str]:
-        """Write a batch; a deadlock or serialization failure (503) is retried, not dropped."""
+    async def _record(
+        self, beats: list[Beat]
+    ) -> tuple[dict[str, dict[str, list[dict[str, Any]]]], dict[str, Exception]]:
+        """Write a batch pool by pool (one locked pool stalls only its own workers); a deadlock
+        or serialization failure (503) is retried. Returns, per recorded pool, the renewed
+        leases of each worker, and per pool that failed, why."""
+        by_pool: dict[str, list[Beat]] = {}
+        for beat in beats:
+            by_pool.setdefault(beat.work_pool_name, []).append(beat)
+        outcomes = await asyncio.gather(*(self._record_pool(pool_beats) for pool_beats in by_pool.values()))
+        recorded: dict[str, dict[str, list[dict[str, Any]]]] = {}
+        failed: dict[str, Exception] = {}
+        for name, outcome in zip(by_pool, outcomes, strict=True):
+            if isinstance(outcome, Exception):
+                failed[name] = outcome
+            elif outcome is not None:
+                recorded[name] = outcome
+        return recorded, failed
+
+    async def _record_pool(
+        self, beats: list[Beat], attempts: int = 3
+    ) -> dict[str, list[dict[str, Any]]] | None | Exception:
         for attempt in range(attempts):
             try:
-                return await record_heartbeats(self.db, beats)
-            except Unavailable:
+                renewed = await record_heartbeats(self.db, beats)
+            except Unavailable as exc:
                 if attempt == attempts - 1:
-                    raise
+                    log.warning("could not record %d heartbeats of %s (%s)", len(beats), beats[0].work_pool_name, exc)
+                    return exc
                 await asyncio.sleep(0.05 * 2**attempt)
-        return set()
+            except Exception as exc:
+                log.warning("could not record %d heartbeats of %s", len(beats), beats[0].work_pool_name, exc_info=True)
+                return exc
+            else:
+                if renewed is None:
+                    return None
+                return {
+                    worker: [{"token": token, "seconds_left": left} for token, left in sorted(leases.items())]
+                    for worker, leases in renewed.items()
+                }
+        return None

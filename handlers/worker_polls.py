@@ -1,11 +1,11 @@
-"""Worker polls on pub/sub: answered once (claims), in claim mode if asked, and long polls that
-wait for work without touching the database until a wake or a due time."""
+"""Worker polls on pub/sub: answered once (by the replica that sees the message first), in claim
+mode if asked, and long polls that wait for work without touching the database until a wake or
+a due time. Every poll that names a reply address gets an answer, errors included."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 import weakref
@@ -18,13 +18,21 @@ from faststream.redis import RedisChannelMessage
 from pydantic import ValidationError
 from redis.asyncio import Redis
 
-from handlers.worker_channel import Claims, error_body, invalid_reply, reply_body
+from handlers.worker_channel import (
+    SeenMessages,
+    address,
+    answered,
+    error_body,
+    message_key,
+    plain,
+    staleness,
+)
 from schemas.channels import Channels
-from schemas.scheduling import WorkerFlowRun
+from schemas.scheduling import ReadyMark, WorkerFlowRun
 from schemas.worker_channel import PollMessage
-from services import scheduling
+from services import requests, scheduling
 from services.db import Database
-from services.errors import Invalid, WorkPoolsError, internal_error
+from services.errors import Invalid
 
 log = logging.getLogger("workpools.polls")
 MAX_POLL_BYTES = 65_536
@@ -78,13 +86,13 @@ class PollServer:
     def __init__(
         self,
         redis: Redis,
-        claims: Claims,
+        seen: SeenMessages,
         db: Database,
         waiters: Waiters,
         ready: Callable[[Any], Awaitable[Any]],
         concurrency: int,
     ) -> None:
-        self.redis, self.claims, self.db, self.waiters, self.ready = redis, claims, db, waiters, ready
+        self.redis, self.seen, self.db, self.waiters, self.ready = redis, seen, db, waiters, ready
         self._queries = asyncio.Semaphore(concurrency)
         self._claiming: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self._tasks: set[asyncio.Task] = set()
@@ -100,19 +108,14 @@ class PollServer:
 
     async def refuse_oversized(self, raw: bytes) -> None:
         """Answer 422 when the message says where to (and is small enough to read); else drop it."""
-        if len(raw) > 16 * MAX_POLL_BYTES:
+        if len(raw) > 16 * MAX_POLL_BYTES or (where := address(raw)) is None:
             log.warning("dropped a %d-byte poll message", len(raw))
             return
-        if not await self.claims.won([raw]):
+        reply_to, correlation_id, message_id = where
+        if not await self.seen.first([message_key("poll", raw, None, message_id or correlation_id)]):
             return
-        try:
-            message = json.loads(raw)
-            reply_to, correlation_id = message["reply_to"], str(message["correlation_id"])
-        except (ValueError, KeyError, TypeError):
-            return
-        if isinstance(reply_to, str):
-            oversized = Invalid(f"Message is larger than {MAX_POLL_BYTES} bytes.")
-            await self.redis.publish(reply_to, error_body(correlation_id, oversized))
+        oversized = Invalid(f"Message is larger than {MAX_POLL_BYTES} bytes.")
+        await self.redis.publish(reply_to, error_body(correlation_id, oversized))
 
     async def stop(self, timeout: float = 5.0) -> None:
         """Waiting polls are answered now (empty); the rest finish or are cancelled."""
@@ -124,25 +127,24 @@ class PollServer:
                 task.cancel()
 
     async def answer(self, raw: bytes) -> None:
-        if not await self.claims.won([raw]):
-            return
         try:
             poll = PollMessage.model_validate_json(raw)
         except ValidationError as exc:
-            if (answer := invalid_reply(raw, exc)) is not None:
-                await self.redis.publish(*answer)
+            if (where := address(raw)) is not None:
+                reply_to, correlation_id, message_id = where
+                if await self.seen.first([message_key("poll", raw, None, message_id or correlation_id)]):
+                    await self.redis.publish(reply_to, error_body(correlation_id, exc))
             return
-        try:
-            runs = await self._poll(poll)
-        except WorkPoolsError as exc:
-            await self.redis.publish(poll.reply_to, error_body(poll.correlation_id, exc))
+        if not await self.seen.first([message_key("poll", raw, poll, poll.correlation_id)]):
             return
-        except Exception:
-            log.exception("unexpected error while answering a poll")
-            await self.redis.publish(poll.reply_to, error_body(poll.correlation_id, internal_error()))
-            return
-        result = [run.model_dump(mode="json") for run in runs]
-        await self.redis.publish(poll.reply_to, reply_body(poll.correlation_id, 200, result=result))
+        await answered(self.redis, poll.reply_to, poll.correlation_id, lambda: self._answer(poll))
+
+    async def _answer(self, poll: PollMessage) -> tuple[int, Any]:
+        if (stale := staleness(poll, time.time(), self.seen.lifetime)) is not None:
+            log.info("refused a poll of %s: %s", poll.worker_name, stale)
+            raise Invalid(stale)
+        runs = await self._poll(poll)
+        return 200, runs
 
     def _turn(self, poll: PollMessage) -> contextlib.AbstractAsyncContextManager:
         """Claims of one pool take turns here: PostgreSQL runs them one at a time anyway (the
@@ -163,18 +165,13 @@ class PollServer:
                 woken.clear()
                 async with self._turn(poll), self._queries:
                     before = _slide(poll.scheduled_before, time.monotonic() - started)
-                    runs, mark = await scheduling.get_scheduled_flow_runs(
-                        self.db,
-                        poll.work_pool_name,
-                        poll.work_queue_names,
-                        before,
-                        poll.scheduled_after,
-                        poll.limit,
-                        claim=poll,
-                    )
-                if not marked:  # one ready mark per poll message, however long it waits
-                    await self.ready(mark)
+                    runs, mark = await self._fetch(poll, before)
+                if not marked and mark is not None:  # one ready mark per poll message, however long it waits
                     marked = True
+                    try:
+                        await self.ready(mark)
+                    except Exception:  # the poll has committed: its answer stands
+                        log.warning("could not publish the ready mark of a poll", exc_info=True)
                 remaining = poll.wait_seconds - (time.monotonic() - started)
                 if runs or remaining <= 0 or self._stopping:
                     return runs
@@ -185,6 +182,43 @@ class PollServer:
                         timer = min(timer, max(0.0, (due - before).total_seconds()))
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(woken.wait(), timer)
+
+    async def _fetch(self, poll: PollMessage, before: datetime | None) -> tuple[list[WorkerFlowRun], ReadyMark | None]:
+        """One poll. A claim with a `request_id` acts once: sent again, it gets the runs the
+        first one leased (and announces no second ready mark)."""
+
+        async def fetch() -> tuple[list[WorkerFlowRun], ReadyMark]:
+            return await scheduling.get_scheduled_flow_runs(
+                self.db,
+                poll.work_pool_name,
+                poll.work_queue_names,
+                before,
+                poll.scheduled_after,
+                poll.limit,
+                claim=poll,
+            )
+
+        if not (poll.claim and poll.request_id):
+            return await fetch()
+        request_id = f"worker-poll/{poll.work_pool_name}/{poll.worker_name}/{poll.request_id}"
+        try:
+            async with requests.once(self.db, request_id, "worker_poll") as record:
+                runs, mark = await fetch()
+                if not runs:
+                    raise _NothingClaimed(mark)  # nothing to remember: a retry may claim afresh
+                record(200, plain(runs))
+                return runs, mark
+        except _NothingClaimed as nothing:
+            return [], nothing.mark
+        except requests.Replayed as replayed:
+            log.info("claim %s already ran; answering its runs again", request_id)
+            return [WorkerFlowRun.model_validate(item) for item in replayed.reply], None
+
+
+class _NothingClaimed(Exception):
+    def __init__(self, mark: ReadyMark) -> None:
+        super().__init__()
+        self.mark = mark
 
 
 def _slide(scheduled_before: datetime | None, waited: float) -> datetime | None:

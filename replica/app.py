@@ -108,25 +108,41 @@ def build_app(
 
     # Background consumers: a failure leaves the message pending, for the reclaimer.
     background = RedisRouter()
-    claims = worker_channel.Claims(redis, channels)
+    seen = worker_channel.SeenMessages(redis, channels)
     readiness.register(background, channels, settings, db)
     waiters = worker_polls.Waiters()
-    polls = worker_polls.PollServer(redis, claims, db, waiters, ready.publish, settings.rpc_concurrency)
+    polls = worker_polls.PollServer(redis, seen, db, waiters, ready.publish, settings.rpc_concurrency)
     worker_polls.register(background, channels, polls)
     broker.include_routers(rpc, background)
 
-    heartbeats = worker_channel.HeartbeatIngest(redis, channels, db, claims, settings.heartbeat_flush_seconds)
+    multiple, fallback = (
+        settings.foreman_inactivity_heartbeat_multiple,
+        settings.foreman_fallback_heartbeat_interval_seconds,
+    )
+    heartbeats = worker_channel.HeartbeatIngest(
+        redis,
+        channels,
+        db,
+        seen,
+        settings.heartbeat_flush_seconds,
+        tolerance=lambda interval: float(multiple * (interval or fallback)),
+    )
     relay = EventRelay(db, redis, channels.events, settings.events_maxlen)
 
     async def announce(tx: Tx) -> None:
-        """After a commit: publish its events, and wake the pollers waiting on its pools."""
-        if tx.events:
-            await relay.flush()
-        if tx.wakes:
-            pipe = redis.pipeline(transaction=False)
-            for name in tx.wakes:
-                pipe.publish(channels.wake, name)
-            await pipe.execute()
+        """After a commit: publish its events, and wake the pollers waiting on its pools. A
+        failure here does not undo the commit: it is logged, the events wait in the outbox for
+        the sweep, and waiting polls look again when their wait or next wake ends."""
+        try:
+            if tx.events:
+                await relay.flush()
+            if tx.wakes:
+                pipe = redis.pipeline(transaction=False)
+                for name in tx.wakes:
+                    pipe.publish(channels.wake, name)
+                await pipe.execute()
+        except Exception:
+            log.warning("after a commit: could not publish its events or wake-ups (left to the sweep)", exc_info=True)
 
     db.after_commit = announce
     groups = [(stream, channels.rpc_group) for stream in channels.all_rpc_streams()]

@@ -4,6 +4,11 @@ Workers PUBLISH to `{prefix}.workers.heartbeat` and `{prefix}.workers.poll`. A m
 wants an answer names a pub/sub channel in `reply_to` and an id in `correlation_id`; the answer
 is published there once, by one replica, as a `WorkerReply`. Field names never include a
 top-level `data` key (FastStream would take such a message for its own envelope).
+
+Every message acts once however late it arrives: it is known by its id (`message_id`, else a
+poll's `correlation_id`, else a hash of its bytes) for twice its lifetime, and a message whose
+`sent_at` is more than `MESSAGE_LIFETIME_SECONDS` away from the replica's clock is refused
+(answered 422 when it asks for an answer) instead of acting.
 """
 
 from __future__ import annotations
@@ -16,21 +21,45 @@ from schemas.common import ActionModel, DepthBounded, Int32, ResponseModel, UTCD
 from schemas.scheduling import ClaimOptions
 from schemas.wire import ErrorKind
 
+MESSAGE_LIFETIME_SECONDS = 30.0
+"""A worker message older than this (by its `sent_at`) is refused; ids are remembered twice as long."""
 
-class HeartbeatMessage(DepthBounded, ActionModel):
+
+class WorkerMessage(DepthBounded, ActionModel):
     message_id: str | None = Field(
-        default=None, max_length=200, description="Unique per message; identical messages within 10 s count once."
+        default=None, min_length=1, max_length=200, description="Unique per message: it acts once."
     )
+    sent_at: float | None = Field(
+        default=None,
+        description="When it was sent (unix seconds). Messages older than 30 s are refused; without "
+        "it a message delivered more than 60 s late could act again.",
+    )
+
+
+class HeartbeatMessage(WorkerMessage):
     work_pool_name: str
     worker_name: WorkerName
     heartbeat_interval_seconds: Int32 | None = None
-    correlation_id: str | None = None
-    reply_to: str | None = Field(default=None, description="Ask for an acknowledgement here.")
+    lease_tokens: list[int] | None = Field(
+        default=None,
+        max_length=10_000,
+        description="The leases this worker holds: exactly these are renewed, and a lease of this "
+        "worker not named for longer than the grace is released. Omitted: every live lease of the "
+        "worker is renewed (the Prefect-compatible heartbeat).",
+    )
+    correlation_id: str | None = Field(default=None, max_length=200)
+    reply_to: str | None = Field(default=None, max_length=500, description="Ask for an acknowledgement here.")
 
 
-class PollMessage(DepthBounded, ClaimOptions):
+class PollMessage(ClaimOptions, WorkerMessage):
     correlation_id: str = Field(min_length=1, max_length=200)
     reply_to: str = Field(min_length=1, max_length=500)
+    request_id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="A claim sent again with the same request_id (no answer came) returns the same batch.",
+    )
     work_pool_name: str
     worker_name: str | None = None
     work_queue_names: list[str] | None = None
@@ -41,6 +70,12 @@ class PollMessage(DepthBounded, ClaimOptions):
     """Long poll: with nothing to hand out, answer as soon as a run becomes due or a slot
     frees, or when this many seconds have passed (then with an empty list). A bounded
     `scheduled_before` slides with time while the poll waits."""
+
+
+class RenewedLease(ResponseModel):
+    token: int
+    seconds_left: float
+    """The lease now ends this long after the heartbeat was recorded."""
 
 
 class WorkerReply(ResponseModel):

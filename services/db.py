@@ -14,6 +14,7 @@ import asyncpg
 from sqlalchemy import delete, insert, select, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from services.errors import INTEGRITY_CONFLICT, AlreadyExists, Conflict, Invalid, Unavailable
@@ -127,8 +128,14 @@ class Database:
             raise translate(exc) from exc
         except (OSError, asyncpg.PostgresConnectionError) as exc:
             raise Unavailable("Service Unavailable") from exc
+        except PoolTimeout as exc:
+            log.warning("no database connection free in time; answering 503")
+            raise Unavailable("Service Unavailable") from exc
         if (tx.events or tx.wakes) and self.after_commit is not None:
-            await self.after_commit(tx)
+            try:
+                await self.after_commit(tx)
+            except Exception:  # committed is committed: the outbox sweep publishes what is left
+                log.warning("after-commit step failed; left to the outbox sweep", exc_info=True)
 
     @asynccontextmanager
     async def unit_of_work(self) -> AsyncIterator[Tx]:
@@ -150,6 +157,9 @@ class Database:
         except DBAPIError as exc:
             raise translate(exc) from exc
         except (OSError, asyncpg.PostgresConnectionError) as exc:
+            raise Unavailable("Service Unavailable") from exc
+        except PoolTimeout as exc:
+            log.warning("no database connection free in time; answering 503")
             raise Unavailable("Service Unavailable") from exc
 
     @asynccontextmanager

@@ -1,8 +1,9 @@
-"""Heartbeats in bulk: one upsert for a whole batch of workers, pools flipped READY once.
+"""Heartbeats in bulk: one upsert per pool for a batch of its workers, the pool flipped READY
+once, and the workers' leases renewed or released.
 
-The batch comes coalesced (one entry per pool and worker). Pools are read `FOR KEY SHARE`,
-like a single heartbeat, so a concurrent foreman tick cannot mark a pool NOT_READY from a
-snapshot that misses these workers.
+The batch comes coalesced (one entry per worker). The pool is read `FOR KEY SHARE`, like a
+single heartbeat, so a concurrent foreman tick cannot mark it NOT_READY from a snapshot that
+misses these workers.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from sqlalchemy import ARRAY, DateTime, Integer, Text, Uuid, bindparam, select, 
 from schemas.common import WorkPoolStatus
 from services import events, leases
 from services.db import Database
+from services.leases import LEASE_GRACE_SECONDS
 from services.tables import work_pool
 
 
@@ -27,6 +29,11 @@ class Beat:
     heartbeat_interval_seconds: int | None = None
     seen_at: datetime | None = None
     """When the heartbeat was received (the transaction's time when not given)."""
+    lease_tokens: tuple[int, ...] | None = None
+    """The leases the worker holds (renewed; its others are released after the grace);
+    None: every live lease of the worker is renewed (the Prefect-compatible heartbeat)."""
+    tolerance_seconds: float | None = None
+    """A renewed lease lasts at least this long: the silence after which the worker is OFFLINE."""
 
 
 UPSERT_WORKERS = text(
@@ -53,41 +60,47 @@ UPSERT_WORKERS = text(
 )
 
 
-async def record_heartbeats(db: Database, beats: Sequence[Beat]) -> set[str]:
-    """Record every beat whose pool exists; returns the names of pools that do not."""
-    pool_names = sorted({b.work_pool_name for b in beats})
+async def record_heartbeats(
+    db: Database, beats: Sequence[Beat], grace_seconds: float = LEASE_GRACE_SECONDS
+) -> dict[str, dict[int, float]] | None:
+    """Record the beats of one pool (one transaction per pool, so a pool whose row is held
+    elsewhere stalls only its own workers). None when the pool does not exist; otherwise, for
+    each worker whose beat named its leases, the leases renewed (token -> seconds left)."""
+    names = {b.work_pool_name for b in beats}
+    if len(names) != 1:
+        raise ValueError("record_heartbeats takes the beats of one pool")
     async with db.transaction() as tx:
-        pools = {
-            row["name"]: row
-            for row in (
+        pool = (
+            (
                 await tx.execute(
-                    select(work_pool)
-                    .where(work_pool.c.name.in_(pool_names))
-                    .order_by(work_pool.c.id)
-                    .with_for_update(read=True, key_share=True)
+                    select(work_pool).where(work_pool.c.name == names.pop()).with_for_update(read=True, key_share=True)
                 )
-            ).mappings()
-        }
-        # Rows in one fixed order, so two replicas writing overlapping batches cannot deadlock.
-        known = sorted(
-            (b for b in beats if b.work_pool_name in pools),
-            key=lambda b: (str(pools[b.work_pool_name]["id"]), b.worker_name),
-        )
-        if known:
-            await tx.execute(
-                UPSERT_WORKERS,
-                {
-                    "ids": [uuid4() for _ in known],
-                    "pool_ids": [pools[b.work_pool_name]["id"] for b in known],
-                    "names": [b.worker_name for b in known],
-                    "intervals": [b.heartbeat_interval_seconds for b in known],
-                    "seen": [b.seen_at or tx.now for b in known],
-                },
             )
-            await leases.renew(tx, [(pools[b.work_pool_name]["id"], b.worker_name) for b in known])
-        for pool in pools.values():
-            if pool["status"] != WorkPoolStatus.NOT_READY:
-                continue
+            .mappings()
+            .first()
+        )
+        if pool is None:
+            db.observe("heartbeats", received=len(beats), recorded=0)
+            return None
+        # Rows in one fixed order, so two replicas writing overlapping batches cannot deadlock.
+        known = sorted(beats, key=lambda b: b.worker_name)
+        await tx.execute(
+            UPSERT_WORKERS,
+            {
+                "ids": [uuid4() for _ in known],
+                "pool_ids": [pool["id"] for _ in known],
+                "names": [b.worker_name for b in known],
+                "intervals": [b.heartbeat_interval_seconds for b in known],
+                "seen": [b.seen_at or tx.now for b in known],
+            },
+        )
+        plain = [b for b in known if b.lease_tokens is None]
+        naming = [b for b in known if b.lease_tokens is not None]
+        await leases.renew(tx, pool["id"], [(b.worker_name, b.tolerance_seconds) for b in plain])
+        renewed = await leases.renew_named(
+            tx, pool["id"], [(b.worker_name, b.lease_tokens or (), b.tolerance_seconds) for b in naming], grace_seconds
+        )
+        if pool["status"] == WorkPoolStatus.NOT_READY:
             values, announced = events.pool_status_change(pool, WorkPoolStatus.READY, tx.now)
             flipped = await tx.execute(
                 update(work_pool)
@@ -98,4 +111,4 @@ async def record_heartbeats(db: Database, beats: Sequence[Beat]) -> set[str]:
             if flipped.first() is not None:
                 tx.emit(announced)
     db.observe("heartbeats", received=len(beats), recorded=len(known))
-    return set(pool_names) - set(pools)
+    return renewed

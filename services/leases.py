@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import ARRAY, Boolean, DateTime, Text, Uuid, bindparam, text
+from sqlalchemy import DateTime, Uuid, bindparam, text
 
 from services import events
 from services.db import Database, Tx
@@ -50,43 +50,124 @@ EXPIRE = text(
     """
 ).bindparams(bindparam("now", type_=DateTime(timezone=True)))
 
-HOLDERS_LEASES = text(
+LEASE_GRACE_SECONDS = 5.0
+"""A lease its holder's heartbeats stop naming is released once it is this old (a claim younger
+than this may still be on its way to the worker)."""
+
+RENEW_ALL = text(
     """
     UPDATE flow_run f
-       SET lease_expires = CASE WHEN :end_now THEN :now
-                                ELSE :now + f.lease_seconds * interval '1 second' END
-      FROM work_queue q, unnest(:pool_ids, :names) AS w(pool_id, name)
+       SET lease_seconds = greatest(f.lease_seconds, w.tolerance),
+           lease_expires = :now + greatest(f.lease_seconds, w.tolerance) * interval '1 second'
+      FROM work_queue q, unnest(CAST(:names AS text[]), CAST(:tolerances AS float8[])) AS w(name, tolerance)
+     WHERE f.lease_owner = w.name AND f.lease_expires > :now
+       AND q.id = f.work_queue_id AND q.work_pool_id = :pool_id
+    """
+).bindparams(bindparam("now", type_=DateTime(timezone=True)), bindparam("pool_id", type_=Uuid))
+"""Prefect-compatible heartbeats (no tokens): every live lease of those workers is renewed."""
+
+RENEW_NAMED = text(
+    """
+    UPDATE flow_run f
+       SET lease_seconds = greatest(f.lease_seconds, n.tolerance),
+           lease_expires = :now + greatest(f.lease_seconds, n.tolerance) * interval '1 second'
+      FROM work_queue q,
+           unnest(CAST(:names AS text[]), CAST(:tokens AS bigint[]), CAST(:tolerances AS float8[]))
+               AS n(name, token, tolerance)
+     WHERE f.lease_owner = n.name AND f.lease_token = n.token AND f.lease_expires > :now
+       AND q.id = f.work_queue_id AND q.work_pool_id = :pool_id
+ RETURNING f.lease_owner AS owner, f.lease_token AS token,
+           extract(epoch FROM f.lease_expires - :now) AS seconds_left
+    """
+).bindparams(bindparam("now", type_=DateTime(timezone=True)), bindparam("pool_id", type_=Uuid))
+"""Exactly the leases each worker names (its own, still live) are renewed."""
+
+END_UNNAMED = text(
+    """
+    UPDATE flow_run f
+       SET lease_expires = :now
+      FROM work_queue q
+     WHERE f.lease_owner = ANY(CAST(:names AS text[])) AND f.lease_expires > :now
+       AND NOT (f.lease_token = ANY(CAST(:named AS bigint[])))
+       AND f.lease_expires - f.lease_seconds * interval '1 second' < :now - :grace * interval '1 second'
+       AND q.id = f.work_queue_id AND q.work_pool_id = :pool_id
+    """
+).bindparams(bindparam("now", type_=DateTime(timezone=True)), bindparam("pool_id", type_=Uuid))
+"""Leases of these workers that their heartbeat did not name and that were last renewed (or
+claimed) more than the grace ago: they end now; the next expiry sweep gives the runs back."""
+
+END_HOLDERS = text(
+    """
+    UPDATE flow_run f
+       SET lease_expires = :now
+      FROM work_queue q, unnest(CAST(:pool_ids AS uuid[]), CAST(:names AS text[])) AS w(pool_id, name)
      WHERE f.lease_owner = w.name AND f.lease_expires > :now
        AND q.id = f.work_queue_id AND q.work_pool_id = w.pool_id
     """
-).bindparams(
-    bindparam("now", type_=DateTime(timezone=True)),
-    bindparam("end_now", type_=Boolean),
-    bindparam("pool_ids", type_=ARRAY(Uuid)),
-    bindparam("names", type_=ARRAY(Text)),
-)
-"""The live leases of some workers (pool id, worker name): renewed, or ended now."""
+).bindparams(bindparam("now", type_=DateTime(timezone=True)))
+"""Every live lease of some workers (pool id, worker name) ends now."""
 
 
-async def _holders(tx: Tx, holders: Sequence[tuple[UUID, str]], end_now: bool) -> int:
+async def renew(tx: Tx, pool_id: UUID, holders: Sequence[tuple[str, float | None]]) -> None:
+    """Heartbeats without tokens renew every live lease of their workers, for at least their
+    tolerance (worker name, seconds)."""
+    if holders:
+        await tx.execute(
+            RENEW_ALL,
+            {
+                "now": tx.now,
+                "pool_id": pool_id,
+                "names": [name for name, _ in holders],
+                "tolerances": [float(tolerance or 0) for _, tolerance in holders],
+            },
+        )
+
+
+async def renew_named(
+    tx: Tx,
+    pool_id: UUID,
+    holders: Sequence[tuple[str, Sequence[int], float | None]],
+    grace_seconds: float = LEASE_GRACE_SECONDS,
+) -> dict[str, dict[int, float]]:
+    """Heartbeats that name their leases (worker name, tokens, tolerance): exactly those are
+    renewed; the workers' other leases older than the grace end now. Returns, per worker, the
+    leases renewed and the seconds each has left."""
     if not holders:
-        return 0
-    result = await tx.execute(
-        HOLDERS_LEASES,
-        {"now": tx.now, "end_now": end_now, "pool_ids": [h[0] for h in holders], "names": [h[1] for h in holders]},
+        return {}
+    names, tokens, tolerances = [], [], []
+    for name, held, tolerance in holders:
+        for token in held:
+            names.append(name)
+            tokens.append(token)
+            tolerances.append(float(tolerance or 0))
+    renewed: dict[str, dict[int, float]] = {name: {} for name, _, _ in holders}
+    if tokens:
+        params = {"now": tx.now, "pool_id": pool_id, "names": names, "tokens": tokens, "tolerances": tolerances}
+        for row in (await tx.execute(RENEW_NAMED, params)).mappings():
+            renewed[row["owner"]][row["token"]] = float(row["seconds_left"])
+    await tx.execute(
+        END_UNNAMED,
+        {
+            "now": tx.now,
+            "pool_id": pool_id,
+            "names": list(renewed),
+            "named": tokens,
+            "grace": grace_seconds,
+        },
     )
-    return int(result.rowcount)
-
-
-async def renew(tx: Tx, holders: Sequence[tuple[UUID, str]]) -> None:
-    """Heartbeats renew every live lease of their workers."""
-    await _holders(tx, holders, end_now=False)
+    return renewed
 
 
 async def end_now(tx: Tx, holders: Sequence[tuple[UUID, str]]) -> int:
     """Workers gone OFFLINE: their leases end now; the next expiry sweep gives the runs back.
     Returns how many leases ended."""
-    return await _holders(tx, holders, end_now=True)
+    if not holders:
+        return 0
+    result = await tx.execute(
+        END_HOLDERS,
+        {"now": tx.now, "pool_ids": [h[0] for h in holders], "names": [h[1] for h in holders]},
+    )
+    return int(result.rowcount)
 
 
 async def expire_leases(db: Database, now: datetime | None = None) -> int:

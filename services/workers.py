@@ -17,7 +17,7 @@ async def record_heartbeat(
     db: Database, work_pool_name: str, name: str, heartbeat_interval_seconds: int | None = None
 ) -> None:
     """One heartbeat: the same path as a batch from the worker channel."""
-    if await record_heartbeats(db, [Beat(work_pool_name, name, heartbeat_interval_seconds)]):
+    if await record_heartbeats(db, [Beat(work_pool_name, name, heartbeat_interval_seconds)]) is None:
         raise pool_not_found(work_pool_name)
 
 

@@ -411,7 +411,9 @@ asyncio.run(main())
 """
 
 
-async def test_runs_of_a_killed_worker_run_elsewhere_within_three_heartbeat_intervals(client, settings):
+async def test_runs_of_a_killed_worker_run_elsewhere_once_its_offline_tolerance_has_passed(client, settings):
+    """Leases last the OFFLINE tolerance (3 heartbeat intervals) after the last beat, so a lost
+    beat or two never ends them; a dead worker's runs are elsewhere about 3 intervals later."""
     await client.create_work_pool({"name": "crash", "type": "process"})
     runs = {(await client.create_flow_run({"work_pool_name": "crash"})).id for _ in range(3)}
     process = await asyncio.create_subprocess_exec(
@@ -439,12 +441,12 @@ async def test_runs_of_a_killed_worker_run_elsewhere_within_three_heartbeat_inte
 
     running = {}
     async with worker(settings, "crash", "rescuer", heartbeat_interval_seconds=1) as rescuer:
-        while set(running) != runs and time.monotonic() - killed < 5:
+        while set(running) != runs and time.monotonic() - killed < 8:
             for item in await rescuer.get_scheduled_flow_runs(claim=True, wait_seconds=1):
                 await move(client, item, "PENDING", "RUNNING")
                 running[item.flow_run.id] = time.monotonic() - killed
     assert set(running) == runs
-    assert max(running.values()) < 3.0, running
+    assert 2.0 < min(running.values()) and max(running.values()) < 4.5, running
     for run_id, token in old_tokens.items():
         result = await client.set_flow_run_state(run_id, {"type": "COMPLETED"}, lease_token=int(token))
         assert (result.status, result.details) == ("ABORT", {"reason": STALE_LEASE})
