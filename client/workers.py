@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import uuid
 from datetime import datetime
 from typing import Any
@@ -54,7 +55,12 @@ class WorkerClient:
     async def _ask(self, channel: str, message: dict[str, Any], timeout: float | None = None) -> Any:
         correlation_id = uuid.uuid4().hex
         future = self.replies.expect(correlation_id)
-        message = {**message, "correlation_id": correlation_id, "reply_to": self.replies.channel}
+        message = {
+            **message,
+            "correlation_id": correlation_id,
+            "reply_to": self.replies.channel,
+            "sent_at": time.time(),
+        }
         try:
             await self.redis.publish(channel, json.dumps(message))
             reply = await asyncio.wait_for(future, timeout or self.timeout)
@@ -68,23 +74,35 @@ class WorkerClient:
             raise error_for(reply["status"], reply.get("detail"), reply.get("error"))
         return reply.get("result")
 
-    def _heartbeat(self) -> dict[str, Any]:
-        return {
+    def _heartbeat(self, lease_tokens: list[int] | None) -> dict[str, Any]:
+        beat: dict[str, Any] = {
             "message_id": uuid.uuid4().hex,
+            "sent_at": time.time(),
             "work_pool_name": self.work_pool_name,
             "worker_name": self.worker_name,
             "heartbeat_interval_seconds": self.heartbeat_interval_seconds,
         }
+        if lease_tokens is not None:
+            beat["lease_tokens"] = lease_tokens
+        return beat
 
-    async def heartbeat(self, ack: bool = False) -> None:
-        """Publish a heartbeat; with `ack`, wait until it is recorded (404 if the pool is unknown)."""
+    async def heartbeat(self, ack: bool = False, lease_tokens: list[int] | None = None) -> dict[int, float] | None:
+        """Publish a heartbeat; with `ack`, wait until it is recorded (404 if the pool is unknown).
+
+        `lease_tokens`: the leases this worker holds. Exactly those are renewed, and its other
+        leases are released once older than the grace (5 s); acknowledged, the answer says which
+        were renewed: token -> seconds left. Without it every live lease of the worker is renewed."""
+        beat = self._heartbeat(lease_tokens)
         if ack:
-            await self._ask(self.channels.worker_heartbeats, self._heartbeat())
-            return
+            result = await self._ask(self.channels.worker_heartbeats, beat)
+            if lease_tokens is None or not result:
+                return None
+            return {lease["token"]: lease["seconds_left"] for lease in result["leases"]}
         try:
-            await self.redis.publish(self.channels.worker_heartbeats, json.dumps(self._heartbeat()))
+            await self.redis.publish(self.channels.worker_heartbeats, json.dumps(beat))
         except (RedisConnectionError, OSError) as exc:
             raise ServiceUnavailable(503, f"Redis is not reachable: {exc}") from None
+        return None
 
     async def get_scheduled_flow_runs(
         self,
@@ -96,11 +114,15 @@ class WorkerClient:
         claim: bool = False,
         lease_seconds: float | None = None,
         wait_seconds: float = 0,
+        request_id: str | None = None,
     ) -> list[WorkerFlowRun]:
-        """Poll. `claim` leases the runs to this worker (default lease: two heartbeat intervals,
-        renewed by heartbeats); `wait_seconds` waits for work when there is none yet."""
-        lease = lease_seconds or 2 * (self.heartbeat_interval_seconds or 30)
+        """Poll. `claim` leases the runs to this worker (default lease: four heartbeat intervals,
+        renewed by heartbeats); `wait_seconds` waits for work when there is none yet. A claim
+        sent again with the same `request_id` (no answer came) returns the same runs."""
+        lease = lease_seconds or 4 * (self.heartbeat_interval_seconds or 30)
         message = {
+            "message_id": uuid.uuid4().hex,
+            "request_id": request_id,
             "claim": claim,
             "lease_seconds": lease,
             "wait_seconds": wait_seconds,

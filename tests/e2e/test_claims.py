@@ -160,10 +160,72 @@ async def test_heartbeats_renew_the_lease_and_it_ends_when_they_stop(client, set
         renewed = await client.set_flow_run_state(run.id, {"type": "PENDING"}, lease_token=held.lease.token)
         assert renewed.status == "ACCEPT"  # 2.5 s after a 1 s lease: heartbeats kept it live
 
-    taken = await wait_until(lambda: claimed_by(client, "renew", "w2", run.id), timeout=5)
-    assert taken.lease.owner == "w2" and time.monotonic() - stopped < 3
+    # A beat renews for at least the OFFLINE tolerance (3 intervals): the lease ends about 3 s
+    # after the last one, as the worker goes OFFLINE.
+    taken = await wait_until(lambda: claimed_by(client, "renew", "w2", run.id), timeout=6)
+    assert taken.lease.owner == "w2" and 2 < time.monotonic() - stopped < 4.5
     reason = (await client.set_flow_run_state(run.id, {"type": "RUNNING"}, lease_token=held.lease.token)).details
     assert reason == {"reason": STALE_LEASE}
+
+
+async def test_a_heartbeat_renews_exactly_the_leases_it_names_and_releases_the_others(client, settings, clock):
+    await client.create_work_pool({"name": "named", "type": "process"})
+    runs = [await client.create_flow_run({"work_pool_name": "named"}) for _ in range(3)]
+    async with worker(settings, "named", "w1", heartbeat_interval_seconds=10) as w1:
+        held = await w1.get_scheduled_flow_runs(claim=True, lease_seconds=5)
+        tokens = [item.lease.token for item in held]
+        assert [item.flow_run.id for item in held] == [run.id for run in runs]
+        renewed = await w1.heartbeat(ack=True, lease_tokens=tokens[:1])
+        # renewed for the OFFLINE tolerance (3 x 10 s), longer than the 5 s asked for
+        assert list(renewed) == tokens[:1] and 29 < renewed[tokens[0]] <= 30
+        # The others are younger than the grace (a claim may still be on its way): kept.
+        assert await claim(client, "named", "w2") == []
+        clock.advance(seconds=6)
+        renewed = await w1.heartbeat(ack=True, lease_tokens=tokens[:1])
+        assert list(renewed) == tokens[:1]
+        taken = await wait_until(lambda: _claim_all(client, "named", "w2", 2), timeout=5)
+    assert sorted(item.flow_run.id for item in taken) == sorted(run.id for run in runs[1:])
+    kept = await client.set_flow_run_state(runs[0].id, {"type": "PENDING"}, lease_token=tokens[0])
+    assert kept.status == "ACCEPT"
+    gone = await client.set_flow_run_state(runs[1].id, {"type": "PENDING"}, lease_token=tokens[1])
+    assert (gone.status, gone.details) == ("ABORT", {"reason": STALE_LEASE})
+
+
+async def _claim_all(client, pool, name, count):
+    items = await claim(client, pool, name, limit=10)
+    return items if len(items) == count else None
+
+
+async def test_a_restarted_worker_with_the_same_name_lets_the_old_leases_go(client, settings, clock):
+    await client.create_work_pool({"name": "restart", "type": "process"})
+    run = await client.create_flow_run({"work_pool_name": "restart"})
+    async with worker(settings, "restart", "w1", heartbeat_interval_seconds=10) as old:
+        [held] = await old.get_scheduled_flow_runs(claim=True)
+    await client.set_flow_run_state(run.id, {"type": "PENDING"}, lease_token=held.lease.token)
+    clock.advance(seconds=6)
+    async with worker(settings, "restart", "w1", heartbeat_interval_seconds=10) as new:
+        assert await new.heartbeat(ack=True, lease_tokens=[]) == {}
+        [again] = await wait_until(lambda: new.get_scheduled_flow_runs(claim=True), timeout=5)
+    assert again.flow_run.id == run.id and again.lease.token != held.lease.token
+    assert (await client.read_flow_run(run.id)).state_name == "Rescheduled"
+
+
+async def test_a_plain_heartbeat_renews_every_lease_for_at_least_the_offline_tolerance(client, settings, db):
+    await client.create_work_pool({"name": "plain", "type": "process"})
+    await client.create_flow_run({"work_pool_name": "plain"})
+    async with worker(settings, "plain", "w1", heartbeat_interval_seconds=20) as w1:
+        [held] = await w1.get_scheduled_flow_runs(claim=True, lease_seconds=2)
+        await w1.heartbeat(ack=True)  # no tokens: the Prefect-compatible heartbeat
+    async with db.engine.connect() as conn:
+        row = (
+            await conn.execute(
+                text(
+                    "SELECT lease_seconds, extract(epoch FROM lease_expires - now()) AS left FROM flow_run WHERE id = :id"
+                ),
+                {"id": held.flow_run.id},
+            )
+        ).one()
+    assert row.lease_seconds == 60 and 55 < row.left <= 60
 
 
 async def test_a_lease_that_runs_out_while_its_holder_proposes_keeps_its_slot(client, db):
@@ -329,7 +391,7 @@ async def test_randomized_race_of_32_workers_over_3_replicas(client, settings, d
                     for item in items:
                         if item.lease.token in holds:
                             duplicate_tokens.append(item.lease.token)
-                        claimed_at = item.lease.expires - timedelta(seconds=2)
+                        claimed_at = item.lease.expires - timedelta(seconds=4)  # 4 heartbeat intervals
                         holds[item.lease.token] = Hold(item.flow_run.id, name, item.lease.token, claimed_at)
                     for item in items:
                         crash_at = rng.choice(["claimed", "PENDING", "RUNNING"])

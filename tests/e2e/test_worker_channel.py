@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import uuid
 from datetime import UTC, datetime
 
 import pytest
+from sqlalchemy import text
 
-from client import InvalidRequest, ObjectNotFound, WorkerClient
+from client import InvalidRequest, ObjectNotFound, WorkerClient, WorkPoolsError
 from replica.app import build_app
 from schemas.channels import Channels
+from schemas.worker_channel import MESSAGE_LIFETIME_SECONDS
+from services import scheduling
 from tests.factories import wait_until
 
 
@@ -134,3 +138,139 @@ async def test_odd_polls_are_answered(client, settings):
                 {"work_pool_name": "odd", "work_queue_names": [f"q{i}" for i in range(20_000)]},
             )
         assert raised.value.detail == "Message is larger than 65536 bytes."
+
+
+# ----------------------------------------------------------------------------------------------
+# One error path: every message that names a reply address gets an answer
+
+
+def nested(depth: int) -> dict:
+    value: dict = {"leaf": 1}
+    for _ in range(depth - 1):
+        value = {"a": value}
+    return value
+
+
+def depth_of(value) -> int:
+    depth = 0
+    while isinstance(value, dict):
+        depth += 1
+        value = next(iter(value.values()))
+    return depth
+
+
+class Replies:
+    """A plain pub/sub reply channel, as a worker in any language would hold one."""
+
+    def __init__(self, redis, prefix: str) -> None:
+        self.redis, self.channel = redis, Channels(prefix).worker_reply(uuid.uuid4().hex)
+        self.pubsub = redis.pubsub(ignore_subscribe_messages=True)
+        self.received: dict[str, dict] = {}
+
+    async def __aenter__(self) -> Replies:
+        await self.pubsub.subscribe(self.channel)
+        return self
+
+    async def __aexit__(self, *exc_info) -> None:
+        await self.pubsub.aclose()
+
+    async def answer(self, correlation_id: str, timeout: float = 5) -> dict:
+        async def arrived():
+            message = await self.pubsub.get_message(timeout=0.05)
+            if message is not None:
+                reply = json.loads(message["data"])
+                self.received[reply["correlation_id"]] = reply
+            return self.received.get(correlation_id)
+
+        return await wait_until(arrived, timeout=timeout)
+
+
+async def publish_poll(redis, prefix: str, replies: Replies, correlation_id: str, **fields) -> None:
+    body = {"correlation_id": correlation_id, "reply_to": replies.channel, **fields}
+    await redis.publish(Channels(prefix).worker_polls, json.dumps(body))
+
+
+async def test_a_run_nested_252_levels_is_delivered_and_the_pool_keeps_flowing(client, settings, redis, db):
+    """Its poll reply is deeper than pydantic's encoder goes: it is encoded by the standard
+    library's encoder instead, with the run's parameters whole, and the runs behind it flow."""
+    await client.create_work_pool({"name": "deep", "type": "process"})
+    deep = await client.create_flow_run({"work_pool_name": "deep", "name": "deep"})
+    async with db.engine.begin() as conn:  # stored as if an older service had accepted it
+        await conn.execute(
+            text("UPDATE flow_run SET parameters = CAST(:p AS jsonb) WHERE id = :id"),
+            {"p": json.dumps(nested(252)), "id": deep.id},
+        )
+    others = [await client.create_flow_run({"work_pool_name": "deep"}) for _ in range(2)]
+    async with Replies(redis, settings.prefix) as replies:
+        await publish_poll(redis, settings.prefix, replies, "read", work_pool_name="deep", limit=10)
+        reply = await replies.answer("read")
+        assert reply["status"] == 200
+        assert [item["flow_run"]["id"] for item in reply["result"]] == [str(deep.id), *(str(r.id) for r in others)]
+        assert depth_of(reply["result"][0]["flow_run"]["parameters"]) == 252
+    async with worker(settings, "deep", "claimer") as w:
+        first = await w.get_scheduled_flow_runs(limit=1, claim=True)
+        assert [item.flow_run.id for item in first] == [deep.id]
+        assert depth_of(first[0].flow_run.parameters) == 252
+        rest = await w.get_scheduled_flow_runs(limit=5, claim=True)
+        assert [item.flow_run.id for item in rest] == [r.id for r in others]
+
+
+async def test_an_unexpected_failure_of_a_poll_is_answered_500(client, settings, monkeypatch):
+    await client.create_work_pool({"name": "boom", "type": "process"})
+
+    async def broken(*args, **kwargs):
+        raise RuntimeError("the poll broke")
+
+    monkeypatch.setattr(scheduling, "get_scheduled_flow_runs", broken)
+    async with worker(settings, "boom") as w:
+        with pytest.raises(WorkPoolsError) as raised:
+            await w.get_scheduled_flow_runs()
+    assert (raised.value.status, raised.value.detail) == (500, "Internal Server Error")
+
+
+# ----------------------------------------------------------------------------------------------
+# Every message acts once, however late it arrives
+
+
+async def test_a_claim_delivered_again_later_with_its_id_acts_once(client, settings, redis):
+    await client.create_work_pool({"name": "late", "type": "process"})
+    runs = [await client.create_flow_run({"work_pool_name": "late"}) for _ in range(2)]
+    claim = {"work_pool_name": "late", "worker_name": "w1", "claim": True, "limit": 1, "message_id": "m-1"}
+    async with Replies(redis, settings.prefix) as replies:
+        await publish_poll(redis, settings.prefix, replies, "first", sent_at=time.time(), **claim)
+        first = await replies.answer("first")
+        assert [item["flow_run"]["id"] for item in first["result"]] == [str(runs[0].id)]
+        # The same message (its id) arriving again: not answered, nothing claimed. A later
+        # poll's answer shows the duplicate was passed over, not merely slow.
+        await publish_poll(redis, settings.prefix, replies, "again", sent_at=time.time(), **claim)
+        await publish_poll(redis, settings.prefix, replies, "probe", work_pool_name="late", limit=5)
+        probe = await replies.answer("probe")
+        assert [item["flow_run"]["id"] for item in probe["result"]] == [str(runs[1].id)]
+        assert "again" not in replies.received
+
+
+async def test_a_message_older_than_its_lifetime_is_refused_not_acted_on(client, settings, redis):
+    await client.create_work_pool({"name": "old", "type": "process"})
+    run = await client.create_flow_run({"work_pool_name": "old"})
+    async with Replies(redis, settings.prefix) as replies:
+        stale = time.time() - MESSAGE_LIFETIME_SECONDS - 5
+        await publish_poll(
+            redis, settings.prefix, replies, "old", work_pool_name="old", worker_name="w", claim=True, sent_at=stale
+        )
+        reply = await replies.answer("old")
+        assert (reply["status"], reply["error"]) == (422, "invalid")
+        assert reply["detail"].startswith("Message sent 35.") and reply["detail"].endswith("older than 30 s, refused.")
+        beat = {
+            "work_pool_name": "old",
+            "worker_name": "late-beat",
+            "sent_at": stale,
+            "correlation_id": "beat",
+            "reply_to": replies.channel,
+        }
+        await redis.publish(Channels(settings.prefix).worker_heartbeats, json.dumps(beat))
+        assert (await replies.answer("beat"))["status"] == 422
+    assert await client.read_workers_for_work_pool("old") == []
+    assert (await client.read_flow_run(run.id)).state_type == "SCHEDULED"
+    async with worker(settings, "old", "w") as w:
+        [item] = await w.get_scheduled_flow_runs(claim=True)  # not leased by the refused claim
+        assert item.flow_run.id == run.id
