@@ -30,7 +30,7 @@ from handlers.worker_channel import (
 from schemas.channels import Channels
 from schemas.scheduling import ReadyMark, WorkerFlowRun
 from schemas.worker_channel import PollMessage
-from services import requests, scheduling
+from services import idempotency, scheduling
 from services.db import Database
 from services.errors import Invalid
 
@@ -202,7 +202,7 @@ class PollServer:
             return await fetch()
         request_id = f"worker-poll/{poll.work_pool_name}/{poll.worker_name}/{poll.request_id}"
         try:
-            async with requests.once(self.db, request_id, "worker_poll") as record:
+            async with idempotency.once(self.db, request_id, "worker_poll") as record:
                 runs, mark = await fetch()
                 if not runs:
                     raise _NothingClaimed(mark)  # nothing to remember: a retry may claim afresh
@@ -210,7 +210,7 @@ class PollServer:
                 return runs, mark
         except _NothingClaimed as nothing:
             return [], nothing.mark
-        except requests.Replayed as replayed:
+        except idempotency.Replayed as replayed:
             log.info("claim %s already ran; answering its runs again", request_id)
             return [WorkerFlowRun.model_validate(item) for item in replayed.reply], None
 
