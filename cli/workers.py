@@ -6,7 +6,6 @@ The worker itself is `client.process_worker.ProcessWorker`; this module only wir
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Sequence
 from typing import Annotated
 
@@ -19,6 +18,7 @@ from client import WorkPoolsError
 from client.process_worker import ProcessWorker
 from client.transport import REFUSALS, UNREACHABLE
 from schemas.common import DEFAULT_LIMIT
+from schemas.settings import Settings
 from schemas.workers import Worker
 
 app = typer.Typer(
@@ -49,6 +49,14 @@ def run(
         float, typer.Option(min=0, help="On SIGTERM, how long running commands get before SIGKILL.")
     ] = 10.0,
     log_level: Annotated[str, typer.Option(help="Python logging level.")] = "INFO",
+    http_port: Annotated[
+        int | None,
+        typer.Option(
+            envvar="WORKPOOLS_WORKER_HTTP_PORT",
+            help="Serve /healthz and /readyz on this port (on WORKPOOLS_HTTP_HOST; default: none).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Run a process worker: poll the pool, run each flow run's command, report how it ended.
 
@@ -60,7 +68,11 @@ def run(
     if pool is None:
         typer.echo(ctx.get_help())
         fail("Missing option --pool.", ExitCode.USAGE)
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from observability.logs import configure_logging
+    from observability.worker import run_with_probes
+
+    settings = Settings()
+    configure_logging(log_level, settings.log_format)
     where = target()
     worker = ProcessWorker(
         pool,
@@ -75,7 +87,7 @@ def run(
         prefix=where.prefix,
     )
     try:
-        asyncio.run(worker.run())
+        asyncio.run(run_with_probes(worker, settings.http_host, http_port))
     except WorkPoolsError as exc:
         fail(describe(exc.detail))
     except REFUSALS as exc:

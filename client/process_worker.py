@@ -18,6 +18,7 @@ import os
 import shlex
 import signal
 import socket
+import time
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -117,6 +118,10 @@ class ProcessWorker:
         self.redis_url, self.prefix = redis_url, prefix
         self.held: dict[UUID, Held] = {}
         self._stopping = asyncio.Event()
+        self.turns: dict[str, float] = {}
+        """Liveness for probes: when (time.monotonic()) each loop, "heartbeat" and "poll", last
+        turned, and when a heartbeat was last acknowledged ("heartbeat_ok") and a poll last
+        answered ("poll_ok")."""
 
     def stop(self) -> None:
         if not self._stopping.is_set():
@@ -140,6 +145,7 @@ class ProcessWorker:
             async with worker, WorkPoolClient(self.redis_url, self.prefix, timeout=10) as client:
                 self.worker, self.client = worker, client
                 await worker.heartbeat(ack=True)
+                self.turns["heartbeat"] = self.turns["heartbeat_ok"] = time.monotonic()
                 log.info("worker %s started on pool %s", self.name, self.work_pool_name)
                 heartbeats = asyncio.create_task(self._heartbeats())
                 try:
@@ -161,19 +167,23 @@ class ProcessWorker:
                 # Acknowledged so each beat is a distinct message: the worker channel drops a
                 # message identical to one seen in the last 30 s (a plain beat always is).
                 await self.worker.heartbeat(ack=True)
+                self.turns["heartbeat_ok"] = time.monotonic()
             except WorkPoolsError as exc:
                 log.warning("heartbeat failed: %s", exc)
             except Exception:
                 log.warning("heartbeat failed", exc_info=True)
+            self.turns["heartbeat"] = time.monotonic()
 
     async def _poll_until_stopped(self) -> None:
         while not self._stopping.is_set():
             try:
                 await self._poll()
+                self.turns["poll_ok"] = time.monotonic()
             except WorkPoolsError as exc:
                 log.warning("poll failed: %s", exc)
             except Exception:
                 log.warning("poll failed", exc_info=True)
+            self.turns["poll"] = time.monotonic()
             await self._stopped_within(self.poll_interval)
 
     async def _poll(self) -> None:
