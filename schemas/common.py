@@ -59,12 +59,15 @@ PoolName = Annotated[QueueName, AfterValidator(_not_blank)]
 def error_details(exc: ValidationError) -> list[dict[str, Any]]:
     """Pydantic's errors as JSON data (type, loc, msg, input, ctx). An input JSON cannot carry
     (e.g. bytes that are not UTF-8) is left out rather than failing the whole report."""
+    details: list[dict[str, Any]]
     try:
-        return json.loads(exc.json(include_url=False))
+        details = json.loads(exc.json(include_url=False))
+        return details
     except ValueError:
         pass
     try:
-        return json.loads(exc.json(include_url=False, include_input=False))
+        details = json.loads(exc.json(include_url=False, include_input=False))
+        return details
     except ValueError:
         return [{"type": e["type"], "loc": list(e["loc"]), "msg": e["msg"]} for e in exc.errors()]
 

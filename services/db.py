@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -11,18 +11,24 @@ from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
-from sqlalchemy import delete, insert, select, text
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy import delete, insert, select
+from sqlalchemy.engine import URL, CursorResult, RowMapping, make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.sql.base import Executable
 
+from schemas.events import Event
 from services.errors import INTEGRITY_CONFLICT, AlreadyExists, Conflict, Invalid, Unavailable
 from services.tables import event_outbox
 
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
+ExecuteParams = Mapping[str, Any] | Sequence[Mapping[str, Any]]
+"""Bound parameters of one statement, or of each row of an executemany."""
+Row = RowMapping | Mapping[str, Any]
+"""A row read by its column names: as fetched (`.mappings()`), or a dict of the same columns."""
 UNIQUE_VIOLATION = "23505"
 Observer = Callable[..., None]
 """`observe(what, **facts)`: told what a service did once it is done (runs handed out, a run
@@ -45,10 +51,10 @@ class Tx:
 
     conn: AsyncConnection
     now: datetime
-    events: list[dict[str, Any]] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
     wakes: set[str] = field(default_factory=set)
 
-    def emit(self, event: dict[str, Any]) -> None:
+    def emit(self, event: Event) -> None:
         self.events.append(event)
 
     def wake(self, work_pool_name: str | None) -> None:
@@ -56,7 +62,7 @@ class Tx:
         if work_pool_name is not None:
             self.wakes.add(work_pool_name)
 
-    async def execute(self, statement, params=None):
+    async def execute(self, statement: Executable, params: ExecuteParams | None = None) -> CursorResult[Any]:
         return await self.conn.execute(statement, params)
 
 
@@ -123,7 +129,7 @@ class Database:
                 tx = Tx(conn, now or self.clock())
                 yield tx
                 if tx.events:
-                    await conn.execute(insert(event_outbox), [{"event": e} for e in tx.events])
+                    await conn.execute(insert(event_outbox), [{"event": e.model_dump(mode="json")} for e in tx.events])
         except DBAPIError as exc:
             raise translate(exc) from exc
         except (OSError, asyncpg.PostgresConnectionError) as exc:
@@ -194,7 +200,7 @@ async def ensure_database(url: str) -> None:
         raise Unavailable(f"PostgreSQL is not reachable: {type(exc).__name__}") from exc
     try:
         exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", target.database)
-        if not exists:
+        if not exists and target.database:
             try:
                 quoted = target.database.replace('"', '""')  # an identifier: it cannot be a bound parameter
                 await conn.execute(f'CREATE DATABASE "{quoted}"')
@@ -202,8 +208,3 @@ async def ensure_database(url: str) -> None:
                 pass
     finally:
         await conn.close()
-
-
-async def ping(db: Database) -> None:
-    async with db.engine.connect() as conn:
-        await conn.execute(text("SELECT 1"))

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
 from uuid import UUID, uuid4
 
 from sqlalchemy import insert, select
 from sqlalchemy.engine import RowMapping
 
 from schemas.deployments import Deployment, DeploymentCreate
-from services.db import Database, Tx
+from services.db import Database, Row, Tx
 from services.errors import NotFound
 from services.tables import deployment, work_pool, work_queue
 from services.work_pools import pool_by_name
@@ -27,7 +25,7 @@ DEPLOYMENTS = select(
 )
 
 
-def to_deployment(row: Mapping[str, Any]) -> Deployment:
+def to_deployment(row: Row) -> Deployment:
     """A row of `DEPLOYMENTS` as the model."""
     return Deployment.model_validate(row)
 

@@ -1,4 +1,5 @@
-"""Builders for the events of docs/events.md, with Prefect's names, resources and related resources."""
+"""Builders for the events of docs/events.md, with Prefect's names, resources and related resources.
+The shape of an event is `schemas.events.Event`."""
 
 from __future__ import annotations
 
@@ -8,6 +9,9 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
+
+from schemas.events import Event
+from services.db import Row
 
 FOLLOWS_WINDOW = timedelta(minutes=10)
 
@@ -29,19 +33,19 @@ def event(
     payload: dict[str, Any] | None = None,
     id: UUID | None = None,
     follows: UUID | None = None,
-) -> dict[str, Any]:
-    return {
-        "id": str(id or uuid7()),
-        "occurred": occurred.isoformat(),
-        "event": name,
-        "resource": resource,
-        "related": related or [],
-        "payload": payload or {},
-        "follows": str(follows) if follows else None,
-    }
+) -> Event:
+    return Event(
+        id=id or uuid7(),
+        occurred=occurred,
+        event=name,
+        resource=resource,
+        related=related or [],
+        payload=payload or {},
+        follows=follows,
+    )
 
 
-def pool_resource(pool: Mapping[str, Any], *, role: bool = True) -> dict[str, str]:
+def pool_resource(pool: Row, *, role: bool = True) -> dict[str, str]:
     labels = {
         "prefect.resource.id": f"prefect.work-pool.{pool['id']}",
         "prefect.resource.name": pool["name"],
@@ -52,7 +56,7 @@ def pool_resource(pool: Mapping[str, Any], *, role: bool = True) -> dict[str, st
     return labels
 
 
-def queue_resource(queue: Mapping[str, Any]) -> dict[str, str]:
+def queue_resource(queue: Row) -> dict[str, str]:
     return {
         "prefect.resource.id": f"prefect.work-queue.{queue['id']}",
         "prefect.resource.name": queue["name"],
@@ -60,7 +64,7 @@ def queue_resource(queue: Mapping[str, Any]) -> dict[str, str]:
     }
 
 
-def pool_event(name: str, pool: Mapping[str, Any], now: datetime, **kwargs: Any) -> dict[str, Any]:
+def pool_event(name: str, pool: Row, now: datetime, **kwargs: Any) -> Event:
     """`prefect.work-pool.created|deleted|updated`."""
     related = (
         [
@@ -83,9 +87,7 @@ def pool_event(name: str, pool: Mapping[str, Any], now: datetime, **kwargs: Any)
     return event(f"prefect.work-pool.{name}", pool_resource(pool), now, related=related, **kwargs)
 
 
-def queue_event(
-    name: str, queue: Mapping[str, Any], pool: Mapping[str, Any], now: datetime, **kwargs: Any
-) -> dict[str, Any]:
+def queue_event(name: str, queue: Row, pool: Row, now: datetime, **kwargs: Any) -> Event:
     """`prefect.work-queue.created|deleted|updated|ready|not-ready|paused`."""
     return event(f"prefect.work-queue.{name}", queue_resource(queue), now, related=[pool_resource(pool)], **kwargs)
 
@@ -93,7 +95,7 @@ def queue_event(
 STATUS_EVENT = {"READY": "ready", "NOT_READY": "not-ready", "PAUSED": "paused"}
 
 
-def pool_status_change(pool: Mapping[str, Any], status: str, now: datetime) -> tuple[dict, dict]:
+def pool_status_change(pool: Row, status: str, now: datetime) -> tuple[dict[str, Any], Event]:
     """A pool status (re)assignment: the columns to store and its event (with `follows`)."""
     event_id = uuid7()
     previous_at = pool.get("last_transitioned_status_at")
@@ -107,9 +109,7 @@ def pool_status_change(pool: Mapping[str, Any], status: str, now: datetime) -> t
     return values, announced
 
 
-def updated_payload(
-    before: Mapping[str, Any], changes: Mapping[str, Any], fields: tuple[str, ...]
-) -> dict[str, Any] | None:
+def updated_payload(before: Row, changes: Mapping[str, Any], fields: tuple[str, ...]) -> dict[str, Any] | None:
     """Prefect's `updated` payload for the fields that really changed, in model order."""
     changed = [f for f in fields if f in changes and changes[f] != before[f]]
     if not changed:
@@ -124,7 +124,7 @@ def _jsonable(value: Any) -> Any:
     return str(value) if isinstance(value, (UUID, datetime)) else value
 
 
-def deployment_event(name: str, row: Mapping[str, Any], occurred: datetime) -> dict[str, Any]:
+def deployment_event(name: str, row: Row, occurred: datetime) -> Event:
     """`prefect.deployment.ready|not-ready`; `row` has the deployment with its queue and pool."""
     related = []
     if row.get("flow_id"):

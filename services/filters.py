@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from sqlalchemy import and_, false, or_, true
 from sqlalchemy.sql import ColumnElement
 
@@ -23,16 +25,16 @@ def check_limit(limit: int | None) -> int:
     return limit
 
 
-def _combine(operator: str, conditions: list[ColumnElement]) -> ColumnElement:
+def _combine(operator: str, conditions: Sequence[ColumnElement[bool]]) -> ColumnElement[bool]:
     if not conditions:
         return true()
     return (or_ if operator == "or_" else and_)(*conditions)
 
 
-def pool_condition(f: WorkPoolFilter | None) -> ColumnElement:
+def pool_condition(f: WorkPoolFilter | None) -> ColumnElement[bool]:
     if f is None:
         return true()
-    conditions = []
+    conditions: list[ColumnElement[bool]] = []
     if f.id is not None and f.id.any_ is not None:
         conditions.append(work_pool.c.id.in_(f.id.any_))
     if f.name is not None and f.name.any_ is not None:
@@ -42,14 +44,14 @@ def pool_condition(f: WorkPoolFilter | None) -> ColumnElement:
     return _combine(f.operator, conditions)
 
 
-def queue_condition(f: WorkQueueFilter | None) -> ColumnElement:
+def queue_condition(f: WorkQueueFilter | None) -> ColumnElement[bool]:
     if f is None:
         return true()
-    conditions = []
+    conditions: list[ColumnElement[bool]] = []
     if f.id is not None and f.id.any_ is not None:
         conditions.append(work_queue.c.id.in_(f.id.any_))
     if f.name is not None:
-        name = []
+        name: list[ColumnElement[bool]] = []
         if f.name.any_ is not None:
             name.append(work_queue.c.name.in_(f.name.any_))
         if f.name.startswith_ is not None:
@@ -61,10 +63,10 @@ def queue_condition(f: WorkQueueFilter | None) -> ColumnElement:
     return _combine(f.operator, conditions)
 
 
-def worker_condition(f: WorkerFilter | None) -> ColumnElement:
+def worker_condition(f: WorkerFilter | None) -> ColumnElement[bool]:
     if f is None:
         return true()
-    conditions = []
+    conditions: list[ColumnElement[bool]] = []
     if f.last_heartbeat_time is not None:
         if f.last_heartbeat_time.before_ is not None:
             conditions.append(worker.c.last_heartbeat_time <= f.last_heartbeat_time.before_)

@@ -6,7 +6,6 @@ evaluated, so of two workers proposing PENDING for one run exactly one is accept
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid4
@@ -24,7 +23,7 @@ from schemas.flow_runs import (
     State,
     StateCreate,
 )
-from services.db import Database, Tx
+from services.db import Database, Row, Tx
 from services.deployments import deployment_by_id
 from services.errors import Invalid, NotFound
 from services.tables import flow_run, work_pool, work_queue
@@ -37,7 +36,7 @@ TAKES_A_SLOT = frozenset({StateType.PENDING, StateType.RUNNING})
 change into them frees no slot and makes no run available, so waiting pollers sleep on."""
 
 
-def state_of(run: Any) -> State:
+def state_of(run: Row) -> State:
     scheduled = run["next_scheduled_start_time"] if run["state_type"] == StateType.SCHEDULED else None
     return State(
         id=run["state_id"],
@@ -49,7 +48,7 @@ def state_of(run: Any) -> State:
     )
 
 
-def to_flow_run(run: Mapping[str, Any]) -> FlowRun:
+def to_flow_run(run: Row) -> FlowRun:
     """A run row as the model, with its state."""
     result = FlowRun.model_validate(run)
     result.state = state_of(run)
@@ -126,7 +125,7 @@ async def read_flow_run(db: Database, flow_run_id: UUID) -> FlowRun:
     return to_flow_run(row)
 
 
-def judge(run: Any, proposed: StateCreate) -> tuple[SetStateStatus, str | None, StateType | None]:
+def judge(run: Row, proposed: StateCreate) -> tuple[SetStateStatus, str | None, StateType | None]:
     """Prefect's core flow-run rules that matter for dispatch: (status, reason, state to set)."""
     current = StateType(run["state_type"])
     if current in TERMINAL_STATES:
@@ -157,7 +156,7 @@ STALE_LEASE = "This run's lease has ended or passed to another worker: the lease
 LEASED = "This run is leased to another worker."
 
 
-def fence(run: Any, proposed: StateCreate, lease_token: int | None, now: datetime) -> str | None:
+def fence(run: Row, proposed: StateCreate, lease_token: int | None, now: datetime) -> str | None:
     """Claim mode: why this change may not be made by its proposer, if it may not. The holder
     may act while its lease is live; nobody else may start the run until the lease is released
     (a lease past its end is released by the expiry sweep, which puts the run back)."""
@@ -201,7 +200,7 @@ async def set_flow_run_state(
     return OrchestrationResult(status=status, state=state_of(run), details=details)
 
 
-def _lease_after(run: Any, new_type: StateType, now: datetime) -> dict[str, Any]:
+def _lease_after(run: Row, new_type: StateType, now: datetime) -> dict[str, Any]:
     """A lease ends with a terminal state or a give-back; otherwise a change renews it."""
     if run["lease_owner"] is None:
         return {}
@@ -210,7 +209,7 @@ def _lease_after(run: Any, new_type: StateType, now: datetime) -> dict[str, Any]
     return {"lease_expires": now + timedelta(seconds=run["lease_seconds"] or 30)}
 
 
-def _transition(run: Any, new_type: StateType, name: str, proposed: StateCreate, now: Any) -> dict[str, Any]:
+def _transition(run: Row, new_type: StateType, name: str, proposed: StateCreate, now: datetime) -> dict[str, Any]:
     values: dict[str, Any] = {
         "state_type": new_type,
         "state_name": name,

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import DateTime, and_, bindparam, exists, func, literal_column, or_, select, update
+from sqlalchemy import DateTime, Interval, and_, bindparam, exists, func, literal_column, or_, select, update
 
 from services import events, leases
 from services.db import Database
@@ -31,7 +31,7 @@ class ForemanReport:
     leases_expired: int = 0
 
 
-ONE_SECOND = literal_column("interval '1 second'")
+ONE_SECOND = literal_column("interval '1 second'", Interval)
 ONLINE_WORKER = exists().where(worker.c.work_pool_id == work_pool.c.id, worker.c.status == "ONLINE")
 
 

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
 from uuid import UUID
 
 from sqlalchemy import DateTime, Uuid, bindparam, text
+from sqlalchemy.engine import RowMapping
 
+from schemas.events import Event
 from services import events
 from services.db import Database, Tx
 
@@ -184,7 +185,7 @@ async def expire_leases(db: Database, now: datetime | None = None) -> int:
     return len(rows)
 
 
-def _expired_event(row: Any, now: datetime) -> dict[str, Any]:
+def _expired_event(row: RowMapping, now: datetime) -> Event:
     resource = {"prefect.resource.id": f"prefect.flow-run.{row['id']}", "prefect.resource.name": row["name"]}
     payload = {
         "worker": row["owner"],

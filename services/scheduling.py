@@ -21,10 +21,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime, timedelta
-from typing import Any
 from uuid import UUID
 
 from sqlalchemy import ARRAY, Boolean, DateTime, Uuid, bindparam, text
+from sqlalchemy.engine import RowMapping
 
 from schemas.flow_runs import FlowRun
 from schemas.scheduling import ClaimOptions, Lease, ReadyMark, WorkerFlowRun
@@ -148,13 +148,14 @@ async def get_scheduled_flow_runs(
     """The runs (leased to the worker in claim mode), and the ready mark to announce once
     this poll has committed."""
     limit = check_limit(limit)
-    claiming = claim is not None and claim.claim
+    claim = claim if claim is not None and claim.claim else None
+    claiming = claim is not None
     # A read-only poll runs in autocommit (its row locks last for its statement, as Prefect's
     # last until its immediate commit); a claim needs its transaction (pool row, leases).
     async with db.transaction() if claiming else db.read() as tx:
         pool_id, by_name = await queue_ids_by_name(tx, work_pool_name)
         queue_ids, polled = polled_queue_ids(work_pool_name, by_name, work_queue_names)
-        params = {
+        params: dict[str, object] = {
             "pool_id": pool_id,
             "queue_ids": queue_ids,
             "after": scheduled_after,
@@ -163,7 +164,7 @@ async def get_scheduled_flow_runs(
             "cap": INTERNAL_CAP,
             "claim": claiming,
         }
-        if claiming:
+        if claim is not None:
             await pool_by_name(tx, work_pool_name, lock="for_change")  # claims of one pool see each other's leases
             params |= {
                 "now": tx.now,
@@ -187,12 +188,12 @@ async def next_due(
     async with db.read() as tx:
         pool_id, by_name = await queue_ids_by_name(tx, work_pool_name)
         queue_ids, _ = polled_queue_ids(work_pool_name, by_name, work_queue_names)
-        return (
-            await tx.execute(NEXT_DUE, {"pool_id": pool_id, "queue_ids": queue_ids, "before": scheduled_before})
-        ).scalar()
+        params = {"pool_id": pool_id, "queue_ids": queue_ids, "before": scheduled_before}
+        due: datetime | None = (await tx.execute(NEXT_DUE, params)).scalar()
+        return due
 
 
-def _item(pool_id: UUID, row: Any, claimed: bool) -> WorkerFlowRun:
+def _item(pool_id: UUID, row: RowMapping, claimed: bool) -> WorkerFlowRun:
     # Prefect does not load `state` in poll results (docs/poll.md#result-items); state_type/state_name are there.
     lease = Lease(owner=row["lease_owner"], token=row["lease_token"], expires=row["lease_expires"]) if claimed else None
     return WorkerFlowRun(

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+from typing import Any
+
 from sqlalchemy import (
     BigInteger,
     Boolean,
@@ -21,6 +24,7 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.sql.schema import SchemaItem
 
 metadata = MetaData(
     naming_convention={
@@ -32,11 +36,11 @@ metadata = MetaData(
 )
 
 
-def _timestamp(name: str, nullable: bool = True) -> Column:
+def _timestamp(name: str, nullable: bool = True) -> Column[datetime]:
     return Column(name, DateTime(timezone=True), nullable=nullable)
 
 
-def _entity(name: str, *columns, **kwargs) -> Table:
+def _entity(name: str, *columns: SchemaItem, **kwargs: Any) -> Table:
     """A table with Prefect's common columns: `id`, `created`, `updated`."""
     return Table(
         name,

@@ -3,9 +3,8 @@ docs/statuses.md#pool-status)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any, Literal
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 from sqlalchemy import case, delete, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -14,7 +13,7 @@ from sqlalchemy.engine import RowMapping
 from schemas.common import WorkPoolStatus
 from schemas.work_pools import WorkPool, WorkPoolCreate, WorkPoolFilter, WorkPoolUpdate
 from services import events
-from services.db import Database, Tx
+from services.db import Database, Row, Tx
 from services.errors import AlreadyExists, Forbidden, Invalid, pool_not_found
 from services.filters import check_limit, pool_condition
 from services.job_templates import JobVariableDefaultsError, check_variables_schema, validate_job_variable_defaults
@@ -45,7 +44,7 @@ def is_reserved(name: str) -> bool:
     return name.lower().startswith("prefect")
 
 
-def to_work_pool(row: Mapping[str, Any]) -> WorkPool:
+def to_work_pool(row: Row) -> WorkPool:
     """A pool row (with its `active_slots`) as the model; an agent pool has no status."""
     pool = WorkPool.model_validate(row)
     if pool.type == AGENT_TYPE:
@@ -139,7 +138,8 @@ async def read_work_pools(
 async def count_work_pools(db: Database, work_pool_filter: WorkPoolFilter | None = None) -> int:
     async with db.read() as tx:
         query = select(func.count()).select_from(work_pool).where(pool_condition(work_pool_filter))
-        return (await tx.execute(query)).scalar_one()
+        count: int = (await tx.execute(query)).scalar_one()
+    return count
 
 
 async def update_work_pool(db: Database, name: str, data: WorkPoolUpdate) -> None:
@@ -169,7 +169,7 @@ async def update_work_pool(db: Database, name: str, data: WorkPoolUpdate) -> Non
             tx.emit(status_event)
 
 
-async def _unpaused_status(tx: Tx, pool_id: Any) -> WorkPoolStatus:
+async def _unpaused_status(tx: Tx, pool_id: UUID) -> WorkPoolStatus:
     online = await tx.execute(
         select(worker.c.id).where(worker.c.work_pool_id == pool_id, worker.c.status == "ONLINE").limit(1)
     )

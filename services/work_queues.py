@@ -3,8 +3,7 @@ docs/statuses.md#queue-status, docs/priorities.md)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -15,7 +14,7 @@ from sqlalchemy.engine import RowMapping
 from schemas.common import WorkQueueStatus
 from schemas.work_queues import WorkQueue, WorkQueueCreate, WorkQueueFilter, WorkQueueUpdate
 from services import events
-from services.db import Database, Tx
+from services.db import Database, Row, Tx
 from services.errors import AlreadyExists, Conflict, pool_not_found, queue_not_found
 from services.filters import check_limit, queue_condition
 from services.priorities import first_free_priority, rebalance
@@ -39,7 +38,7 @@ QUEUES = select(*QUEUE_COLUMNS).join(work_pool, work_pool.c.id == work_queue.c.w
 """Queues as the model reads them: with their pool's name and, when limited, their active slots."""
 
 
-def to_work_queue(row: Mapping[str, Any]) -> WorkQueue:
+def to_work_queue(row: Row) -> WorkQueue:
     """A row of `QUEUES` as the model."""
     return WorkQueue.model_validate(row)
 
@@ -60,7 +59,7 @@ async def queue_ids_by_name(tx: Tx, work_pool_name: str) -> tuple[UUID, dict[str
     return rows[0].pool_id, {row.name: row.id for row in rows}
 
 
-async def queue_by_name(tx: Tx, pool: Mapping[str, Any], name: str | None, *, lock: bool = False) -> RowMapping:
+async def queue_by_name(tx: Tx, pool: Row, name: str | None, *, lock: bool = False) -> RowMapping:
     """The queue row `name` of `pool` (its default queue when `name` is None), or 404; `lock`
     holds it for a change (FOR NO KEY UPDATE)."""
     condition = work_queue.c.id == pool["default_queue_id"] if name is None else work_queue.c.name == name
@@ -73,12 +72,12 @@ async def queue_by_name(tx: Tx, pool: Mapping[str, Any], name: str | None, *, lo
     return row
 
 
-async def _pool_priorities(tx: Tx, pool_id: Any) -> list[tuple[Any, int]]:
+async def _pool_priorities(tx: Tx, pool_id: UUID) -> list[tuple[UUID, int]]:
     rows = await tx.execute(select(work_queue.c.id, work_queue.c.priority).where(work_queue.c.work_pool_id == pool_id))
     return [(row.id, row.priority) for row in rows]
 
 
-async def _apply_rebalance(tx: Tx, pool_id: Any, target: Any) -> None:
+async def _apply_rebalance(tx: Tx, pool_id: UUID, target: UUID) -> None:
     for queue_id, priority in rebalance(await _pool_priorities(tx, pool_id), target).items():
         await tx.execute(
             update(work_queue).where(work_queue.c.id == queue_id).values(priority=priority, updated=tx.now)
@@ -143,7 +142,7 @@ async def read_work_queues(
         return [to_work_queue(row) for row in rows.mappings()]
 
 
-def _unpause_status(queue: Any, changes: dict[str, Any], now: Any) -> WorkQueueStatus:
+def _unpause_status(queue: Row, changes: dict[str, Any], now: datetime) -> WorkQueueStatus:
     last_polled = changes["last_polled"] if "last_polled" in changes else queue["last_polled"]
     if last_polled is not None and now - last_polled <= RECENTLY_POLLED:
         return WorkQueueStatus.READY
