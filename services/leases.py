@@ -23,7 +23,7 @@ from schemas.events import Event
 from services import events
 from services.db import Database, Tx
 
-EXPIRE = text(
+RELEASE_EXPIRED_LEASES = text(
     """
     WITH expired AS (
         SELECT f.id, f.state_type AS was, f.lease_owner AS owner, f.lease_token AS token, p.name AS pool_name
@@ -174,7 +174,7 @@ async def end_now(tx: Tx, holders: Sequence[tuple[UUID, str]]) -> int:
 async def expire_leases(db: Database, now: datetime | None = None) -> int:
     """Give back every run whose lease has run out; one event each."""
     async with db.transaction(now) as tx:
-        rows = (await tx.execute(EXPIRE, {"now": tx.now})).mappings().all()
+        rows = (await tx.execute(RELEASE_EXPIRED_LEASES, {"now": tx.now})).mappings().all()
         for row in rows:
             tx.emit(_expired_event(row, tx.now))
             tx.wake(row["pool_name"])

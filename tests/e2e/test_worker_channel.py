@@ -83,6 +83,23 @@ async def test_a_worker_in_any_language_can_poll_with_plain_json(client, setting
     assert [item["flow_run"]["id"] for item in reply["result"]] == [str(run.id)]
 
 
+async def test_a_plain_json_error_reply_names_its_kind(client, settings, redis):
+    reply_channel = Channels(settings.prefix).worker_reply(uuid.uuid4().hex)
+    pubsub = redis.pubsub(ignore_subscribe_messages=True)
+    await pubsub.subscribe(reply_channel)
+    poll = {"correlation_id": "43", "reply_to": reply_channel, "work_pool_name": "nowhere"}
+    await redis.publish(Channels(settings.prefix).worker_polls, json.dumps(poll))
+    message = await wait_until(lambda: pubsub.get_message(timeout=0.1), timeout=5)
+    await pubsub.aclose()
+    reply = json.loads(message["data"])
+    assert (reply["correlation_id"], reply["status"], reply["error"], reply["detail"]) == (
+        "43",
+        404,
+        "not_found",
+        'Work pool "nowhere" not found.',
+    )
+
+
 async def test_three_replicas_answer_each_poll_once_and_record_each_heartbeat_once(client, settings, redis, db):
     """The fixture's replica plus two more in this process: pub/sub reaches all three."""
     extra = [build_app(settings.model_copy(update={"consumer_name": f"extra-{i}"}), db=db) for i in range(2)]
