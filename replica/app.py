@@ -82,7 +82,13 @@ def build_app(
     db = db or Database(settings.database_url, pool_size=settings.db_pool_size)
     broker = make_broker(settings, len(channels.all_rpc_streams()), observability.metrics.broker_middleware())
     redis = Redis.from_url(settings.redis_url, retry=_retry(), client_name=f"workpools-{settings.consumer_name}-bg")
-    in_flight = InFlight(redis, channels.rpc_group, settings.consumer_name)
+    in_flight = InFlight(
+        redis,
+        channels.rpc_group,
+        settings.consumer_name,
+        channels.all_rpc_streams(),
+        idle_seconds=settings.reclaim_idle_seconds / 6,
+    )
 
     # Requests: every one gets an answer (errors included); stale ones are dropped; slow ones are
     # kept from the reclaimers while this replica works on them; writes run once per request id
@@ -90,7 +96,6 @@ def build_app(
     rpc = RedisRouter(
         middlewares=[
             observability.request_middleware(),
-            in_flight.middleware(),
             error_middleware(),
             size_limit(settings.max_message_bytes),
             DropExpired,

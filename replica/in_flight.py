@@ -1,41 +1,48 @@
-"""The requests a replica is handling stay fresh, so no reclaimer takes a slow one for one
-whose replica died."""
+"""The requests a replica holds stay fresh, so no reclaimer takes one from a live replica.
+
+A replica holds more than the requests it is handling: FastStream reads up to `max_records`
+entries per XREADGROUP and keeps those its handlers cannot start yet in memory until a slot
+frees. So freshness is kept for every entry this replica's consumer has read and not yet
+acknowledged (its pending entries list), not only for those being handled.
+"""
 
 from __future__ import annotations
 
-from collections import defaultdict
-from typing import Any
+from collections.abc import Sequence
 
-from faststream import BaseMiddleware
 from redis.asyncio import Redis
 
 
 class InFlight:
-    """The entries this replica is handling, by stream. `touch()` resets their idle time
+    """`touch()` resets the idle time of every entry this replica's consumer holds in `streams`
     (XCLAIM to itself, JUSTID: the delivery count stays), so no reclaimer takes them while the
-    replica is alive and at work, however long a request takes."""
+    replica is alive — whether a handler works on them or they wait for one."""
 
-    def __init__(self, redis: Redis, group: str, consumer: str) -> None:
-        self.redis, self.group, self.consumer = redis, group, consumer
-        self.entries: defaultdict[str, set[bytes]] = defaultdict(set)
+    def __init__(
+        self, redis: Redis, group: str, consumer: str, streams: Sequence[str], idle_seconds: float = 0.0
+    ) -> None:
+        self.redis, self.group, self.consumer, self.streams = redis, group, consumer, list(streams)
+        self.idle_ms = int(idle_seconds * 1000)
+        """Only entries idle at least this long are touched (the others are fresh already)."""
+
+    async def held(self) -> dict[str, list[bytes]]:
+        """The entries this consumer holds, by stream (idle for at least `idle_ms`)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for stream in self.streams:
+            pipe.xpending_range(
+                stream, self.group, min="-", max="+", count=10_000, consumername=self.consumer, idle=self.idle_ms
+            )
+        held: dict[str, list[bytes]] = {}
+        for stream, pending in zip(self.streams, await pipe.execute(raise_on_error=False), strict=True):
+            if isinstance(pending, list) and pending:
+                held[stream] = [entry["message_id"] for entry in pending]
+        return held
 
     async def touch(self) -> None:
-        for stream, ids in list(self.entries.items()):
-            if ids:
-                await self.redis.xclaim(stream, self.group, self.consumer, 0, list(ids), justid=True)
-
-    def middleware(self) -> type[BaseMiddleware]:
-        return type("InFlightOf", (TrackInFlight,), {"in_flight": self})
-
-
-class TrackInFlight(BaseMiddleware):
-    in_flight: InFlight
-
-    async def consume_scope(self, call_next: Any, msg: Any) -> Any:
-        entries = self.in_flight.entries[msg.raw_message["channel"]]
-        ids = msg.raw_message["message_ids"]
-        entries.update(ids)
-        try:
-            return await call_next(msg)
-        finally:
-            entries.difference_update(ids)
+        held = await self.held()
+        if not held:
+            return
+        pipe = self.redis.pipeline(transaction=False)
+        for stream, ids in held.items():
+            pipe.xclaim(stream, self.group, self.consumer, 0, ids, justid=True)
+        await pipe.execute(raise_on_error=False)

@@ -27,6 +27,7 @@ def probes(key: str) -> list[tuple[str, ...]]:
         ("XREADGROUP", "GROUP", "probe", "probe", "COUNT", "1", "STREAMS", key, ">"),
         ("XAUTOCLAIM", key, "probe", "probe", "0", "0-0"),
         ("XCLAIM", key, "probe", "probe", "0", "0-1", "JUSTID"),
+        ("XPENDING", key, "probe", "IDLE", "0", "-", "+", "1", "probe"),  # no key: NOGROUP, not NOPERM
         ("XACK", key, "probe", "0-1"),
         ("XADD", key, "NOMKSTREAM", "*", "probe", "1"),
         ("XDEL", key, "0-1"),

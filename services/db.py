@@ -106,11 +106,15 @@ def asyncpg_url(url: str | URL) -> URL:
 class Database:
     """Owns the engine. `transaction()` commits the work and its events atomically (outbox)."""
 
-    def __init__(self, url: str, *, clock: Clock = utcnow, pool_size: int = 10) -> None:
+    def __init__(self, url: str, *, clock: Clock = utcnow, pool_size: int = 10, pool_timeout: float = 30.0) -> None:
         self.url = url
         self.clock = clock
         self.engine: AsyncEngine = create_async_engine(
-            asyncpg_url(url), pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=False
+            asyncpg_url(url),
+            pool_size=pool_size,
+            max_overflow=pool_size,
+            pool_timeout=pool_timeout,
+            pool_pre_ping=False,
         )
         self.reader = self.engine.execution_options(isolation_level="AUTOCOMMIT")
         self.after_commit: Callable[[Tx], Awaitable[None]] | None = None

@@ -47,23 +47,22 @@ async def run_once(db: Database, rules: ForemanRules = ForemanRules(), now: date
 
 
 async def mark_workers_offline(db: Database, rules: ForemanRules, now: datetime) -> int:
-    """ONLINE workers silent for more than multiple x interval (strictly) become OFFLINE."""
+    """ONLINE workers silent for more than multiple x interval (strictly) become OFFLINE.
+
+    The conditions are on the updated row itself (no `id IN (subquery)`): a worker whose row a
+    heartbeat holds is checked again, on the heartbeat's committed values, once the lock is
+    released, so a worker is never marked OFFLINE just after its heartbeat committed."""
     interval = worker.c.heartbeat_interval_seconds
     fallback = rules.fallback_heartbeat_interval_seconds
-    silent_for = (
-        select(worker.c.id)
-        .where(worker.c.status == "ONLINE")
-        .where(
-            worker.c.last_heartbeat_time
-            < bindparam("now", now, type_=DateTime(timezone=True))
-            - func.coalesce(interval, fallback) * rules.inactivity_heartbeat_multiple * ONE_SECOND
-        )
+    silent = worker.c.last_heartbeat_time < (
+        bindparam("now", now, type_=DateTime(timezone=True))
+        - func.coalesce(interval, fallback) * rules.inactivity_heartbeat_multiple * ONE_SECOND
     )
     async with db.transaction(now) as tx:
         offline = (
             await tx.execute(
                 update(worker)
-                .where(worker.c.id.in_(silent_for.scalar_subquery()), worker.c.status == "ONLINE")
+                .where(worker.c.status == "ONLINE", silent)
                 .values(status="OFFLINE", updated=now)
                 .returning(worker.c.work_pool_id, worker.c.name)
             )

@@ -73,7 +73,9 @@ async def apply_ready_marks(db: Database, marks: Iterable[ReadyMark]) -> int:
 
 
 async def _mark_deployments(tx: Any, queues: dict[UUID, Any], polled: dict[UUID, datetime]) -> None:
-    """Deployments on the polled queues: READY with `last_polled` (one UPDATE per queue)."""
+    """Deployments on the polled queues: READY with `last_polled` (one UPDATE per queue). Only
+    the rows locked and read here are updated (by id, not by queue), so a deployment created
+    meanwhile is left for the next mark instead of turning READY without its event."""
     rows = (
         (
             await tx.execute(
@@ -88,10 +90,11 @@ async def _mark_deployments(tx: Any, queues: dict[UUID, Any], polled: dict[UUID,
     )
     for queue_id in sorted({row["work_queue_id"] for row in rows}):
         at = polled[queue_id]
+        ids = [row["id"] for row in rows if row["work_queue_id"] == queue_id]
         # `updated` is deliberately untouched: a status change is not an edit of the deployment.
         await tx.execute(
             update(deployment)
-            .where(deployment.c.work_queue_id == queue_id)
+            .where(deployment.c.id.in_(ids))
             .values(last_polled=func.greatest(func.coalesce(deployment.c.last_polled, at), at), status="READY")
         )
     for row in rows:

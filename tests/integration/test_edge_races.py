@@ -1,0 +1,91 @@
+"""Races at the edges of a transaction: a decision made on a snapshot must hold on the rows it
+changes (docs/statuses.md)."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import text
+
+from schemas.deployments import DeploymentCreate
+from schemas.scheduling import ReadyMark
+from schemas.work_pools import WorkPoolCreate
+from services import deployments, foreman, readiness, work_pools, workers
+from tests.factories import wait_until
+from tests.integration.test_foreman import outbox_events
+
+
+async def _waiting_on_a_lock(db) -> bool:
+    async with db.engine.connect() as conn:
+        waits = await conn.scalar(
+            text(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            )
+        )
+    return waits >= 1
+
+
+async def test_a_heartbeat_committed_while_the_foreman_waits_keeps_its_worker_online(db, clock):
+    """The foreman decides a worker is silent, waits on the row a heartbeat holds, and must
+    decide again on the committed heartbeat: the worker stays ONLINE, its leases live."""
+    await work_pools.create_work_pool(db, WorkPoolCreate(name="race", type="process"))
+    await workers.record_heartbeat(db, "race", "w", heartbeat_interval_seconds=10)
+    later = clock() + timedelta(seconds=31)  # silent for longer than 3 x 10 s, by the old beat
+    async with db.engine.connect() as beat:
+        transaction = await beat.begin()
+        await beat.execute(
+            text("UPDATE worker SET last_heartbeat_time = :t WHERE name = 'w'"), {"t": later}
+        )  # a heartbeat in progress: row locked, not committed
+        offline = asyncio.create_task(foreman.mark_workers_offline(db, foreman.ForemanRules(), later))
+        await wait_until(lambda: _waiting_on_a_lock(db), timeout=5)
+        await transaction.commit()
+    assert await offline == 0
+    assert [w.status for w in await workers.read_workers(db, "race")] == ["ONLINE"]
+
+
+async def test_a_deployment_created_during_a_ready_mark_never_turns_ready_without_its_event(db, monkeypatch):
+    await work_pools.create_work_pool(db, WorkPoolCreate(name="marks", type="process"))
+    first = await deployments.create_deployment(db, DeploymentCreate(name="first", work_pool_name="marks"))
+    original = readiness._mark_deployments
+
+    class CreateBeforeTheUpdate:
+        """The transaction of a mark; a deployment is created (and committed) just before the
+        mark's UPDATE of deployments runs."""
+
+        def __init__(self, tx) -> None:
+            self.tx, self.created = tx, None
+
+        async def execute(self, statement, params=None):
+            if self.created is None and str(statement).startswith("UPDATE deployment"):
+                self.created = await deployments.create_deployment(
+                    db, DeploymentCreate(name="meanwhile", work_pool_name="marks")
+                )
+            return await self.tx.execute(statement, params)
+
+        def __getattr__(self, name):
+            return getattr(self.tx, name)
+
+    async def interleaved(tx, queues, polled):
+        await original(CreateBeforeTheUpdate(tx), queues, polled)
+
+    monkeypatch.setattr(readiness, "_mark_deployments", interleaved)
+    pool = await work_pools.read_work_pool(db, "marks")
+    mark = ReadyMark(work_pool_id=pool.id, work_queue_ids=[first.work_queue_id], polled_at=datetime.now(UTC))
+    await readiness.apply_ready_marks(db, [mark])
+    assert await _statuses(db) == {"first": "READY", "meanwhile": "NOT_READY"}  # left for the next mark
+    assert await _ready_events(db) == ["first"]
+
+    monkeypatch.setattr(readiness, "_mark_deployments", original)
+    await readiness.apply_ready_marks(db, [mark])
+    assert await _statuses(db) == {"first": "READY", "meanwhile": "READY"}
+    assert sorted(await _ready_events(db)) == ["first", "meanwhile"]  # each READY with its event
+
+
+async def _statuses(db) -> dict[str, str]:
+    async with db.engine.connect() as conn:
+        return dict((await conn.execute(text("SELECT name, status FROM deployment"))).all())
+
+
+async def _ready_events(db) -> list[str]:
+    return [e["resource"]["prefect.resource.name"] for e in await outbox_events(db, "prefect.deployment.ready")]
