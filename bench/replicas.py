@@ -85,6 +85,7 @@ class ReplicaSet:
         command: Sequence[str] | None = None,
         streams: int | None = None,
         probe: Callable[[str, str], Awaitable[object]] | None = None,
+        cwd: str | Path | None = None,
     ) -> None:
         self.count = count
         self.prefix = prefix
@@ -96,6 +97,7 @@ class ReplicaSet:
         self.startup_timeout = startup_timeout
         self.stop_timeout = stop_timeout
         self.command = list(command) if command else serve_command(log_level)
+        self.cwd = Path(cwd) if cwd else ROOT  # e.g. an exported revision (bench.revision)
         self.streams = streams  # request streams each replica reads (default: every operation's)
         self.probe = probe  # probe(redis_url, prefix): one request answered (default: count pools)
         self.replicas: list[Replica] = []
@@ -126,7 +128,7 @@ class ReplicaSet:
             with open(log_path, "ab") as log:
                 process = subprocess.Popen(
                     self.command,
-                    cwd=ROOT,
+                    cwd=self.cwd,
                     env=env,
                     stdin=subprocess.DEVNULL,
                     stdout=log,

@@ -16,6 +16,30 @@ CODE_LABEL_ENV = "WORKPOOLS_BENCH_CODE"
 CODE_DIR_ENV = "WORKPOOLS_BENCH_CODE_DIR"
 
 
+def export_revision(rev: str) -> tuple[str, Path]:
+    """(short sha, directory): the revision exported with `git archive` (read-only for the
+    repository) into a new temporary directory named workpools-code-<sha>-*."""
+    env = {**os.environ, "GIT_OPTIONAL_LOCKS": "0"}
+    sha = subprocess.run(
+        ["git", "rev-parse", "--short", rev], cwd=ROOT, env=env, capture_output=True, text=True, check=True
+    ).stdout.strip()
+    target = Path(tempfile.mkdtemp(prefix=f"workpools-code-{sha}-"))
+    archive = subprocess.run(
+        ["git", "archive", "--format=tar", sha], cwd=ROOT, env=env, capture_output=True, check=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True)
+    return sha, target
+
+
+def serve_revision_options(directory: Path) -> dict[str, object]:
+    """ReplicaSet options that run `workpools serve` from an exported revision."""
+    return {
+        "command": [sys.executable, "-c", "from cli.main import main; main()", "serve", "--log-level", "WARNING"],
+        "cwd": directory,
+        "env": {"PYTHONPATH": str(directory)},
+    }
+
+
 def run_on_code(script: str, argv: Sequence[str] | None = None) -> None:
     """`--code REV`: benchmark a committed revision instead of the working tree (e.g. while the
     working tree is mid-edit). Call it at the top of a benchmark script, before importing the
@@ -41,15 +65,7 @@ def run_on_code(script: str, argv: Sequence[str] | None = None) -> None:
         return
     import shutil
 
-    env = {**os.environ, "GIT_OPTIONAL_LOCKS": "0"}
-    sha = subprocess.run(
-        ["git", "rev-parse", "--short", rev], cwd=ROOT, env=env, capture_output=True, text=True, check=True
-    ).stdout.strip()
-    target = Path(tempfile.mkdtemp(prefix=f"workpools-code-{sha}-"))
-    archive = subprocess.run(
-        ["git", "archive", "--format=tar", sha], cwd=ROOT, env=env, capture_output=True, check=True
-    ).stdout
-    subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True)
+    sha, target = export_revision(rev)
     (target / "bench").mkdir(exist_ok=True)
     for source in (ROOT / "bench").glob("*.py"):
         shutil.copy2(source, target / "bench" / source.name)

@@ -26,6 +26,7 @@ import asyncio
 import itertools
 import json
 import math
+import shutil
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -40,6 +41,7 @@ from bench.latency import run_load
 from bench.options import DEFAULT_DATABASE_URL, parse_bench_args
 from bench.prefect_http import PrefectHTTP, server_pids
 from bench.replicas import ReplicaSet
+from bench.revision import export_revision, serve_revision_options
 from bench.seed import create_priority_pool, seed_scheduled_runs
 from bench.tables import fmt_float, print_table
 from client import WorkPoolClient
@@ -87,6 +89,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every case's request count")
     parser.add_argument("--runs", type=int, default=10_000, help="scheduled runs in the poll pool")
+    parser.add_argument(
+        "--compare",
+        nargs="+",
+        default=[],
+        metavar="REV",
+        help="also measure workpools at these git revisions (exported with git archive), in the same run, "
+        "before this checkout's",
+    )
     parser.add_argument("--only", nargs="+", choices=["floor", "workpools", "prefect"], default=None)
     parser.add_argument(
         "--database-url",
@@ -181,17 +191,19 @@ async def floor(run: Run) -> None:
         await delete_prefix_keys(args.redis_url, prefix)
 
 
-async def workpools(run: Run) -> None:
+async def workpools(run: Run, system: str = "workpools", code: Path | None = None) -> None:
+    """The workpools rows, from this checkout or (`code`) a revision exported by bench.revision."""
     import asyncpg
 
     args = run.args
     prefix = new_prefix("wptarget")
     await drop_database(args.database_url)
     database = args.database_url.rsplit("/", 1)[1]
-    replicas = ReplicaSet(1, prefix=prefix, database_url=args.database_url, redis_url=args.redis_url)
+    options: dict[str, Any] = serve_revision_options(code) if code else {}
+    replicas = ReplicaSet(1, prefix=prefix, database_url=args.database_url, redis_url=args.redis_url, **options)
     try:
         async with replicas, WorkPoolClient(redis_url=args.redis_url, prefix=prefix, timeout=60) as client:
-            print(f"[workpools] 1 replica, pid {replicas.pids}, logs {replicas.log_dir}", flush=True)
+            print(f"[{system}] 1 replica, pid {replicas.pids}, logs {replicas.log_dir}", flush=True)
             await client.create_work_pool({"name": "read", "type": "process", "concurrency_limit": 10})
             for name in ("create", "workers", "into-10", "into-1000"):
                 await client.create_work_pool({"name": name, "type": "process"})
@@ -234,7 +246,7 @@ async def workpools(run: Run) -> None:
                 ("create_into_10", create("into-10")),
                 ("create_into_1000", create("into-1000")),
             ):
-                await run.measure("workpools", key, op, pids, database)
+                await run.measure(system, key, op, pids, database)
             queues = await client.read_work_queues("create", limit=200)
             assert len({q.priority for q in queues}) == len(queues), "duplicate priorities"
     finally:
@@ -388,6 +400,12 @@ async def main(argv: list[str] | None = None) -> int:
         print("[floor] echo replica", flush=True)
         await floor(run)
     if "workpools" in parts:
+        for rev in args.compare:
+            sha, directory = export_revision(rev)
+            try:
+                await workpools(run, f"wp@{sha}", directory)
+            finally:
+                shutil.rmtree(directory, ignore_errors=True)
         await workpools(run)
     if "prefect" in parts and args.prefect_url:
         print(f"[Prefect] {args.prefect_url}", flush=True)
