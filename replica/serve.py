@@ -33,8 +33,14 @@ class Refused(Exception):
 
 
 def run(main: Coroutine[Any, Any, None]) -> None:
-    """Run a replica's main coroutine on the replica's event loop."""
-    asyncio.run(main)
+    """Run a replica's main coroutine on uvloop (libuv's event loop: less CPU per request
+    than asyncio's own in the replica's profile), or asyncio's where uvloop is not installed."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+        return
+    uvloop.run(main)
 
 
 async def serve_forever(settings: Settings) -> None:
