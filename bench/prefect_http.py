@@ -66,7 +66,7 @@ class PrefectHTTP:
         self.database_url = database_url
         self.prefix = prefix  # pool names start with it, so runs never collide
         self._names = itertools.count()
-        self.runs_polled = 0
+        self.runs_polled = self.polls = 0
 
     def pool(self, name: str) -> str:
         return f"{self.prefix}-{name}"
