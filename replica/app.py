@@ -140,7 +140,7 @@ def build_app(
         the sweep, and waiting polls look again when their wait or next wake ends."""
         try:
             if tx.events:
-                await relay.flush()
+                await relay.flush_committed()
             if tx.wakes:
                 pipe = redis.pipeline(transaction=False)
                 for name in tx.wakes:
