@@ -28,7 +28,7 @@ from sqlalchemy.engine import RowMapping
 
 from schemas.flow_runs import FlowRun
 from schemas.scheduling import ClaimOptions, Lease, ReadyMark, WorkerFlowRun
-from services.db import Database
+from services.db import Database, Statement
 from services.errors import queue_not_found
 from services.filters import check_limit
 from services.work_pools import pool_by_name
@@ -87,7 +87,8 @@ POLL_PARAM_TYPES = (
     bindparam("claim", type_=Boolean),
     bindparam("queue_ids", type_=ARRAY(Uuid)),
 )
-SCHEDULED_RUNS = text(AVAILABLE_RUNS_SQL + HANDOUT_ORDER_SQL).bindparams(*POLL_PARAM_TYPES)
+SCHEDULED_RUNS = Statement.of(AVAILABLE_RUNS_SQL + HANDOUT_ORDER_SQL)
+"""A read-only poll's runs (on the hot path: services.db.Statement)."""
 CLAIM_RUNS = text(
     f"""
     WITH picked AS ({AVAILABLE_RUNS_SQL}),
@@ -172,8 +173,10 @@ async def get_scheduled_flow_runs(
                 "lease_seconds": claim.lease_seconds,
                 "expires": tx.now + timedelta(seconds=claim.lease_seconds),
             }
-        rows = await tx.execute(CLAIM_RUNS if claiming else SCHEDULED_RUNS, params)
-        runs = [_item(pool_id, row, claiming) for row in rows.mappings()]
+        if claiming:
+            runs = [_item(pool_id, row, True) for row in (await tx.execute(CLAIM_RUNS, params)).mappings()]
+        else:
+            runs = [_item(pool_id, row, False) for row in await tx.fetch(SCHEDULED_RUNS, params)]
         mark = ReadyMark(work_pool_id=pool_id, work_queue_ids=polled, polled_at=tx.now)
     if runs:
         due = [run.flow_run.next_scheduled_start_time for run in runs]

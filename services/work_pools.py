@@ -13,7 +13,7 @@ from sqlalchemy.engine import RowMapping
 from schemas.common import WorkPoolStatus
 from schemas.work_pools import WorkPool, WorkPoolCreate, WorkPoolFilter, WorkPoolUpdate
 from services import events
-from services.db import Database, Row, Tx
+from services.db import Database, Row, Statement, Tx
 from services.errors import AlreadyExists, Forbidden, Invalid, pool_not_found
 from services.filters import check_limit, pool_condition
 from services.job_templates import JobVariableDefaultsError, check_variables_schema, validate_job_variable_defaults
@@ -38,6 +38,22 @@ _pool_active = (
 )
 ACTIVE_SLOTS = case((work_pool.c.concurrency_limit.is_(None), None), else_=_pool_active).label("active_slots")
 """PENDING + RUNNING runs in any queue of the pool (paused queues included), when limited."""
+
+READ_POOL = Statement.of(
+    """
+    SELECT p.*,
+           CASE WHEN p.concurrency_limit IS NULL THEN NULL
+                ELSE (SELECT count(*) FROM flow_run r JOIN work_queue q ON q.id = r.work_queue_id
+                       WHERE q.work_pool_id = p.id AND r.state_type IN ('PENDING', 'RUNNING'))
+           END AS active_slots
+      FROM work_pool p
+     WHERE p.name = :name
+    """
+)
+"""A pool with its ACTIVE_SLOTS, for the hot path of reads (services.db.Statement)."""
+
+POOL_FOR_CHANGE = Statement.of("SELECT * FROM work_pool WHERE name = :name FOR NO KEY UPDATE")
+"""`pool_by_name(lock="for_change")` for the hot path of queue creates."""
 
 
 def is_reserved(name: str) -> bool:
@@ -66,6 +82,14 @@ async def pool_by_name(tx: Tx, name: str, *, lock: PoolLock | None = None) -> Ro
     if row is None:
         raise pool_not_found(name)
     return row
+
+
+async def pool_for_change(tx: Tx, name: str) -> dict[str, Any]:
+    """`pool_by_name(tx, name, lock="for_change")` on asyncpg directly (services.db.Statement)."""
+    row = await tx.fetchrow(POOL_FOR_CHANGE, {"name": name})
+    if row is None:
+        raise pool_not_found(name)
+    return dict(row)
 
 
 async def create_work_pool(db: Database, data: WorkPoolCreate) -> WorkPool:
@@ -113,10 +137,10 @@ async def create_work_pool(db: Database, data: WorkPoolCreate) -> WorkPool:
 
 async def read_work_pool(db: Database, name: str) -> WorkPool:
     async with db.read() as tx:
-        row = (await tx.execute(select(work_pool, ACTIVE_SLOTS).where(work_pool.c.name == name))).mappings().first()
+        row = await tx.fetchrow(READ_POOL, {"name": name})
     if row is None:
         raise pool_not_found(name)
-    return to_work_pool(row)
+    return to_work_pool(dict(row))
 
 
 async def read_work_pools(

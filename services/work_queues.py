@@ -7,19 +7,18 @@ from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid4
 
-from sqlalchemy import bindparam, case, delete, func, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy import case, delete, func, select, update
 from sqlalchemy.engine import RowMapping
 
 from schemas.common import WorkQueueStatus
 from schemas.work_queues import WorkQueue, WorkQueueCreate, WorkQueueFilter, WorkQueueUpdate
 from services import events
-from services.db import Database, Row, Tx
+from services.db import Database, Row, Statement, Tx
 from services.errors import AlreadyExists, Conflict, pool_not_found, queue_not_found
 from services.filters import check_limit, queue_condition
-from services.priorities import first_free_priority, rebalance
+from services.priorities import rebalance
 from services.tables import flow_run, work_pool, work_queue
-from services.work_pools import ACTIVE_STATES, pool_by_name
+from services.work_pools import ACTIVE_STATES, pool_by_name, pool_for_change
 
 RECENTLY_POLLED = timedelta(seconds=60)
 UPDATE_EVENT_FIELDS = ("name", "description", "concurrency_limit", "priority")
@@ -43,20 +42,23 @@ def to_work_queue(row: Row) -> WorkQueue:
     return WorkQueue.model_validate(row)
 
 
-POOL_QUEUE_IDS = (
-    select(work_pool.c.id.label("pool_id"), work_queue.c.id, work_queue.c.name)
-    .join(work_queue, work_queue.c.work_pool_id == work_pool.c.id)
-    .where(work_pool.c.name == bindparam("name"))
+POOL_QUEUE_IDS = Statement.of(
+    """
+    SELECT p.id AS pool_id, q.id, q.name
+      FROM work_pool p JOIN work_queue q ON q.work_pool_id = p.id
+     WHERE p.name = :name
+    """
 )
+"""On the hot path of polls (services.db.Statement)."""
 
 
 async def queue_ids_by_name(tx: Tx, work_pool_name: str) -> tuple[UUID, dict[str, UUID]]:
     """The pool's id and its queue ids by name, in one round trip, or 404 (every pool has its
     default queue, so no row means no pool)."""
-    rows = (await tx.execute(POOL_QUEUE_IDS, {"name": work_pool_name})).all()
+    rows = await tx.fetch(POOL_QUEUE_IDS, {"name": work_pool_name})
     if not rows:
         raise pool_not_found(work_pool_name)
-    return rows[0].pool_id, {row.name: row.id for row in rows}
+    return rows[0]["pool_id"], {row["name"]: row["id"] for row in rows}
 
 
 async def queue_by_name(tx: Tx, pool: Row, name: str | None, *, lock: bool = False) -> RowMapping:
@@ -84,34 +86,65 @@ async def _apply_rebalance(tx: Tx, pool_id: UUID, target: UUID) -> None:
         )
 
 
+INSERT_QUEUE = Statement.of(
+    """
+    INSERT INTO work_queue (id, created, updated, work_pool_id, name, description, is_paused,
+                            concurrency_limit, priority, filter, status)
+    SELECT CAST(:id AS uuid), CAST(:now AS timestamptz), CAST(:now AS timestamptz), CAST(:pool_id AS uuid),
+           CAST(:name AS text), CAST(:description AS text), CAST(:is_paused AS boolean),
+           CAST(:concurrency_limit AS integer),
+           coalesce(CAST(:priority AS integer), CASE
+               WHEN taken.n = taken.top THEN taken.top + 1
+               WHEN NOT EXISTS (SELECT 1 FROM work_queue one WHERE one.work_pool_id = :pool_id AND one.priority = 1)
+                   THEN 1
+               ELSE (SELECT q.priority + 1 FROM work_queue q
+                      WHERE q.work_pool_id = :pool_id
+                        AND NOT EXISTS (SELECT 1 FROM work_queue n
+                                         WHERE n.work_pool_id = :pool_id AND n.priority = q.priority + 1)
+                      ORDER BY q.priority LIMIT 1)
+           END),
+           CAST(:filter AS jsonb), CAST(:status AS text)
+      FROM (SELECT count(*) AS n, coalesce(max(priority), 0) AS top
+              FROM work_queue WHERE work_pool_id = :pool_id) AS taken
+    ON CONFLICT (work_pool_id, name) DO NOTHING
+    RETURNING *
+    """
+)
+"""A new queue, its priority given or the pool's first free one (`priorities.first_free_priority`,
+found in the database: a pool without gaps — priorities 1..n — answers from its count and
+maximum, so a create does not read every queue of the pool). Run with the pool row locked, in a
+statement after the lock's, so it sees every queue committed before the lock was granted."""
+
+
 async def create_work_queue(db: Database, work_pool_name: str, data: WorkQueueCreate) -> WorkQueue:
     async with db.transaction() as tx:
-        pool = await pool_by_name(tx, work_pool_name, lock="for_change")
-        existing = await _pool_priorities(tx, pool["id"])
-        priority = data.priority or first_free_priority([p for _, p in existing])
-        values = {
-            **data.model_dump(mode="json"),
-            "id": uuid4(),
-            "created": tx.now,
-            "updated": tx.now,
-            "work_pool_id": pool["id"],
-            "priority": priority,
-            # Prefect leaves a queue created paused NOT_READY; we start it PAUSED (docs/statuses.md#queue-status).
-            "status": WorkQueueStatus.PAUSED if data.is_paused else WorkQueueStatus.NOT_READY,
-        }
-        inserted = await tx.execute(
-            pg_insert(work_queue)
-            .values(values)
-            .on_conflict_do_nothing(index_elements=["work_pool_id", "name"])
-            .returning(work_queue.c.id)
+        pool = await pool_for_change(tx, work_pool_name)
+        row = await tx.fetchrow(
+            INSERT_QUEUE,
+            {
+                "id": uuid4(),
+                "now": tx.now,
+                "pool_id": pool["id"],
+                "name": data.name,
+                "description": data.description,
+                "is_paused": data.is_paused,
+                "concurrency_limit": data.concurrency_limit,
+                "priority": data.priority,
+                "filter": None if data.filter is None else data.filter.model_dump_json(),
+                # Prefect leaves a queue created paused NOT_READY; we start it PAUSED (docs/statuses.md#queue-status).
+                "status": WorkQueueStatus.PAUSED if data.is_paused else WorkQueueStatus.NOT_READY,
+            },
         )
-        if inserted.first() is None:
+        if row is None:
             raise AlreadyExists(f"A work queue with this name already exists in work pool {work_pool_name!r}.")
+        queue = dict(row)
+        tx.emit(events.queue_event("created", queue, pool, tx.now))
         if data.priority is not None:
-            await _apply_rebalance(tx, pool["id"], values["id"])
-        tx.emit(events.queue_event("created", values, pool, tx.now))
-        row = (await tx.execute(QUEUES.where(work_queue.c.id == values["id"]))).mappings().one()
-    return to_work_queue(row)
+            await _apply_rebalance(tx, pool["id"], queue["id"])
+            return to_work_queue((await tx.execute(QUEUES.where(work_queue.c.id == queue["id"]))).mappings().one())
+    # a new queue has no runs: its active slots are 0 when it has a limit
+    active = None if queue["concurrency_limit"] is None else 0
+    return to_work_queue({**queue, "work_pool_name": pool["name"], "active_slots": active})
 
 
 async def read_work_queue(db: Database, work_pool_name: str, name: str) -> WorkQueue:

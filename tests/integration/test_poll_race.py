@@ -46,18 +46,18 @@ def params(pool_id, limit):
 async def test_overlapping_polls_never_return_the_same_run(db, clock):
     pool = await three_queues_of_five(db, clock())
     async with db.transaction() as held:  # a poll still in its transaction, holding its locks
-        first = (await held.execute(SCHEDULED_RUNS, params(pool.id, 2))).all()
+        first = await held.fetch(SCHEDULED_RUNS, params(pool.id, 2))
         second, _ = await scheduling.get_scheduled_flow_runs(db, "race", limit=200)
     assert len(first) == 2
     # the first poll locked 2 runs per queue (its limit), not 1,000: the others stay available
     assert len(second) == 9
-    assert not {r.id for r in first} & {item.flow_run.id for item in second}
+    assert not {r["id"] for r in first} & {item.flow_run.id for item in second}
 
 
 async def test_a_poll_that_could_take_everything_locks_everything(db, clock):
     pool = await three_queues_of_five(db, clock())
     async with db.transaction() as held:
-        first = (await held.execute(SCHEDULED_RUNS, params(pool.id, 7))).all()
+        first = await held.fetch(SCHEDULED_RUNS, params(pool.id, 7))
         second, _ = await scheduling.get_scheduled_flow_runs(db, "race", limit=200)
     assert (len(first), second) == (7, [])
 
