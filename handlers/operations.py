@@ -23,7 +23,7 @@ from schemas.operations import OPERATIONS, Operation
 from schemas.settings import Settings
 from services import idempotency
 from services.db import Database
-from transport.envelope import JSONEnvelope, respond
+from transport.envelope import JSONEnvelope, respond, respond_json
 
 log = logging.getLogger("workpools")
 
@@ -77,7 +77,10 @@ def subscriber(operation: Operation, handler: Handler, deps: Deps) -> Any:
     async def serve(body: Any, message: Any = Context("message")) -> RedisResponse:
         if operation.is_write(body):
             return await answer_once(deps.db, request_id(message), operation, lambda: handler(deps, body))
-        return respond(operation.status, jsonable(await handler(deps, body)))
+        result = await handler(deps, body)
+        if operation.reply is None:
+            return respond(operation.status)
+        return respond_json(operation.status, operation.dump_reply(result))
 
     serve.__name__ = serve.__qualname__ = operation.op.value
     serve.__annotations__ = {"body": operation.request, "message": RedisStreamMessage, "return": RedisResponse}

@@ -57,6 +57,11 @@ class Operation:
     def is_write(self, request: BaseModel) -> bool:
         return self.writes(request) if callable(self.writes) else self.writes
 
+    def dump_reply(self, result: Any) -> bytes:
+        """A success reply's body as JSON, serialised once by its type (pydantic's serializer,
+        without building the JSON-able Python value first)."""
+        return _adapter(self.reply).dump_json(result)
+
     def parse_reply(self, body: Any) -> Any:
         """A success reply's body as its type (None for an empty body)."""
         return None if self.reply is None else _adapter(self.reply).validate_python(body)

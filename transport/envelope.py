@@ -59,6 +59,13 @@ def respond(status: int, body: Any = None, headers: dict[str, str] | None = None
     return RedisResponse(body, headers={**(headers or {}), "status": str(status)}, message_format=JSONEnvelope)
 
 
+def respond_json(status: int, data: bytes) -> RedisResponse:
+    """A reply whose body is already JSON text (`Operation.dump_reply`)."""
+    return RedisResponse(
+        data, headers={"content-type": "application/json", "status": str(status)}, message_format=JSONEnvelope
+    )
+
+
 class ReplicaHeader(BaseMiddleware):
     """Stamps every reply with the answering replica's name (header `replica`)."""
 
