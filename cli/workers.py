@@ -49,6 +49,14 @@ def run(
         float, typer.Option(min=0, help="On SIGTERM, how long running commands get before SIGKILL.")
     ] = 10.0,
     log_level: Annotated[str, typer.Option(help="Python logging level.")] = "INFO",
+    claim: Annotated[
+        bool,
+        typer.Option(
+            "--claim/--no-claim",
+            help="Claim mode: leased runs, long polls, self-fencing (docs/claims.md); "
+            "--no-claim polls as Prefect's worker does.",
+        ),
+    ] = True,
     http_port: Annotated[
         int | None,
         typer.Option(
@@ -85,6 +93,7 @@ def run(
         grace_seconds=grace_seconds,
         redis_url=where.redis_url,
         prefix=where.prefix,
+        claim=claim,
     )
     try:
         asyncio.run(run_with_probes(worker, settings.http_host, http_port))

@@ -1,9 +1,16 @@
 """`ProcessWorker`: Prefect's process worker on workpools.
 
-It heartbeats and polls on the worker channel (`WorkerClient`), claims each run by proposing
-PENDING (only one worker's proposal is accepted, docs/orchestration.md#scheduled-to-pending),
-runs the command the pool's base job template gives for it as a child process, and reports
-RUNNING then COMPLETED or FAILED (`WorkPoolClient`). On `stop()` (SIGTERM, SIGINT) it polls no
+It heartbeats and polls on the worker channel (`WorkerClient`). By default it claims (claim mode,
+docs/claims.md): its long polls lease runs to it, every state change carries the run's lease
+token, and every heartbeat names the leases it holds. A run whose lease it could not renew
+before the lease's end is stopped (self-fencing: SIGTERM 1.5 heartbeat intervals before the end
+it knows of, SIGKILL half an interval later) and not reported, so a worker cut off from the
+service and the worker that takes its runs over never run one run at once. With `claim=False`
+it polls as Prefect's worker does and claims each run by proposing PENDING (only one worker's
+proposal is accepted, docs/orchestration.md#scheduled-to-pending). Either way it runs the
+command the pool's base job template gives for the run as a child process, with the job's
+environment on a minimal base (never the worker's own variables, such as its Redis URL), and
+reports RUNNING then COMPLETED or FAILED (`WorkPoolClient`). On `stop()` (SIGTERM, SIGINT) it polls no
 more, forwards SIGTERM to its children, waits `grace_seconds` (then SIGKILL), and gives every run
 it claimed but did not finish back to SCHEDULED, so another worker takes it. A command that still
 exits 0 after that SIGTERM counts as finished (COMPLETED); one that ends otherwise is given back.
@@ -23,14 +30,15 @@ from collections.abc import Awaitable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
-from uuid import UUID
+from uuid import UUID, uuid4
 
-from client.errors import WorkPoolsError
+from client.errors import ServiceUnavailable, WorkPoolsError
 from client.work_pools import WorkPoolClient
 from client.workers import WorkerClient
 from schemas.common import DEFAULT_LIMIT
 from schemas.flow_runs import FlowRun
 from schemas.job_templates import fill_template
+from schemas.scheduling import WorkerFlowRun
 
 log = logging.getLogger("workpools.worker")
 T = TypeVar("T")
@@ -72,11 +80,19 @@ def job_for(base_job_template: dict[str, Any], values: dict[str, Any], flow_run_
     if isinstance(command, str):
         command = shlex.split(command)
     env = {
-        **os.environ,
+        **base_environment(),
         **{str(k): str(v) for k, v in (configuration.get("env") or {}).items() if v is not None},
         "PREFECT__FLOW_RUN_ID": str(flow_run_id),
     }
     return Job([str(part) for part in command], env, configuration.get("working_dir") or None)
+
+
+BASE_ENVIRONMENT = ("PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "TERM")
+"""The only variables of the worker's own environment a flow-run command gets."""
+
+
+def base_environment() -> dict[str, str]:
+    return {name: os.environ[name] for name in BASE_ENVIRONMENT if name in os.environ}
 
 
 @dataclass
@@ -84,6 +100,12 @@ class Held:
     """A run this worker claimed, until its end is reported or it is given back."""
 
     run: FlowRun
+    token: int | None = None
+    """Claim mode: the lease's token."""
+    lease_until: float = float("inf")
+    """Claim mode: the latest time (time.monotonic()) the lease is known to last until."""
+    fenced: bool = False
+    """Its lease could not be renewed in time (or ended): the process was stopped, nothing is reported."""
     task: asyncio.Task | None = None
     process: asyncio.subprocess.Process | None = None
     interrupted: bool = False
@@ -108,6 +130,7 @@ class ProcessWorker:
         grace_seconds: float = 10.0,
         redis_url: str = "redis://localhost:6379/0",
         prefix: str = "workpools",
+        claim: bool = True,
     ) -> None:
         self.work_pool_name = work_pool_name
         self.work_queue_names = work_queue_names or None
@@ -116,6 +139,14 @@ class ProcessWorker:
         self.heartbeat_interval, self.poll_interval = heartbeat_interval, poll_interval
         self.prefetch, self.grace_seconds = timedelta(seconds=prefetch_seconds), grace_seconds
         self.redis_url, self.prefix = redis_url, prefix
+        self.claim = claim
+        self.lease_seconds = min(3600.0, 4 * max(1, round(heartbeat_interval)))
+        """Claim mode: asked for each claim; each heartbeat renews it (docs/claims.md)."""
+        self.wait_seconds = min(60.0, poll_interval, self.lease_seconds / 4)
+        """Claim mode: how long a poll waits for work (answered at once when work comes)."""
+        self.fenced = 0
+        """Runs stopped because their lease could not be renewed in time."""
+        self._slot_freed = asyncio.Event()
         self.held: dict[UUID, Held] = {}
         self._stopping = asyncio.Event()
         self.turns: dict[str, float] = {}
@@ -140,6 +171,7 @@ class ProcessWorker:
             work_pool_name=self.work_pool_name,
             worker_name=self.name,
             heartbeat_interval_seconds=max(1, round(self.heartbeat_interval)),
+            timeout=min(10.0, max(1.0, 2 * self.heartbeat_interval)),
         )
         try:
             async with worker, WorkPoolClient(self.redis_url, self.prefix, timeout=10) as client:
@@ -148,10 +180,13 @@ class ProcessWorker:
                 self.turns["heartbeat"] = self.turns["heartbeat_ok"] = time.monotonic()
                 log.info("worker %s started on pool %s", self.name, self.work_pool_name)
                 heartbeats = asyncio.create_task(self._heartbeats())
+                fencing = asyncio.create_task(self._fence_until_stopped()) if self.claim else None
                 try:
                     await self._poll_until_stopped()
                 finally:
                     heartbeats.cancel()
+                    if fencing is not None:
+                        fencing.cancel()
                     await self._give_back()
             log.info("worker %s stopped", self.name)
         finally:
@@ -164,9 +199,7 @@ class ProcessWorker:
     async def _heartbeats(self) -> None:
         while not await self._stopped_within(self.heartbeat_interval):
             try:
-                # Acknowledged so each beat is a distinct message: the worker channel drops a
-                # message identical to one seen in the last 30 s (a plain beat always is).
-                await self.worker.heartbeat(ack=True)
+                await self._heartbeat()
                 self.turns["heartbeat_ok"] = time.monotonic()
             except WorkPoolsError as exc:
                 log.warning("heartbeat failed: %s", exc)
@@ -174,21 +207,105 @@ class ProcessWorker:
                 log.warning("heartbeat failed", exc_info=True)
             self.turns["heartbeat"] = time.monotonic()
 
+    async def _heartbeat(self) -> None:
+        """Acknowledged, so a lost one is noticed. In claim mode it names the leases held and
+        learns how long each was renewed for; a lease it named that was not renewed has ended
+        (taken back by the service): its run is stopped."""
+        if not self.claim:
+            await self.worker.heartbeat(ack=True)
+            return
+        named = {held.token: held for held in self.held.values() if held.token is not None and not held.settled}
+        sent = time.monotonic()
+        renewed = await self.worker.heartbeat(ack=True, lease_tokens=list(named)) or {}
+        for token, held in named.items():
+            if token in renewed:
+                held.lease_until = max(held.lease_until, sent + renewed[token])
+            elif not held.settled:
+                self._fence(held, "its lease has ended")
+
+    async def _fence_until_stopped(self) -> None:
+        """Self-fencing: a run whose lease is about to end unrenewed is stopped first."""
+        stop_before, kill_before = 1.5 * self.heartbeat_interval, 1.0 * self.heartbeat_interval
+        while not await self._stopped_within(min(0.25, self.heartbeat_interval / 4)):
+            now = time.monotonic()
+            for held in list(self.held.values()):
+                if held.settled or held.token is None:
+                    continue
+                if not held.fenced and now >= held.lease_until - stop_before:
+                    self._fence(held, "its lease could not be renewed before its end")
+                if held.fenced and now >= held.lease_until - kill_before:
+                    if held.process is not None and held.process.returncode is None:
+                        held.process.kill()
+
+    def _fence(self, held: Held, why: str) -> None:
+        if held.fenced:
+            return
+        held.fenced = True
+        self.fenced += 1
+        log.warning("flow run %s: stopping it: %s", label(held.run), why)
+        if held.process is not None and held.process.returncode is None:
+            held.process.terminate()
+
     async def _poll_until_stopped(self) -> None:
         while not self._stopping.is_set():
             try:
-                await self._poll()
+                if self.claim:
+                    await self._claim_runs()
+                else:
+                    await self._poll()
                 self.turns["poll_ok"] = time.monotonic()
             except WorkPoolsError as exc:
                 log.warning("poll failed: %s", exc)
+                await self._stopped_within(self.poll_interval)
             except Exception:
                 log.warning("poll failed", exc_info=True)
+                await self._stopped_within(self.poll_interval)
             self.turns["poll"] = time.monotonic()
-            await self._stopped_within(self.poll_interval)
+            if not self.claim:
+                await self._stopped_within(self.poll_interval)
+
+    def _free_slots(self) -> int:
+        unfinished = sum(not held.settled for held in self.held.values())
+        return UNLIMITED_POLL_SIZE if self.limit is None else min(self.limit - unfinished, DEFAULT_LIMIT)
+
+    async def _claim_runs(self) -> None:
+        """One long poll in claim mode. Its runs are leased to this worker; a claim whose
+        answer did not come is sent again with the same request id, which returns the same runs."""
+        free = self._free_slots()
+        if free <= 0:
+            self._slot_freed.clear()
+            await self._unless_stopped(asyncio.wait_for(self._slot_freed.wait(), self.poll_interval), quiet=True)
+            return
+        before = datetime.now(UTC) + self.prefetch
+        request_id, sent = uuid4().hex, time.monotonic()
+        items: list[WorkerFlowRun] | None = None
+        for attempt in (1, 2):
+            claimed = self.worker.get_scheduled_flow_runs(
+                self.work_queue_names,
+                scheduled_before=before,
+                limit=free,
+                claim=True,
+                lease_seconds=self.lease_seconds,
+                wait_seconds=self.wait_seconds,
+                request_id=request_id,
+            )
+            try:
+                items = await self._unless_stopped(claimed)
+                break
+            except ServiceUnavailable as exc:
+                if attempt == 2 or exc.status != 504:
+                    raise
+                log.info("no answer to a claim; asking again with its request id")
+        if not items and time.monotonic() - sent < self.wait_seconds / 2:
+            await self._stopped_within(self.poll_interval)  # answered empty at once (a replica stopping)
+        for item in items or []:
+            if item.lease is None or item.flow_run.id in self.held:
+                continue
+            held = self.held[item.flow_run.id] = Held(item.flow_run, item.lease.token, sent + self.lease_seconds)
+            held.task = asyncio.create_task(self._execute(held, propose_pending=True))
 
     async def _poll(self) -> None:
-        unfinished = sum(not held.settled for held in self.held.values())
-        free = UNLIMITED_POLL_SIZE if self.limit is None else min(self.limit - unfinished, DEFAULT_LIMIT)
+        free = self._free_slots()
         if free <= 0:
             return
         before = datetime.now(UTC) + self.prefetch
@@ -210,9 +327,11 @@ class ProcessWorker:
 
     # one run
 
-    async def _execute(self, held: Held) -> None:
+    async def _execute(self, held: Held, propose_pending: bool = False) -> None:
         run = held.run
         try:
+            if propose_pending and not await self._report(held, {"type": "PENDING"}):
+                return
             try:
                 job = await self._job(run)
             except (WorkPoolsError, ValueError, TypeError, AttributeError) as exc:
@@ -232,8 +351,21 @@ class ProcessWorker:
         except Exception:
             log.exception("flow run %s: unexpected error", label(run))
         finally:
+            if held.fenced and not held.settled:
+                await self._give_back_fenced(held)
             if held.settled:
                 self.held.pop(run.id, None)
+                self._slot_freed.set()
+
+    async def _give_back_fenced(self, held: Held) -> None:
+        """A fenced run: given back (SCHEDULED) if its lease still holds, so another worker need
+        not wait for the lease's end; refused (stale token) if it has ended already."""
+        try:
+            result = await self.client.set_flow_run_state(held.run.id, RESCHEDULED, lease_token=held.token)
+            log.info("flow run %s: given back after fencing (%s)", label(held.run), result.status)
+        except WorkPoolsError as exc:
+            log.warning("flow run %s: could not give it back after fencing: %s", label(held.run), exc)
+        held.settled = True
 
     async def _job(self, run: FlowRun) -> Job:
         pool = await self.client.read_work_pool(self.work_pool_name)
@@ -257,6 +389,8 @@ class ProcessWorker:
             held.process.terminate()
         code = await held.process.wait()
         log.info("flow run %s: exited with code %d", label(run), code)
+        if held.fenced:
+            return  # no longer this worker's to report
         if held.interrupted and code != 0:
             return  # given back by _give_back
         if code == 0:
@@ -265,9 +399,13 @@ class ProcessWorker:
             await self._report(held, {"type": "FAILED", "message": f"The command exited with code {code}."}, final=True)
 
     async def _report(self, held: Held, state: dict[str, Any], final: bool = False) -> bool:
-        """Propose a state; False (and the run is no longer this worker's) unless accepted."""
-        result = await self.client.set_flow_run_state(held.run.id, state)
+        """Propose a state (with the lease token in claim mode); False (and the run is no longer
+        this worker's) unless accepted. Accepted, it renews the lease."""
+        sent = time.monotonic()
+        result = await self.client.set_flow_run_state(held.run.id, state, lease_token=held.token)
         if result.status != "ACCEPT":
+            if held.token is not None:
+                self._fence(held, f"{state['type']} refused: {result.details.get('reason')}")
             log.warning(
                 "flow run %s: %s not accepted (%s): %s",
                 label(held.run),
@@ -278,6 +416,8 @@ class ProcessWorker:
             held.settled = True
             return False
         held.settled = final
+        if held.token is not None and not final:
+            held.lease_until = max(held.lease_until, sent + self.lease_seconds)
         if final:
             log.info("flow run %s: %s", label(held.run), state["type"])
         return True
@@ -306,7 +446,7 @@ class ProcessWorker:
         for held in list(self.held.values()):
             if not held.settled:
                 try:
-                    result = await self.client.set_flow_run_state(held.run.id, RESCHEDULED)
+                    result = await self.client.set_flow_run_state(held.run.id, RESCHEDULED, lease_token=held.token)
                     log.info("flow run %s: given back (%s)", label(held.run), result.status)
                 except WorkPoolsError as exc:
                     log.error("flow run %s: could not give it back: %s", label(held.run), exc)
@@ -316,12 +456,15 @@ class ProcessWorker:
             await asyncio.wait_for(self._stopping.wait(), seconds)
         return self._stopping.is_set()
 
-    async def _unless_stopped(self, work: Awaitable[T]) -> T | None:
+    async def _unless_stopped(self, work: Awaitable[T], quiet: bool = False) -> T | None:
+        """`work`'s result, or None once the worker stops first (or, `quiet`, when it times out)."""
         task = asyncio.ensure_future(work)
         stopping = asyncio.create_task(self._stopping.wait())
         await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
         stopping.cancel()
         if task.done():
+            if quiet and isinstance(task.exception(), TimeoutError):
+                return None
             return task.result()
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):

@@ -4,19 +4,24 @@ worker held."""
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import text
 
 from client import WorkPoolClient
+from client.process_worker import BASE_ENVIRONMENT
+from replica.app import build_app
 from schemas.settings import Settings
 from tests.factories import make_pool, unique, wait_until
 
@@ -186,3 +191,89 @@ async def test_unknown_pool_fails_fast(client, settings, tmp_path):
         await wait_until(worker.exited, timeout=10, interval=0.05)
         assert worker.process.returncode == 1
         assert "not found" in worker.output()
+
+
+DUMP_ENV = "import json, os; open('env.json', 'w').write(json.dumps(dict(os.environ)))"
+
+
+async def test_a_command_gets_the_job_environment_on_a_minimal_base_never_the_workers_own(client, settings, tmp_path):
+    pool = (await client.create_work_pool(make_pool(base_job_template=template(tmp_path)))).name
+    run = await client.create_flow_run(
+        {"work_pool_name": pool, "job_variables": {"command": python(DUMP_ENV), "env": {"MARKER": "job"}}}
+    )
+    async with workers(settings, tmp_path, pool):
+        [done] = await wait_until(lambda: final(client, [run.id]), timeout=20)
+    assert done.state_type == "COMPLETED"
+    env = json.loads((tmp_path / "env.json").read_text())
+    assert (env["MARKER"], env["PREFECT__FLOW_RUN_ID"]) == ("job", str(run.id))
+    assert not [name for name in env if name.startswith("WORKPOOLS_")]  # the worker's Redis URL stays its own
+    assert set(env) <= {*BASE_ENVIRONMENT, "MARKER", "PREFECT__FLOW_RUN_ID"}
+
+
+WAIT_FOR_GO = (
+    "import pathlib, time; pathlib.Path('ready').touch(); "
+    "[time.sleep(0.05) for _ in range(600) if not pathlib.Path('go').exists()]"
+)
+
+
+async def _lease(db, run_id) -> tuple[str | None, int | None]:
+    async with db.engine.connect() as conn:
+        row = (
+            await conn.execute(text("SELECT lease_owner, lease_token FROM flow_run WHERE id = :id"), {"id": run_id})
+        ).one()
+    return row.lease_owner, row.lease_token
+
+
+@pytest.mark.parametrize("mode", ["--claim", "--no-claim"])
+async def test_the_worker_claims_by_default_and_polls_as_prefect_with_no_claim(client, settings, tmp_path, db, mode):
+    pool = (await client.create_work_pool(make_pool(base_job_template=template(tmp_path)))).name
+    run = await client.create_flow_run({"work_pool_name": pool, "job_variables": {"command": python(WAIT_FOR_GO)}})
+    args = [mode] if mode == "--no-claim" else []
+    async with workers(settings, tmp_path, pool, *args) as (worker,):
+        await wait_until((tmp_path / "ready").exists, timeout=15)
+        assert (await client.read_flow_run(run.id)).state_type == "RUNNING"
+        owner, token = await _lease(db, run.id)
+        if mode == "--claim":
+            assert owner == "w0" and token is not None  # RUNNING under its lease: its token was accepted
+        else:
+            assert (owner, token) == (None, None)
+        (tmp_path / "go").touch()
+        [done] = await wait_until(lambda: final(client, [run.id]), timeout=15)
+    assert (done.state_type, done.run_count) == ("COMPLETED", 1)
+    assert await _lease(db, run.id) == (None, token)  # the lease ended with the terminal state
+
+
+FENCED = (
+    "import pathlib, signal, sys, time; "
+    "signal.signal(signal.SIGTERM, lambda *_: (pathlib.Path('terminated').write_text(repr(time.time())), sys.exit(143))); "
+    "pathlib.Path('ready').touch(); time.sleep(60)"
+)
+
+
+async def test_a_worker_cut_off_from_the_service_stops_its_run_before_the_lease_can_end(settings, db, redis, tmp_path):
+    """Heartbeats every 1 s, leases of 4 s: once no heartbeat is acknowledged, the worker
+    stops the run 2.5 s after the last acknowledged one — before the lease could end and
+    another worker take the run."""
+    app = build_app(settings, db=db)
+    await app.start()
+    async with WorkPoolClient(settings.redis_url, settings.prefix, timeout=10) as client:
+        pool = (await client.create_work_pool(make_pool(base_job_template=template(tmp_path)))).name
+        run = await client.create_flow_run({"work_pool_name": pool, "job_variables": {"command": python(FENCED)}})
+        async with workers(settings, tmp_path, pool) as (worker,):
+            await wait_until((tmp_path / "ready").exists, timeout=15)
+            await app.stop()  # the service is gone: heartbeats are no longer acknowledged
+            stopped = time.time()
+            await wait_until((tmp_path / "terminated").exists, timeout=8)
+            assert float((tmp_path / "terminated").read_text()) - stopped < 4.0
+            app = build_app(settings, db=db)  # back, so the worker can give the run back
+            await app.start()
+            back = await wait_until(lambda: _given_back(client, run.id), timeout=15)
+        await app.stop()
+    assert back.state_name == "Rescheduled"
+    assert "its lease could not be renewed before its end" in worker.output()
+    assert "COMPLETED" not in worker.output()
+
+
+async def _given_back(client: WorkPoolClient, run_id):
+    run = await client.read_flow_run(run_id)
+    return run if run.state_type == "SCHEDULED" else None
