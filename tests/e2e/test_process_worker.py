@@ -133,7 +133,9 @@ async def test_runs_get_their_filled_command_and_end_completed_or_failed(client,
 async def test_worker_heartbeats_on_its_interval(client, settings, tmp_path):
     pool = (await client.create_work_pool(make_pool())).name
     async with workers(settings, tmp_path, pool):
-        [first] = await wait_until(lambda: client.read_workers_for_work_pool(pool), timeout=10)
+        [first] = await wait_until(
+            lambda: client.read_workers_for_work_pool(pool), timeout=30
+        )  # a process start on a loaded machine
         assert (first.name, first.status, first.heartbeat_interval_seconds) == ("w0", "ONLINE", 1)
 
         async def beaten_twice_more() -> bool:  # identical beats are not taken for duplicates
@@ -153,7 +155,7 @@ async def test_two_workers_complete_every_run_once(client, settings, tmp_path):
         for i in range(10)
     ]
     async with workers(settings, tmp_path, pool, "--limit", "2", count=2) as started:
-        await wait_until(lambda: online(client, pool, 2), timeout=10)
+        await wait_until(lambda: online(client, pool, 2), timeout=30)  # a process start on a loaded machine
         await client.update_work_pool(pool, {"is_paused": False})  # both are polling: they race for every run
         done = await wait_until(lambda: final(client, [run.id for run in runs]), timeout=20)
         assert {(run.state_type, run.run_count) for run in done} == {("COMPLETED", 1)}
@@ -176,7 +178,7 @@ async def test_sigterm_gives_the_running_run_back_and_exits_0(client, settings, 
     pool = (await client.create_work_pool(make_pool(base_job_template=template(tmp_path)))).name
     run = await client.create_flow_run({"work_pool_name": pool, "job_variables": {"command": python(code)}})
     async with workers(settings, tmp_path, pool, "--grace-seconds", "1") as (worker,):
-        await wait_until((tmp_path / "ready").exists, timeout=10)
+        await wait_until((tmp_path / "ready").exists, timeout=30)
         assert (await client.read_flow_run(run.id)).state_type == "RUNNING"
         worker.process.terminate()
         await wait_until(worker.exited, timeout=5, interval=0.05)
