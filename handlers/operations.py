@@ -1,5 +1,5 @@
 """The stream subscribers, derived from the operation table: one per operation, each serving
-its operation's handler — a write once per request id (a repeat gets the first reply).
+its operation's handler — a write once per request id (`handlers.idempotency`).
 
 Every operation has exactly one handler, whose body type is the table's request model; a
 missing, doubled or mistyped handler fails at import.
@@ -7,7 +7,6 @@ missing, doubled or mistyped handler fails at import.
 
 from __future__ import annotations
 
-import logging
 from types import ModuleType
 from typing import Any, get_type_hints
 
@@ -16,16 +15,12 @@ from faststream.redis import RedisResponse, RedisRouter, StreamSub
 from faststream.redis.message import RedisStreamMessage
 
 from handlers import deployments, flow_runs, work_pools, work_queues, workers
-from handlers.rpc import Deps, Handler, jsonable
-from schemas import wire
+from handlers.idempotency import answer_once, request_id
+from handlers.rpc import Deps, Handler
 from schemas.channels import Channels, Op
 from schemas.operations import OPERATIONS, Operation
 from schemas.settings import Settings
-from services import idempotency
-from services.db import Database
 from transport.envelope import JSONEnvelope, respond, respond_json
-
-log = logging.getLogger("workpools")
 
 MODULES: tuple[ModuleType, ...] = (work_pools, work_queues, workers, deployments, flow_runs)
 
@@ -50,25 +45,6 @@ def collect(modules: tuple[ModuleType, ...]) -> dict[Op, Handler]:
 
 
 HANDLERS: dict[Op, Handler] = collect(MODULES)
-
-
-def request_id(message: RedisStreamMessage) -> str:
-    """The client's `request_id` header, or the stream entry the request first arrived as."""
-    raw = message.raw_message
-    return message.headers.get("request_id") or wire.entry_request_id(raw["channel"], raw["message_ids"][0])
-
-
-async def answer_once(db: Database, request_id: str, operation: Operation, handle: Any) -> RedisResponse:
-    """Run `handle()` once per request id, its reply stored with its effect; a repeat (a retry,
-    a redelivery) waits for the first to finish and gets the stored reply."""
-    try:
-        async with idempotency.once(db, request_id, operation.op) as record:
-            result = jsonable(await handle())
-            record(operation.status, result)
-    except idempotency.Replayed as replayed:
-        log.info("request %s (%s) already ran; answering its reply again", request_id, operation.op)
-        return respond(replayed.status, replayed.reply)
-    return respond(operation.status, result)
 
 
 def subscriber(operation: Operation, handler: Handler, deps: Deps) -> Any:

@@ -3,7 +3,7 @@ that keep failing go to a dead-letter stream.
 
 A request the reclaimer appends again keeps its identity: when its client sent no `request_id`,
 the entry it first arrived as becomes its request id, so a write that did commit is not done
-again (`handlers.operations`).
+again (`handlers.idempotency`).
 """
 
 from __future__ import annotations

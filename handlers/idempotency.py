@@ -1,0 +1,44 @@
+"""A write is answered once per request id: its reply is stored with its effect, and a repeat
+(a client retry, a redelivery after a replica died) gets that reply without acting again.
+
+Which requests are writes is the operation table's to say (`schemas.operations`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from faststream.redis import RedisResponse
+from faststream.redis.message import RedisStreamMessage
+
+from handlers.rpc import jsonable
+from schemas import wire
+from schemas.operations import Operation
+from services import idempotency
+from services.db import Database
+from transport.envelope import respond
+
+log = logging.getLogger("workpools")
+
+
+def request_id(message: RedisStreamMessage) -> str:
+    """The client's `request_id` header, or the stream entry the request first arrived as."""
+    raw = message.raw_message
+    return message.headers.get("request_id") or wire.entry_request_id(raw["channel"], raw["message_ids"][0])
+
+
+async def answer_once(
+    db: Database, request_id: str, operation: Operation, handle: Callable[[], Awaitable[Any]]
+) -> RedisResponse:
+    """Run `handle()` once per request id, its reply stored with its effect; a repeat waits for
+    the first to finish and gets the stored reply. A failure rolls back, record included."""
+    try:
+        async with idempotency.once(db, request_id, operation.op) as record:
+            result = jsonable(await handle())
+            record(operation.status, result)
+    except idempotency.Replayed as replayed:
+        log.info("request %s (%s) already ran; answering its reply again", request_id, operation.op)
+        return respond(replayed.status, replayed.reply)
+    return respond(operation.status, result)
