@@ -194,7 +194,7 @@ class RpcTransport:
         prefix: str | None = None,
         *,
         timeout: float = 30.0,
-        maxlen: int = REQUEST_STREAM_MAXLEN,
+        maxlen: int | None = REQUEST_STREAM_MAXLEN,
         max_connections: int = 32,
         owner: str = "RpcTransport",
     ) -> None:
@@ -252,6 +252,7 @@ class RpcTransport:
             "correlation_id": correlation_id,
             "reply_to": self.reply_channel,
             "deadline": f"{deadline:.3f}",
+            "timeout": f"{timeout:.3f}",  # counted by the Redis server's clock: survives a skewed clock here
             "request_id": request_id or correlation_id,
         }
         try:

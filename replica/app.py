@@ -19,15 +19,17 @@ from handlers.rpc import Deps
 from observability.replica import Observability
 from replica.expired_requests import DropExpired
 from replica.foreman import ForemanLease, foreman_tick, sweep_run_leases
+from replica.housekeeping import Housekeeping
 from replica.in_flight import InFlight
 from replica.loops import Loops
 from replica.outbox import EventRelay
 from replica.reclaimer import Reclaimer
+from replica.request_timeout import request_timeout
 from replica.rights import check_rights
 from schemas.channels import REQUEST_STREAM_MAXLEN, Channels
 from schemas.scheduling import ReadyMark
 from schemas.settings import Settings
-from services.db import Database, Tx
+from services.db import Database, DbTimeouts, Tx
 from services.foreman import ForemanRules
 from transport.envelope import JSONEnvelope, decode_body, replica_header
 
@@ -58,6 +60,15 @@ def foreman_rules(settings: Settings) -> ForemanRules:
     )
 
 
+def db_timeouts(settings: Settings) -> DbTimeouts:
+    return DbTimeouts(
+        statement=settings.db_statement_timeout_seconds,
+        lock=settings.db_lock_timeout_seconds,
+        idle_in_transaction=settings.db_idle_in_transaction_timeout_seconds,
+        connect=settings.db_connect_timeout_seconds,
+    )
+
+
 def make_broker(settings: Settings, streams: int, *middlewares: Any) -> RedisBroker:
     """The replica's broker: the JSON envelope, replies stamped with the replica's name."""
     return RedisBroker(
@@ -69,6 +80,8 @@ def make_broker(settings: Settings, streams: int, *middlewares: Any) -> RedisBro
         client_name=f"workpools-{settings.consumer_name}",
         max_connections=64 + 16 * streams,
         socket_keepalive=True,
+        socket_timeout=settings.redis_socket_timeout_seconds,
+        socket_connect_timeout=settings.redis_connect_timeout_seconds,
         health_check_interval=30,
         graceful_timeout=settings.graceful_timeout_seconds,
     )
@@ -79,15 +92,22 @@ def build_app(
 ) -> FastStream:
     channels = Channels(settings.prefix)
     observability = observability or Observability(settings)  # metrics; `serve` also serves its HTTP port
-    db = db or Database(settings.database_url, pool_size=settings.db_pool_size)
+    db = db or Database(settings.database_url, pool_size=settings.db_pool_size, timeouts=db_timeouts(settings))
     broker = make_broker(settings, len(channels.all_rpc_streams()), observability.metrics.broker_middleware())
-    redis = Redis.from_url(settings.redis_url, retry=_retry(), client_name=f"workpools-{settings.consumer_name}-bg")
+    redis = Redis.from_url(
+        settings.redis_url,
+        retry=_retry(),
+        client_name=f"workpools-{settings.consumer_name}-bg",
+        socket_timeout=settings.redis_socket_timeout_seconds,
+        socket_connect_timeout=settings.redis_connect_timeout_seconds,
+    )
     in_flight = InFlight(
         redis,
         channels.rpc_group,
         settings.consumer_name,
         channels.all_rpc_streams(),
         idle_seconds=settings.reclaim_idle_seconds / 6,
+        max_age=2 * settings.request_timeout_seconds,
     )
 
     # Requests: every one gets an answer (errors included); stale ones are dropped; slow ones are
@@ -97,6 +117,7 @@ def build_app(
         middlewares=[
             observability.request_middleware(),
             error_middleware(),
+            request_timeout(settings.request_timeout_seconds),
             size_limit(settings.max_message_bytes),
             DropExpired,
         ],
@@ -161,6 +182,13 @@ def build_app(
         maxlen=REQUEST_STREAM_MAXLEN,
         observe=observability.metrics.observe,
     )
+    housekeeping = Housekeeping(
+        redis,
+        db,
+        [*groups, (channels.ready, channels.ready_group)],
+        settings.consumer_name,
+        settings.gone_consumer_idle_seconds,
+    )
     loops = Loops()
     keep_fresh = Loops()  # runs until the in-flight requests are done (after the broker stopped)
 
@@ -190,6 +218,7 @@ def build_app(
         loops.run(waiters.listen(redis, channels.wake, loops.stopping), "wake listener")
         loops.every(settings.outbox_sweep_seconds, relay.flush, "outbox sweep")
         loops.every(settings.reclaim_every_seconds, reclaimer.reclaim_all, "reclaim")
+        loops.every(settings.housekeeping_seconds, housekeeping.run, "housekeeping")
         if settings.foreman_enabled:
             rules = foreman_rules(settings)
             loops.every(settings.foreman_loop_seconds, lambda: foreman_tick(db, foreman_lease, rules), "foreman")

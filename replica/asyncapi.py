@@ -43,9 +43,15 @@ REQUEST_HEADERS = {
     "properties": {
         "correlation_id": {"type": "string", "description": "Echoed in the reply."},
         "reply_to": {"type": "string", "description": "The pub/sub channel the reply goes to."},
+        "timeout": {
+            "type": "string",
+            "description": "Seconds from when the request entered its stream (the Redis server's clock); "
+            "a request seen after it is dropped unanswered.",
+        },
         "deadline": {
             "type": "string",
-            "description": "Unix time in seconds; a request seen after it is dropped unanswered.",
+            "description": "Unix time in seconds by the caller's clock; a request seen after it is dropped "
+            "unanswered, unless it lies before the request entered its stream (the caller's clock is behind).",
         },
         "request_id": {
             "type": "string",

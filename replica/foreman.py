@@ -7,7 +7,7 @@ import logging
 
 from redis.asyncio import Redis
 
-from services import foreman, idempotency, leases
+from services import foreman, leases
 from services.db import Database
 
 log = logging.getLogger("workpools.foreman")
@@ -51,5 +51,4 @@ async def foreman_tick(db: Database, foreman_lease: ForemanLease, rules: foreman
     if await foreman_lease.holds():
         report = await foreman.run_once(db, rules)
         db.observe("foreman_tick", report=report)
-        await idempotency.forget_old(db)
         log.debug("foreman tick: %s", report)

@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 from redis.asyncio import Redis
 
+from replica.expired_requests import entry_seconds
 from schemas import wire
 
 log = logging.getLogger("workpools.reclaim")
@@ -33,7 +34,7 @@ class Reclaimer:
         *,
         idle: float,
         max_deliveries: int,
-        maxlen: int,
+        maxlen: int | None,
         dead_maxlen: int = 10_000,
         observe: Callable[..., None] | None = None,
     ) -> None:
@@ -80,6 +81,9 @@ class Reclaimer:
         else:
             headers["deliveries"] = str(deliveries)
             headers.setdefault("request_id", wire.entry_request_id(stream, entry_id))
+            entered = entry_seconds(entry_id)
+            if entered is not None:  # the request's timeout keeps counting from its first entry
+                headers.setdefault(wire.ENTERED_HEADER, f"{entered:.3f}")
             pipe.xadd(stream, {wire.DATA_FIELD: json.dumps(envelope)}, maxlen=self.maxlen, approximate=True)
         pipe.xack(stream, group, entry_id)
         pipe.xdel(stream, entry_id)

@@ -31,6 +31,10 @@ def probes(key: str) -> list[tuple[str, ...]]:
         ("XACK", key, "probe", "0-1"),
         ("XADD", key, "NOMKSTREAM", "*", "probe", "1"),
         ("XDEL", key, "0-1"),
+        ("XINFO", "GROUPS", key),  # housekeeping: trim what every group has read, remove gone consumers
+        ("XINFO", "CONSUMERS", key, "probe"),
+        ("XTRIM", key, "MINID", "0-1"),
+        ("XGROUP", "DELCONSUMER", key, "probe", "probe"),
         ("PUBLISH", key, "probe"),
         ("SET", key, "1", "XX"),
         ("GET", key),

@@ -8,9 +8,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-REQUEST_STREAM_MAXLEN = 10_000
-"""Each request stream is trimmed to about this many entries by whoever appends to it (the
-client, the reclaimer)."""
+REQUEST_STREAM_MAXLEN: int | None = None
+"""Request streams are not capped where they are appended to (a cap would drop accepted requests
+nobody has read yet when a backlog builds); every replica trims what every group has read
+(`replica.housekeeping`)."""
 
 
 class Op(StrEnum):

@@ -53,6 +53,28 @@ class Settings(BaseSettings):
     """How often expired claim-mode leases are given back (on the foreman's replica)."""
     graceful_timeout_seconds: float = 15.0
     """On SIGTERM, in-flight requests get this long to finish; the rest stay pending for others."""
+    db_statement_timeout_seconds: float = 5.0
+    """PostgreSQL cancels any one statement of a replica after this long (`statement_timeout`); the
+    request is answered 503 and may be retried."""
+    db_lock_timeout_seconds: float = 3.0
+    """A statement waiting this long for a row or table lock gives up (`lock_timeout`): 503."""
+    db_idle_in_transaction_timeout_seconds: float = 10.0
+    """PostgreSQL ends a session left idle inside a transaction this long (a hung replica), so its
+    locks are released (`idle_in_transaction_session_timeout`)."""
+    db_connect_timeout_seconds: float = 5.0
+    """Opening a PostgreSQL connection, or waiting for a free one in the pool: 503 after this."""
+    redis_socket_timeout_seconds: float = 10.0
+    """A Redis command of the replica answered in no more than this, else it fails (and is retried)."""
+    redis_connect_timeout_seconds: float = 5.0
+    request_timeout_seconds: float = 30.0
+    """A request still running after this long is cancelled (rolled back) and answered 503; it is
+    logged and counted (`workpools_requests_total{status="503"}`), and no longer kept fresh."""
+    housekeeping_seconds: float = 30.0
+    """How often every replica trims the request streams (what every group has read), removes
+    consumers of replicas that are gone, and drops idempotency records older than a day."""
+    gone_consumer_idle_seconds: float = 600.0
+    """A consumer with nothing pending that has not read for this long (its replica is gone) is
+    removed from its group."""
     max_message_bytes: int = 1_048_576
     """Larger requests and worker messages are refused (422) or dropped."""
     outbox_sweep_seconds: float = 2.0

@@ -21,6 +21,7 @@ from enum import StrEnum
 from typing import Any
 
 DATA_FIELD = "__data__"
+ENTERED_HEADER = "entered"
 ERROR_HEADER = "error"
 
 

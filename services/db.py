@@ -31,6 +31,12 @@ ExecuteParams = Mapping[str, Any] | Sequence[Mapping[str, Any]]
 Row = RowMapping | Mapping[str, Any]
 """A row read by its column names: as fetched (`.mappings()`), or a dict of the same columns."""
 UNIQUE_VIOLATION = "23505"
+TIMED_OUT = {
+    "57014": "Service Unavailable (the database did not finish the statement in time)",  # statement_timeout
+    "55P03": "Service Unavailable (a lock the request needs is held elsewhere)",  # lock_timeout
+    "25P03": "Service Unavailable (the transaction was idle too long)",  # idle_in_transaction_session_timeout
+}
+NOT_ANSWERED = "Service Unavailable (the database did not answer in time)"
 Observer = Callable[..., None]
 """`observe(what, **facts)`: told what a service did once it is done (runs handed out, a run
 started, leases ended …); the replica turns it into metrics. Never raises, never blocks."""
@@ -154,6 +160,9 @@ def _by_state(state: str, integrity: bool, cause: object) -> Exception | None:
     if state.startswith(("22", "54")):  # data exception (out of range, NUL byte …), or a value over a
         # limit (a name too long for its unique index …): the request's fault, not the server's
         return Invalid(f"Invalid value: {str(cause).strip()}")
+    if state in TIMED_OUT:  # one of the timeouts of `DbTimeouts`: the database is slow or a lock is held
+        log.warning("database timeout (%s): %s", state, str(cause).strip())
+        return Unavailable(TIMED_OUT[state])
     if state in ("40P01", "40001"):  # deadlock, serialization failure: safe to retry
         log.warning("transaction aborted (%s); answering 503 so the caller retries", state)
         return Unavailable("Service Unavailable")
@@ -169,18 +178,56 @@ def asyncpg_url(url: str | URL) -> URL:
     return url
 
 
+@dataclass(frozen=True)
+class DbTimeouts:
+    """How long the database may take, for every statement a replica runs (requests and background
+    work alike; migrations set their own). PostgreSQL enforces the first three itself, on every
+    connection (`server_settings`); the client gives up on a statement one second after the
+    statement timeout (a partition, a server that stopped answering), and on opening or waiting
+    for a connection after `connect`. Each ends as `Unavailable` (503)."""
+
+    statement: float = 5.0
+    lock: float = 3.0
+    idle_in_transaction: float = 10.0
+    connect: float = 5.0
+
+    def server_settings(self) -> dict[str, str]:
+        def ms(seconds: float) -> str:
+            return str(max(1, round(seconds * 1000)))
+
+        return {
+            "statement_timeout": ms(self.statement),
+            "lock_timeout": ms(self.lock),
+            "idle_in_transaction_session_timeout": ms(self.idle_in_transaction),
+        }
+
+
 class Database:
     """Owns the engine. `transaction()` commits the work and its events atomically (outbox)."""
 
-    def __init__(self, url: str, *, clock: Clock = utcnow, pool_size: int = 10, pool_timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        clock: Clock = utcnow,
+        pool_size: int = 10,
+        timeouts: DbTimeouts = DbTimeouts(),
+        pool_timeout: float | None = None,
+    ) -> None:
         self.url = url
         self.clock = clock
+        self.timeouts = timeouts
         self.engine: AsyncEngine = create_async_engine(
             asyncpg_url(url),
             pool_size=pool_size,
             max_overflow=pool_size,
-            pool_timeout=pool_timeout,
             pool_pre_ping=False,
+            pool_timeout=timeouts.connect if pool_timeout is None else pool_timeout,
+            connect_args={
+                "timeout": timeouts.connect,
+                "command_timeout": timeouts.statement + 1,
+                "server_settings": timeouts.server_settings(),
+            },
         )
         self.reader = self.engine.execution_options(isolation_level="AUTOCOMMIT")
         self.after_commit: Callable[[Tx], Awaitable[None]] | None = None
@@ -207,6 +254,9 @@ class Database:
         except PoolTimeout as exc:
             log.warning("no database connection free in time; answering 503")
             raise Unavailable("Service Unavailable") from exc
+        except TimeoutError as exc:
+            log.warning("the database did not answer in time; answering 503")
+            raise Unavailable(NOT_ANSWERED) from exc
         if (tx.events or tx.wakes) and self.after_commit is not None:
             try:
                 await self.after_commit(tx)
@@ -237,6 +287,9 @@ class Database:
         except PoolTimeout as exc:
             log.warning("no database connection free in time; answering 503")
             raise Unavailable("Service Unavailable") from exc
+        except TimeoutError as exc:
+            log.warning("the database did not answer in time; answering 503")
+            raise Unavailable(NOT_ANSWERED) from exc
 
     @asynccontextmanager
     async def take_outbox(self, batch: int = 500) -> AsyncIterator[list[dict[str, Any]]]:

@@ -18,6 +18,11 @@ FAST_RECLAIM = {
     "WORKPOOLS_RECLAIM_IDLE_SECONDS": "1",
     "WORKPOOLS_RECLAIM_EVERY_SECONDS": "0.2",
     "WORKPOOLS_FOREMAN_ENABLED": "false",
+    # these tests keep requests in flight by holding row locks (`rows_locked`) for longer than
+    # the default lock, statement and request timeouts (3, 5 and 30 s) allow
+    "WORKPOOLS_DB_LOCK_TIMEOUT_SECONDS": "120",
+    "WORKPOOLS_DB_STATEMENT_TIMEOUT_SECONDS": "120",
+    "WORKPOOLS_REQUEST_TIMEOUT_SECONDS": "150",
 }
 """Replica environment: an entry left by a dead replica is served again about a second later."""
 
@@ -29,6 +34,8 @@ async def rows_locked(db: Database, pool_name: str) -> AsyncIterator[None]:
     wait in the replica's database session until the block ends (rolled back)."""
     async with db.engine.connect() as conn:
         await conn.begin()
+        # this session holds its locks idle for as long as the test needs (no idle timeout)
+        await conn.execute(text("SET LOCAL idle_in_transaction_session_timeout = 0"))
         await conn.execute(text("SELECT 1 FROM work_pool WHERE name = :n FOR UPDATE"), {"n": pool_name})
         await conn.execute(
             text(
