@@ -20,7 +20,7 @@ import migrations
 from client import WorkPoolClient
 from replica.app import build_app
 from schemas.settings import Settings
-from services.db import Database
+from services.db import Database, DbTimeouts
 from services.tables import metadata
 from tests.factories import Clock
 
@@ -78,8 +78,14 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-async def db(database_url: str, clock: Clock) -> AsyncIterator[Database]:
-    database = Database(database_url, clock=clock)
+def db_timeouts() -> DbTimeouts:
+    """The database timeouts of the test's replica (a module holding locks longer overrides it)."""
+    return DbTimeouts()
+
+
+@pytest.fixture
+async def db(database_url: str, clock: Clock, db_timeouts: DbTimeouts) -> AsyncIterator[Database]:
+    database = Database(database_url, clock=clock, timeouts=db_timeouts)
     tables = ", ".join(t.name for t in metadata.sorted_tables)
     async with database.engine.begin() as conn:
         await conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))

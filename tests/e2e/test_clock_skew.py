@@ -29,7 +29,7 @@ async def test_a_bare_deadline_from_a_clock_behind_is_served_and_a_real_timeout_
     caplog.set_level(logging.WARNING, logger="workpools.requests")
     channels = Channels(prefix)
     stream = channels.rpc(Op.COUNT_WORK_POOLS)
-    reply_to = f"{prefix}.reply.{uuid.uuid4().hex}"
+    reply_to = channels.reply(uuid.uuid4().hex)
     pubsub = redis.pubsub(ignore_subscribe_messages=True)
     await pubsub.subscribe(reply_to)
     replies: dict[str, tuple[str, object]] = {}

@@ -13,9 +13,15 @@ from sqlalchemy import text
 from client import WorkPoolClient
 from schemas import wire
 from schemas.channels import Channels, Op
-from services.db import Database
+from services.db import Database, DbTimeouts
 from services.errors import Unavailable
 from tests.factories import wait_until
+
+
+@pytest.fixture
+def db_timeouts():
+    """Requests here wait on a held lock for several seconds: longer than the default lock timeout."""
+    return DbTimeouts(statement=30, lock=30)
 
 
 @pytest.fixture

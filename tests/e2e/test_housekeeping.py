@@ -22,7 +22,7 @@ async def test_trimming_under_a_backlog_never_drops_an_unread_request(settings, 
     channels = Channels(prefix)
     stream = channels.rpc(Op.COUNT_WORK_POOLS)
     await create_groups(redis, channels.all_rpc_streams(), channels.rpc_group)
-    reply_to = f"{prefix}.reply.{uuid.uuid4().hex}"
+    reply_to = channels.reply(uuid.uuid4().hex)
     pubsub = redis.pubsub(ignore_subscribe_messages=True)
     await pubsub.subscribe(reply_to)
 
@@ -66,7 +66,8 @@ async def _nothing_pending(redis, stream: str, group: str) -> bool:
 
 
 async def test_consumers_of_replicas_that_are_gone_are_removed_once_idle_with_nothing_pending(redis, prefix):
-    stream, group = f"{prefix}.rpc.x", f"{prefix}.rpc"
+    channels = Channels(prefix)
+    stream, group = channels.rpc(Op.DELETE_WORKER), channels.rpc_group
     await redis.xgroup_create(stream, group, id="0", mkstream=True)
     await redis.xadd(stream, {"a": "1"})
     await redis.xreadgroup(group, "holds-one", {stream: ">"}, count=1)  # pending: kept
