@@ -21,6 +21,7 @@ from sqlalchemy import text
 from client import InvalidRequest, WorkerClient
 from schemas import wire
 from schemas.channels import Op
+from schemas.common import json_too_deep
 from schemas.deployments import DeploymentCreate, ReadDeployment
 from schemas.flow_runs import FlowRunCreate, ReadFlowRun, SetFlowRunState
 from schemas.scheduling import GetScheduledFlowRuns
@@ -37,6 +38,7 @@ from schemas.worker_channel import HeartbeatMessage
 from schemas.workers import DeleteWorker, ReadWorkers, WorkerHeartbeat
 from services.tables import metadata
 from tests.factories import wait_until
+from tests.hostile_schemas import nested_values, variables_schemas
 
 SOME_ID = "0b6f6a46-8f54-4a8e-9a53-6c1d3f0b7e21"
 
@@ -444,3 +446,41 @@ async def test_garbage_on_the_heartbeat_channel_is_dropped_and_heartbeats_go_on(
     await worker.heartbeat(ack=True)
     [recorded] = await client.read_workers_for_work_pool("p")
     assert (recorded.name, recorded.heartbeat_interval_seconds) == ("w", 30)
+
+
+# --- generated job-template schemas and nested data ----------------------------------------------
+
+
+@hypothesis_settings(HYPOTHESIS, max_examples=40)
+@given(variables=variables_schemas)
+async def test_generated_job_template_schemas_get_201_or_422_at_once(client, db, seeded, variables):
+    """Any schema — catastrophic patterns, remote and missing references, bad keywords — is
+    answered at once with 201 (then the pool is removed again) or a 422 that says why."""
+    name = f"gen-{uuid.uuid4().hex[:8]}"
+    body = {
+        "name": name,
+        "type": "process",
+        "base_job_template": {"job_configuration": {"c": "1"}, "variables": variables},
+    }
+    started = asyncio.get_running_loop().time()
+    status, reply = await send(client, Op.CREATE_WORK_POOL, json.dumps(body).encode())
+    assert status in (201, 422), (status, reply, variables)
+    assert asyncio.get_running_loop().time() - started < 3
+    if status == 201:
+        await client.delete_work_pool(name)
+    else:
+        assert reply["detail"], reply
+    assert await client.count_work_pools() == 1
+
+
+@hypothesis_settings(HYPOTHESIS, max_examples=40)
+@given(value=nested_values, field=st.sampled_from(["parameters", "job_variables"]))
+async def test_nested_data_at_any_depth_is_stored_or_refused_with_the_nesting_limit(client, db, seeded, value, field):
+    body = {"work_pool_name": "p", field: {"v": value}}
+    status, reply = await send(client, Op.CREATE_FLOW_RUN, json.dumps(body).encode())
+    if json_too_deep(body) is None:
+        assert status == 201, (status, reply)
+        assert reply[field] == {"v": value}
+    else:
+        assert status == 422, (status, reply)
+        assert [e["type"] for e in reply["detail"]] == ["json_too_deep"]

@@ -6,9 +6,12 @@ import threading
 import time
 
 import pytest
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
 
 from schemas.job_templates import fill_template, placeholders, validate_base_job_template
 from services.job_templates import JobVariableDefaultsError, validate_job_variable_defaults
+from tests.hostile_schemas import variables_schemas
 
 MISSING_KEYS = "The `base_job_template` must contain both a `job_configuration` key and a `variables` key."
 UNDECLARED = (
@@ -579,3 +582,18 @@ def test_huge_quotient_in_multiple_of_is_an_answer():
     assert _refused(_variables({"x": {"multipleOf": 1e-308, "default": 1e308}})) == (
         DEFAULTS + "Validation failed for field 'x'. Failure reason: 1e+308 is not a multiple of 1e-308"
     )
+
+
+# --- generated schemas (hypothesis) ------------------------------------------------------------
+
+
+@hypothesis_settings(max_examples=100, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+@given(variables=variables_schemas)
+def test_any_generated_schema_is_accepted_or_refused_with_a_422_in_a_bounded_time(variables):
+    template = {"job_configuration": {"c": "1"}, "variables": variables}
+    started = time.thread_time()
+    try:
+        validate_job_variable_defaults(template)
+    except JobVariableDefaultsError as exc:
+        assert str(exc)  # a reason, never an empty 422
+    assert time.thread_time() - started < 0.05
