@@ -57,14 +57,25 @@ class Observability:
 
     # composition hooks (replica/app.py)
 
-    def request_middleware(self) -> type[ObserveRequests]:
-        return observe_requests(self.metrics)
+    @property
+    def collecting(self) -> bool:
+        """Metrics are collected only where they can be read: with the HTTP port enabled."""
+        return self.settings.http_enabled
+
+    def broker_middlewares(self) -> list[Any]:
+        """FastStream's message metrics, in this replica's registry."""
+        return [self.metrics.broker_middleware()] if self.collecting else []
+
+    def request_middlewares(self) -> list[type[ObserveRequests]]:
+        """Request metrics and log lines (outermost on the request router)."""
+        return [observe_requests(self.metrics)] if self.collecting else []
 
     def attach(self, app: Any, broker: RedisBroker, db: Database, redis: Redis, loops: Any, holds: Any) -> None:
         """Observe this build: services report to the metrics; after start-up, the foreman's
         replica publishes the status snapshot and every replica its dispatch latencies."""
-        db.observe = self.metrics.observe
         settings, metrics = self.settings, self.metrics
+        if self.collecting:
+            db.observe = metrics.observe
 
         async def status_tick() -> None:
             held = await holds()
@@ -87,7 +98,8 @@ class Observability:
             self.running = Running(broker, db, redis)
             if settings.foreman_enabled:
                 loops.every(settings.status_seconds, status_tick, "status snapshot")
-            loops.every(LATENCY_FLUSH_SECONDS, flush, "dispatch latency flush")
+            if self.collecting:
+                loops.every(LATENCY_FLUSH_SECONDS, flush, "dispatch latency flush")
 
         @app.on_shutdown
         async def not_observing() -> None:

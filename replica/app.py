@@ -93,7 +93,7 @@ def build_app(
     channels = Channels(settings.prefix)
     observability = observability or Observability(settings)  # metrics; `serve` also serves its HTTP port
     db = db or Database(settings.database_url, pool_size=settings.db_pool_size, timeouts=db_timeouts(settings))
-    broker = make_broker(settings, len(channels.all_rpc_streams()), observability.metrics.broker_middleware())
+    broker = make_broker(settings, len(channels.all_rpc_streams()), *observability.broker_middlewares())
     redis = Redis.from_url(
         settings.redis_url,
         retry=_retry(),
@@ -115,7 +115,7 @@ def build_app(
     # (in the subscribers, `handlers.operations`).
     rpc = RedisRouter(
         middlewares=[
-            observability.request_middleware(),
+            *observability.request_middlewares(),
             error_middleware(),
             request_timeout(settings.request_timeout_seconds),
             size_limit(settings.max_message_bytes),
@@ -180,7 +180,7 @@ def build_app(
         idle=settings.reclaim_idle_seconds,
         max_deliveries=settings.max_deliveries,
         maxlen=REQUEST_STREAM_MAXLEN,
-        observe=observability.metrics.observe,
+        observe=observability.metrics.observe if observability.collecting else None,
     )
     housekeeping = Housekeeping(
         redis,
