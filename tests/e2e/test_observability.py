@@ -221,3 +221,10 @@ def test_json_log_lines_carry_the_request_ids_and_errors():
     assert line["operation"] == "create_flow_run"
     assert (line["correlation_id"], line["request_id"], line["replica"]) == ("c-1", "r-1", "rep-1")
     assert line["level"] == "ERROR" and line["error"] == "RuntimeError" and "boom" in line["traceback"]
+
+
+def test_without_the_http_port_no_metrics_are_collected(settings):
+    off = Observability(settings.model_copy(update={"http_enabled": False}))
+    on = Observability(settings)
+    assert (off.collecting, off.broker_middlewares(), off.request_middlewares()) == (False, [], [])
+    assert on.collecting and len(on.broker_middlewares()) == 1 and len(on.request_middlewares()) == 1
