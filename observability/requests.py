@@ -40,8 +40,7 @@ class ObserveRequests(BaseMiddleware):
         finally:
             elapsed = time.perf_counter() - started
             metrics = self.metrics
-            metrics.requests.labels(op, status).inc()
-            metrics.request_seconds.labels(op).observe(elapsed)
+            metrics.count_request(op, status, elapsed)
             level = logging.WARNING if status.startswith("5") else logging.DEBUG
             if log.isEnabledFor(level):
                 log.log(
