@@ -67,8 +67,8 @@ class Observability:
         return [self.metrics.broker_middleware()] if self.collecting else []
 
     def request_middlewares(self) -> list[type[ObserveRequests]]:
-        """Request metrics and log lines (outermost on the request router)."""
-        return [observe_requests(self.metrics)] if self.collecting else []
+        """Request log lines, and request metrics when collected (outermost on the request router)."""
+        return [observe_requests(self.metrics if self.collecting else None, self.settings.consumer_name)]
 
     def attach(self, app: Any, broker: RedisBroker, db: Database, redis: Redis, loops: Any, holds: Any) -> None:
         """Observe this build: services report to the metrics; after start-up, the foreman's

@@ -17,10 +17,12 @@ log = logging.getLogger("workpools.requests")
 
 
 class ObserveRequests(BaseMiddleware):
-    """Counts each request by operation and status (`expired`: dropped unexecuted), times it,
-    and logs one line (DEBUG; WARNING for 5xx) with its ids, status and duration."""
+    """Counts each request by operation and status (`expired`: dropped unexecuted) and times it
+    (when metrics are collected), and logs one line (DEBUG; WARNING for 5xx) with its ids,
+    status and duration."""
 
-    metrics: Metrics
+    metrics: Metrics | None
+    replica: str
 
     async def consume_scope(self, call_next: Any, msg: Any) -> Any:
         op = str(msg.raw_message.get("channel", "")).rsplit(".", 1)[-1]
@@ -39,8 +41,8 @@ class ObserveRequests(BaseMiddleware):
             raise
         finally:
             elapsed = time.perf_counter() - started
-            metrics = self.metrics
-            metrics.count_request(op, status, elapsed)
+            if self.metrics is not None:
+                self.metrics.count_request(op, status, elapsed)
             level = logging.WARNING if status.startswith("5") else logging.DEBUG
             if log.isEnabledFor(level):
                 log.log(
@@ -49,10 +51,10 @@ class ObserveRequests(BaseMiddleware):
                     op,
                     status,
                     elapsed * 1000,
-                    extra={"status": status, "duration_ms": round(elapsed * 1000, 3), "replica": metrics.replica},
+                    extra={"status": status, "duration_ms": round(elapsed * 1000, 3), "replica": self.replica},
                 )
             request_ids.reset(token)
 
 
-def observe_requests(metrics: Metrics) -> type[ObserveRequests]:
-    return type("ObserveRequestsOf", (ObserveRequests,), {"metrics": metrics})
+def observe_requests(metrics: Metrics | None, replica: str) -> type[ObserveRequests]:
+    return type("ObserveRequestsOf", (ObserveRequests,), {"metrics": metrics, "replica": replica})
