@@ -31,6 +31,8 @@ def probes(key: str) -> list[tuple[str, ...]]:
         ("XACK", key, "probe", "0-1"),
         ("XADD", key, "NOMKSTREAM", "*", "probe", "1"),
         ("XDEL", key, "0-1"),
+        ("XRANGE", key, "-", "+", "COUNT", "1"),  # the status page: dispatch latency
+        ("XREVRANGE", key, "+", "-", "COUNT", "1"),  # the status page: recent events
         ("XINFO", "GROUPS", key),  # housekeeping: trim what every group has read, remove gone consumers
         ("XINFO", "CONSUMERS", key, "probe"),
         ("XTRIM", key, "MINID", "0-1"),
