@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Annotated
 from uuid import UUID
 
 import typer
 from rich.table import Table
 
-from cli.connection import call, connected
+from cli.connection import call, connected, read_all
 from cli.inputs import given, key_values
-from cli.output import Output, OutputOpt, emit, fields_table, say
+from cli.output import Output, OutputOpt, cell, emit, emit_list, fields_table, say
+from schemas.common import DEFAULT_LIMIT
 from schemas.deployments import Deployment
 
-app = typer.Typer(help="Deployments: which pool and queue runs go to, and their job variables.", no_args_is_help=True)
+app = typer.Typer(
+    help="Deployments: which pool and queue their runs go to, with which job variables.", no_args_is_help=True
+)
 
 IdArg = Annotated[UUID, typer.Argument(help="The deployment's id.", show_default=False)]
 JobVariablesOpt = Annotated[
@@ -64,3 +68,42 @@ def inspect(deployment_id: IdArg, output: OutputOpt = Output.table) -> None:
 
 def deployment_table(deployment: Deployment) -> Table:
     return fields_table(deployment, f'Deployment "{deployment.name}"')
+
+
+@app.command("ls")
+@connected
+def ls(
+    pool: Annotated[str | None, typer.Option("--pool", "-p", help="Only deployments of this work pool.")] = None,
+    queue: Annotated[
+        list[str] | None, typer.Option("--queue", "-q", help="Only those of this queue; repeatable.")
+    ] = None,
+    name: Annotated[list[str] | None, typer.Option("--name", "-n", help="Only those named so; repeatable.")] = None,
+    output: OutputOpt = Output.table,
+) -> None:
+    """List deployments, by name."""
+    deployments = call(
+        lambda client: read_all(
+            lambda offset: client.read_deployments(
+                deployment_filter={"name": {"any_": name}} if name else None,
+                work_pool_filter={"name": {"any_": [pool]}} if pool else None,
+                work_queue_filter={"name": {"any_": queue}} if queue else None,
+                limit=DEFAULT_LIMIT,
+                offset=offset,
+            )
+        )
+    )
+    emit_list(deployments, output, deployments_table, "No deployments.")
+
+
+def deployments_table(deployments: Sequence[Deployment]) -> Table:
+    table = Table("Id", "Name", "Pool", "Queue", "Status", "Paused", title="Deployments")
+    for deployment in deployments:
+        table.add_row(
+            cell(deployment.id),
+            cell(deployment.name),
+            cell(deployment.work_pool_name),
+            cell(deployment.work_queue_name),
+            cell(deployment.status),
+            cell(deployment.paused),
+        )
+    return table

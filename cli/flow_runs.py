@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
 from uuid import UUID
@@ -12,11 +13,11 @@ from rich.table import Table
 from cli.connection import call, connected
 from cli.deployments import JobVariablesOpt
 from cli.inputs import given, key_values
-from cli.output import ExitCode, Output, OutputOpt, emit, fields_table, say
-from schemas.common import StateType
+from cli.output import ExitCode, Output, OutputOpt, cell, emit, emit_list, fields_table, say
+from schemas.common import DEFAULT_LIMIT, StateType
 from schemas.flow_runs import FlowRun, SetStateStatus
 
-app = typer.Typer(help="Flow runs: create them, read them, propose their states.", no_args_is_help=True)
+app = typer.Typer(help="Flow runs: create, inspect and list them, propose their states.", no_args_is_help=True)
 
 IdArg = Annotated[UUID, typer.Argument(help="The flow run's id.", show_default=False)]
 
@@ -94,3 +95,49 @@ def set_state(
 
 def flow_run_table(run: FlowRun) -> Table:
     return fields_table(run, f'Flow run "{run.name}"')
+
+
+@app.command("ls")
+@connected
+def ls(
+    pool: Annotated[str | None, typer.Option("--pool", "-p", help="Only runs of this work pool.")] = None,
+    queue: Annotated[
+        list[str] | None, typer.Option("--queue", "-q", help="Only runs of this queue; repeatable.")
+    ] = None,
+    deployment: Annotated[
+        list[UUID] | None, typer.Option("--deployment", "-d", help="Only runs of this deployment; repeatable.")
+    ] = None,
+    state: Annotated[
+        list[StateType] | None,
+        typer.Option("--state", "-s", case_sensitive=False, help="Only runs in this state type; repeatable."),
+    ] = None,
+    limit: Annotated[int, typer.Option(min=1, max=DEFAULT_LIMIT, help="At most this many, newest first.")] = 50,
+    output: OutputOpt = Output.table,
+) -> None:
+    """List flow runs, newest first."""
+    run_filter = given(
+        deployment_id={"any_": [str(d) for d in deployment]} if deployment else None,
+        state={"type": {"any_": [s.value for s in state]}} if state else None,
+    )
+    runs = call(
+        lambda client: client.read_flow_runs(
+            flow_run_filter=run_filter or None,
+            work_pool_filter={"name": {"any_": [pool]}} if pool else None,
+            work_queue_filter={"name": {"any_": queue}} if queue else None,
+            limit=limit,
+        )
+    )
+    emit_list(runs, output, runs_table, "No flow runs.")
+
+
+def runs_table(runs: Sequence[FlowRun], title: str = "Flow runs") -> Table:
+    table = Table("Id", "Name", "Queue", "State", "Scheduled", title=title)
+    for run in runs:
+        table.add_row(
+            cell(run.id),
+            cell(run.name),
+            cell(run.work_queue_name),
+            cell(run.state_name),
+            cell(run.next_scheduled_start_time),
+        )
+    return table

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -10,6 +11,7 @@ import typer
 from rich.table import Table
 
 from cli.connection import call, connected, read_all
+from cli.flow_runs import runs_table
 from cli.inputs import given, read_document
 from cli.output import Output, OutputOpt, cell, emit, emit_list, fields_table, say
 from schemas.common import DEFAULT_LIMIT
@@ -132,6 +134,26 @@ def delete(name: NameArg) -> None:
     """Delete a work pool with its queues and workers."""
     call(lambda client: client.delete_work_pool(name))
     say(f'Deleted work pool "{name}".')
+
+
+@app.command("preview")
+@connected
+def preview(
+    name: NameArg,
+    hours: Annotated[
+        float | None, typer.Option(min=0, help="Only runs due within this many hours (default: any time).")
+    ] = None,
+    limit: Annotated[int, typer.Option(min=1, max=DEFAULT_LIMIT, help="At most this many.")] = 50,
+    output: OutputOpt = Output.table,
+) -> None:
+    """The runs waiting in the pool, in the order workers get them; read only (not a poll).
+
+    Paused queues and concurrency limits are not applied: this is what waits, not what the
+    next poll would hand out.
+    """
+    before = datetime.now(UTC) + timedelta(hours=hours) if hours is not None else None
+    runs = call(lambda client: client.preview_scheduled_flow_runs(name, scheduled_before=before, limit=limit))
+    emit_list(runs, output, lambda rows: runs_table(rows, f'Runs waiting in "{name}"'), f'No runs waiting in "{name}".')
 
 
 def pool_table(pool: WorkPool) -> Table:

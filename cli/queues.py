@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
 from cli.connection import call, connected, read_all
+from cli.flow_runs import runs_table
 from cli.inputs import given
 from cli.output import Output, OutputOpt, cell, emit, emit_list, fields_table, say
 from client import WorkPoolClient
@@ -125,6 +127,28 @@ def delete(name: NameArg, pool: PoolOpt) -> None:
     """Delete a work queue (not a pool's default queue)."""
     call(lambda client: client.delete_work_queue(pool, name))
     say(f'Deleted work queue "{name}" in pool "{pool}".')
+
+
+@app.command("preview")
+@connected
+def preview(
+    name: NameArg,
+    pool: PoolOpt,
+    hours: Annotated[
+        float | None, typer.Option(min=0, help="Only runs due within this many hours (default: any time).")
+    ] = None,
+    limit: Annotated[int, typer.Option(min=1, max=DEFAULT_LIMIT, help="At most this many.")] = 50,
+    output: OutputOpt = Output.table,
+) -> None:
+    """The runs waiting in the queue, in the order workers get them; read only (not a poll)."""
+    before = datetime.now(UTC) + timedelta(hours=hours) if hours is not None else None
+    runs = call(lambda client: client.preview_scheduled_flow_runs(pool, [name], scheduled_before=before, limit=limit))
+    emit_list(
+        runs,
+        output,
+        lambda rows: runs_table(rows, f'Runs waiting in "{name}" of "{pool}"'),
+        f'No runs waiting in "{name}".',
+    )
 
 
 async def all_queues(client: WorkPoolClient, pool: str | None) -> list[WorkQueue]:

@@ -1,4 +1,4 @@
-"""Client-side payload validation: a model or an equal plain dict; bad ones raise InvalidRequest."""
+"""Client-side validation of payloads and whole requests; bad ones raise InvalidRequest (422)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import PydanticSerializationError
 
 from client.errors import InvalidRequest
+from schemas.channels import Op
 from schemas.common import error_details
+from schemas.operations import OPERATIONS
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -23,4 +25,17 @@ def payload(model: type[M], value: M | dict[str, Any] | None) -> dict[str, Any] 
     except ValidationError as exc:
         raise InvalidRequest(422, error_details(exc)) from None
     except PydanticSerializationError as exc:  # a value JSON cannot carry, e.g. object() in a template
+        raise InvalidRequest(422, [{"type": "serialization", "loc": [], "msg": str(exc)}]) from None
+
+
+def request_body(op: Op, body: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The body of a request as its operation's request model reads it: every argument a client
+    method was given is checked before anything is sent, so a wrong type (a string where a
+    datetime goes, a name that is not text) raises InvalidRequest naming it, as the service would."""
+    try:
+        checked = OPERATIONS[op].request.model_validate({} if body is None else body)
+        return checked.model_dump(mode="json", exclude_unset=True)
+    except ValidationError as exc:
+        raise InvalidRequest(422, error_details(exc)) from None
+    except PydanticSerializationError as exc:
         raise InvalidRequest(422, [{"type": "serialization", "loc": [], "msg": str(exc)}]) from None

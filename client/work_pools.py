@@ -9,7 +9,7 @@ from typing import Any
 from client.deployments import DeploymentMethods
 from client.errors import ServiceUnavailable, error_for
 from client.flow_runs import FlowRunMethods
-from client.payloads import payload
+from client.payloads import payload, request_body
 from client.transport import RpcTransport
 from schemas import wire
 from schemas.channels import Op
@@ -47,6 +47,7 @@ class WorkPoolClient(DeploymentMethods, FlowRunMethods):
     async def _call(self, op: Op, body: dict[str, Any] | None) -> Any:
         """Send `op`; its success reply comes back as the operation's reply type (the operation
         table), an error reply raises. Retried with the same request id (see `retries`)."""
+        body = request_body(op, body)
         request_id = uuid.uuid4().hex
         for attempt in range(self.retries + 1):
             try:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from handlers.rpc import Deps, handles
 from schemas.channels import Op
-from schemas.flow_runs import FlowRun, FlowRunCreate, OrchestrationResult, ReadFlowRun, SetFlowRunState
-from schemas.scheduling import GetScheduledFlowRuns, WorkerFlowRun
+from schemas.flow_runs import FlowRun, FlowRunCreate, OrchestrationResult, ReadFlowRun, ReadFlowRuns, SetFlowRunState
+from schemas.scheduling import GetScheduledFlowRuns, PreviewScheduledFlowRuns, WorkerFlowRun
 from services import flow_runs, scheduling
 
 
@@ -17,6 +17,11 @@ async def create_flow_run(deps: Deps, body: FlowRunCreate) -> FlowRun:
 @handles(Op.READ_FLOW_RUN)
 async def read_flow_run(deps: Deps, body: ReadFlowRun) -> FlowRun:
     return await flow_runs.read_flow_run(deps.db, body.flow_run_id)
+
+
+@handles(Op.READ_FLOW_RUNS)
+async def read_flow_runs(deps: Deps, body: ReadFlowRuns) -> list[FlowRun]:
+    return await flow_runs.read_flow_runs(deps.db, body)
 
 
 @handles(Op.SET_FLOW_RUN_STATE)
@@ -37,3 +42,8 @@ async def get_scheduled_flow_runs(deps: Deps, body: GetScheduledFlowRuns) -> lis
     )
     await deps.ready(mark)  # the queues and deployments polled, for the ready-marker consumer
     return runs
+
+
+@handles(Op.PREVIEW_SCHEDULED_FLOW_RUNS)
+async def preview_scheduled_flow_runs(deps: Deps, body: PreviewScheduledFlowRuns) -> list[FlowRun]:
+    return await scheduling.preview_scheduled_flow_runs(deps.db, body)

@@ -33,10 +33,13 @@ class Op(StrEnum):
     DELETE_WORKER = "delete_worker"
     CREATE_DEPLOYMENT = "create_deployment"
     READ_DEPLOYMENT = "read_deployment"
+    READ_DEPLOYMENTS = "read_deployments"
     CREATE_FLOW_RUN = "create_flow_run"
     READ_FLOW_RUN = "read_flow_run"
+    READ_FLOW_RUNS = "read_flow_runs"
     SET_FLOW_RUN_STATE = "set_flow_run_state"
     GET_SCHEDULED_FLOW_RUNS = "get_scheduled_flow_runs"
+    PREVIEW_SCHEDULED_FLOW_RUNS = "preview_scheduled_flow_runs"
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,17 @@ from uuid import UUID
 
 from pydantic import Field
 
-from schemas.common import ActionModel, DeploymentStatus, ResponseModel, UTCDateTime
+from schemas.common import (
+    ActionModel,
+    DeploymentStatus,
+    NonNegativeInt,
+    Operator,
+    OptionalBody,
+    ResponseModel,
+    UTCDateTime,
+)
+from schemas.work_pools import AnyIds, AnyStrings, WorkPoolFilter
+from schemas.work_queues import WorkQueueFilter
 
 
 class DeploymentCreate(ActionModel):
@@ -37,3 +47,19 @@ class Deployment(ResponseModel):
 
 class ReadDeployment(ActionModel):
     deployment_id: UUID
+
+
+class DeploymentFilter(ActionModel):
+    operator: Operator = "and_"
+    id: AnyIds | None = None
+    name: AnyStrings | None = None
+
+
+class ReadDeployments(OptionalBody):
+    """Deployments matching every filter given, by name."""
+
+    deployments: DeploymentFilter | None = None
+    work_pools: WorkPoolFilter | None = None
+    work_pool_queues: WorkQueueFilter | None = None
+    limit: int | None = None
+    offset: NonNegativeInt = 0

@@ -9,7 +9,17 @@ from uuid import UUID
 
 from pydantic import Field
 
-from schemas.common import ActionModel, ResponseModel, StateType, UTCDateTime
+from schemas.common import (
+    ActionModel,
+    NonNegativeInt,
+    Operator,
+    OptionalBody,
+    ResponseModel,
+    StateType,
+    UTCDateTime,
+)
+from schemas.work_pools import AnyIds, AnyStrings, WorkPoolFilter
+from schemas.work_queues import WorkQueueFilter
 
 DEFAULT_STATE_NAMES = {
     StateType.SCHEDULED: "Scheduled",
@@ -126,3 +136,31 @@ class OrchestrationResult(ResponseModel):
     status: SetStateStatus
     state: State | None = None
     details: dict[str, Any] = Field(default_factory=dict)
+
+
+class StateTypeCriteria(ActionModel):
+    any_: list[StateType] | None = None
+
+
+class FlowRunStateCriteria(ActionModel):
+    type: StateTypeCriteria | None = None
+
+
+class FlowRunFilter(ActionModel):
+    """Prefect's flow-run filter, the part workpools keeps: ids, names, deployments, state types."""
+
+    operator: Operator = "and_"
+    id: AnyIds | None = None
+    name: AnyStrings | None = None
+    deployment_id: AnyIds | None = None
+    state: FlowRunStateCriteria | None = None
+
+
+class ReadFlowRuns(OptionalBody):
+    """Flow runs matching every filter given, newest first."""
+
+    flow_runs: FlowRunFilter | None = None
+    work_pools: WorkPoolFilter | None = None
+    work_pool_queues: WorkQueueFilter | None = None
+    limit: int | None = None
+    offset: NonNegativeInt = 0

@@ -18,9 +18,9 @@ from typing import Any
 from pydantic import BaseModel, TypeAdapter
 
 from schemas.channels import Op
-from schemas.deployments import Deployment, DeploymentCreate, ReadDeployment
-from schemas.flow_runs import FlowRun, FlowRunCreate, OrchestrationResult, ReadFlowRun, SetFlowRunState
-from schemas.scheduling import GetScheduledFlowRuns, WorkerFlowRun
+from schemas.deployments import Deployment, DeploymentCreate, ReadDeployment, ReadDeployments
+from schemas.flow_runs import FlowRun, FlowRunCreate, OrchestrationResult, ReadFlowRun, ReadFlowRuns, SetFlowRunState
+from schemas.scheduling import GetScheduledFlowRuns, PreviewScheduledFlowRuns, WorkerFlowRun
 from schemas.work_pools import (
     CountWorkPools,
     DeleteWorkPool,
@@ -137,9 +137,17 @@ _ROWS = (
     Operation(
         Op.READ_DEPLOYMENT, ReadDeployment, 200, Deployment, False, "Read a deployment -> 200 Deployment | 404"
     ),
+    Operation(
+        Op.READ_DEPLOYMENTS, ReadDeployments, 200, list[Deployment], False,
+        "Filter deployments (by id, name, pool, queue), by name -> 200 list[Deployment] | 422",
+    ),
     # flow runs
     Operation(Op.CREATE_FLOW_RUN, FlowRunCreate, 201, FlowRun, True, "Create a flow run -> 201 FlowRun | 404 | 422"),
     Operation(Op.READ_FLOW_RUN, ReadFlowRun, 200, FlowRun, False, "Read a flow run -> 200 FlowRun | 404"),
+    Operation(
+        Op.READ_FLOW_RUNS, ReadFlowRuns, 200, list[FlowRun], False,
+        "Filter flow runs (by id, name, deployment, state type, pool, queue), newest first -> 200 list[FlowRun] | 422",
+    ),
     Operation(
         Op.SET_FLOW_RUN_STATE, SetFlowRunState, 201, OrchestrationResult, True,
         "Propose a state -> 201 OrchestrationResult (ACCEPT/REJECT/ABORT) | 404",
@@ -147,6 +155,10 @@ _ROWS = (
     Operation(
         Op.GET_SCHEDULED_FLOW_RUNS, GetScheduledFlowRuns, 200, list[WorkerFlowRun], _claims,
         "The worker poll (claim=true leases the runs, once per request id) -> 200 list[WorkerFlowRun] | 404 | 422",
+    ),
+    Operation(
+        Op.PREVIEW_SCHEDULED_FLOW_RUNS, PreviewScheduledFlowRuns, 200, list[FlowRun], False,
+        "The runs waiting in a pool's queues, in hand-out order; read only, not a poll -> 200 list[FlowRun] | 404 | 422",
     ),
 )  # fmt: skip
 

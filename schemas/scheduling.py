@@ -58,3 +58,16 @@ class ReadyMark(ActionModel):
     work_pool_id: UUID
     work_queue_ids: list[UUID]
     polled_at: UTCDateTime
+
+
+class PreviewScheduledFlowRuns(ActionModel):
+    """The SCHEDULED runs waiting in a pool's queues (not leased), in hand-out order: queue
+    priority, then due time. Read only: no poll is recorded (no ready mark, `last_polled` and
+    statuses unchanged), paused queues and concurrency limits are not applied."""
+
+    work_pool_name: str
+    work_queue_names: list[str] | None = None
+    """Only these queues (default: every queue of the pool)."""
+    scheduled_before: UTCDateTime | None = None
+    """Only runs due by then (default: any time)."""
+    limit: int | None = None

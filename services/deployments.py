@@ -7,9 +7,10 @@ from uuid import UUID, uuid4
 from sqlalchemy import insert, select
 from sqlalchemy.engine import RowMapping
 
-from schemas.deployments import Deployment, DeploymentCreate
+from schemas.deployments import Deployment, DeploymentCreate, ReadDeployments
 from services.db import Database, Row, Tx
 from services.errors import NotFound
+from services.filters import check_limit, deployment_condition, pool_condition, queue_condition
 from services.tables import deployment, work_pool, work_queue
 from services.work_pools import pool_by_name
 from services.work_queues import queue_by_name
@@ -61,3 +62,20 @@ async def read_deployment(db: Database, deployment_id: UUID) -> Deployment:
     if row is None:
         raise NotFound("Deployment not found.")
     return to_deployment(row)
+
+
+async def read_deployments(db: Database, request: ReadDeployments) -> list[Deployment]:
+    """Deployments matching every filter given, by name."""
+    query = (
+        DEPLOYMENTS.where(
+            deployment_condition(request.deployments),
+            pool_condition(request.work_pools),
+            queue_condition(request.work_pool_queues),
+        )
+        .order_by(deployment.c.name, deployment.c.id)
+        .limit(check_limit(request.limit))
+        .offset(request.offset)
+    )
+    async with db.read() as tx:
+        rows = (await tx.execute(query)).mappings().all()
+    return [to_deployment(row) for row in rows]

@@ -8,11 +8,13 @@ from sqlalchemy import and_, false, or_, true
 from sqlalchemy.sql import ColumnElement
 
 from schemas.common import DEFAULT_LIMIT
+from schemas.deployments import DeploymentFilter
+from schemas.flow_runs import FlowRunFilter
 from schemas.work_pools import WorkPoolFilter
 from schemas.work_queues import WorkQueueFilter
 from schemas.workers import WorkerFilter
 from services.errors import Invalid
-from services.tables import work_pool, work_queue, worker
+from services.tables import deployment, flow_run, work_pool, work_queue, worker
 
 
 def check_limit(limit: int | None) -> int:
@@ -77,4 +79,30 @@ def worker_condition(f: WorkerFilter | None) -> ColumnElement[bool]:
             conditions.append(worker.c.status.in_([s.value for s in f.status.any_]))
         if f.status.not_any_:
             conditions.append(worker.c.status.not_in([s.value for s in f.status.not_any_]))
+    return _combine(f.operator, conditions)
+
+
+def flow_run_condition(f: FlowRunFilter | None) -> ColumnElement[bool]:
+    if f is None:
+        return true()
+    conditions: list[ColumnElement[bool]] = []
+    if f.id is not None and f.id.any_ is not None:
+        conditions.append(flow_run.c.id.in_(f.id.any_))
+    if f.name is not None and f.name.any_ is not None:
+        conditions.append(flow_run.c.name.in_(f.name.any_))
+    if f.deployment_id is not None and f.deployment_id.any_ is not None:
+        conditions.append(flow_run.c.deployment_id.in_(f.deployment_id.any_))
+    if f.state is not None and f.state.type is not None and f.state.type.any_ is not None:
+        conditions.append(flow_run.c.state_type.in_([t.value for t in f.state.type.any_]))
+    return _combine(f.operator, conditions)
+
+
+def deployment_condition(f: DeploymentFilter | None) -> ColumnElement[bool]:
+    if f is None:
+        return true()
+    conditions: list[ColumnElement[bool]] = []
+    if f.id is not None and f.id.any_ is not None:
+        conditions.append(deployment.c.id.in_(f.id.any_))
+    if f.name is not None and f.name.any_ is not None:
+        conditions.append(deployment.c.name.in_(f.name.any_))
     return _combine(f.operator, conditions)

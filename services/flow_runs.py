@@ -19,6 +19,7 @@ from schemas.flow_runs import (
     FlowRun,
     FlowRunCreate,
     OrchestrationResult,
+    ReadFlowRuns,
     SetStateStatus,
     State,
     StateCreate,
@@ -26,6 +27,7 @@ from schemas.flow_runs import (
 from services.db import Database, Row, Tx
 from services.deployments import deployment_by_id
 from services.errors import Invalid, NotFound
+from services.filters import check_limit, flow_run_condition, pool_condition, queue_condition
 from services.tables import flow_run, work_pool, work_queue
 from services.work_pools import pool_by_name
 from services.work_queues import queue_by_name
@@ -228,3 +230,28 @@ def _transition(run: Row, new_type: StateType, name: str, proposed: StateCreate,
     if new_type in TERMINAL_STATES:
         values["end_time"] = now
     return values
+
+
+RUNS_WITH_QUEUE_AND_POOL = select(flow_run).select_from(
+    flow_run.outerjoin(work_queue, work_queue.c.id == flow_run.c.work_queue_id).outerjoin(
+        work_pool, work_pool.c.id == work_queue.c.work_pool_id
+    )
+)
+"""Runs, joined to their queue and pool so that queue and pool filters apply."""
+
+
+async def read_flow_runs(db: Database, request: ReadFlowRuns) -> list[FlowRun]:
+    """Runs matching every filter given, newest first."""
+    query = (
+        RUNS_WITH_QUEUE_AND_POOL.where(
+            flow_run_condition(request.flow_runs),
+            pool_condition(request.work_pools),
+            queue_condition(request.work_pool_queues),
+        )
+        .order_by(flow_run.c.created.desc(), flow_run.c.id)
+        .limit(check_limit(request.limit))
+        .offset(request.offset)
+    )
+    async with db.read() as tx:
+        rows = (await tx.execute(query)).mappings().all()
+    return [to_flow_run(row) for row in rows]

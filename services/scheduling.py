@@ -23,14 +23,17 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from uuid import UUID
 
-from sqlalchemy import ARRAY, Boolean, DateTime, Uuid, bindparam, text
+from sqlalchemy import ARRAY, Boolean, DateTime, Uuid, bindparam, select, text
 from sqlalchemy.engine import RowMapping
 
+from schemas.common import StateType
 from schemas.flow_runs import FlowRun
-from schemas.scheduling import ClaimOptions, Lease, ReadyMark, WorkerFlowRun
+from schemas.scheduling import ClaimOptions, Lease, PreviewScheduledFlowRuns, ReadyMark, WorkerFlowRun
 from services.db import Database, Statement
 from services.errors import queue_not_found
 from services.filters import check_limit
+from services.flow_runs import to_flow_run
+from services.tables import flow_run, work_queue
 from services.work_pools import pool_by_name
 from services.work_queues import queue_ids_by_name
 
@@ -205,3 +208,28 @@ def _item(pool_id: UUID, row: RowMapping, claimed: bool) -> WorkerFlowRun:
         flow_run=FlowRun.model_validate(dict(row)),
         lease=lease,
     )
+
+
+async def preview_scheduled_flow_runs(db: Database, request: PreviewScheduledFlowRuns) -> list[FlowRun]:
+    """The SCHEDULED, unleased runs of the pool's queues in hand-out order (queue priority, due
+    time, id), whatever the pauses and limits. Read only: no poll is recorded, nothing is locked.
+    Served by `ix_flow_run__scheduled`."""
+    limit = check_limit(request.limit)
+    async with db.read() as tx:
+        _, by_name = await queue_ids_by_name(tx, request.work_pool_name)
+        _, queue_ids = polled_queue_ids(request.work_pool_name, by_name, request.work_queue_names)
+        query = (
+            select(flow_run)
+            .join(work_queue, work_queue.c.id == flow_run.c.work_queue_id)
+            .where(
+                flow_run.c.work_queue_id.in_(queue_ids),
+                flow_run.c.state_type == StateType.SCHEDULED.value,
+                flow_run.c.lease_expires.is_(None),
+            )
+            .order_by(work_queue.c.priority, flow_run.c.next_scheduled_start_time, flow_run.c.id)
+            .limit(limit)
+        )
+        if request.scheduled_before is not None:
+            query = query.where(flow_run.c.next_scheduled_start_time <= request.scheduled_before)
+        rows = (await tx.execute(query)).mappings().all()
+    return [to_flow_run(row) for row in rows]

@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+from redis import Redis
+
 from client import WorkPoolClient
 from replica.asyncapi import CONSUMER_PLACEHOLDER, ERROR_STATUSES
 from schemas.channels import Channels, Op
@@ -334,4 +336,89 @@ def test_the_committed_asyncapi_document_is_current(tmp_path):
     workpools(defaults, "docs", "asyncapi", "--output", str(path))
     assert path.read_text() == (ROOT / "docs" / "asyncapi.json").read_text(), (
         "docs/asyncapi.json is out of date: run `workpools docs asyncapi` (without WORKPOOLS_* set)"
+    )
+
+
+def test_deployment_and_flow_run_listings(cli_env):
+    pool, other = unique("pool"), unique("pool")
+    for name in (pool, other):
+        workpools(cli_env, "work-pool", "create", name, "--type", "process")
+    workpools(cli_env, "work-queue", "create", "fast", "--pool", pool)
+    nightly = as_json(workpools(cli_env, "deployment", "create", "nightly", "-p", pool, "-o", "json"))
+    hourly = as_json(workpools(cli_env, "deployment", "create", "hourly", "-p", pool, "-q", "fast", "-o", "json"))
+    elsewhere = as_json(workpools(cli_env, "deployment", "create", "nightly", "-p", other, "-o", "json"))
+
+    assert [d["id"] for d in as_json(workpools(cli_env, "deployment", "ls", "-p", pool, "-o", "json"))] == [
+        hourly["id"],
+        nightly["id"],
+    ]
+    named = as_json(workpools(cli_env, "deployment", "ls", "--name", "nightly", "-o", "json"))
+    assert {nightly["id"], elsewhere["id"]} <= {d["id"] for d in named} and hourly["id"] not in {d["id"] for d in named}
+    assert [
+        d["name"] for d in as_json(workpools(cli_env, "deployment", "ls", "-p", pool, "-q", "fast", "-o", "json"))
+    ] == ["hourly"]
+    assert row(workpools(cli_env, "deployment", "ls", "-p", pool).stdout, hourly["id"])[1:4] == ["hourly", pool, "fast"]
+
+    first = as_json(workpools(cli_env, "flow-run", "create", "-d", nightly["id"], "--name", "a", "-o", "json"))
+    second = as_json(workpools(cli_env, "flow-run", "create", "-d", hourly["id"], "--name", "b", "-o", "json"))
+    third = as_json(workpools(cli_env, "flow-run", "create", "-d", elsewhere["id"], "--name", "c", "-o", "json"))
+    workpools(cli_env, "flow-run", "set-state", first["id"], "PENDING")
+
+    in_pool = as_json(workpools(cli_env, "flow-run", "ls", "-p", pool, "-o", "json"))
+    assert [r["id"] for r in in_pool] == [second["id"], first["id"]]  # newest first
+    assert [r["id"] for r in as_json(workpools(cli_env, "flow-run", "ls", "-d", elsewhere["id"], "-o", "json"))] == [
+        third["id"]
+    ]
+    scheduled = as_json(workpools(cli_env, "flow-run", "ls", "-p", pool, "--state", "scheduled", "-o", "json"))
+    assert [r["name"] for r in scheduled] == ["b"]
+    assert [
+        r["name"] for r in as_json(workpools(cli_env, "flow-run", "ls", "-p", pool, "-q", "fast", "-o", "json"))
+    ] == ["b"]
+    table = workpools(cli_env, "flow-run", "ls", "-p", pool).stdout
+    assert row(table, first["id"])[1:4] == ["a", "default", "Pending"]
+    assert workpools(cli_env, "flow-run", "ls", "-p", unique("none")).stdout.strip() == "No flow runs."
+
+
+def test_preview_shows_the_waiting_runs_in_hand_out_order_without_polling(cli_settings, cli_env):
+    pool = unique("pool")
+    workpools(cli_env, "work-pool", "create", pool, "--type", "process")
+    workpools(cli_env, "work-queue", "create", "urgent", "-p", pool, "--priority", "1", "--paused")
+    later = as_json(
+        workpools(cli_env, "flow-run", "create", "-p", pool, "--name", "later", "--start-in", "7200", "-o", "json")
+    )
+    soon = as_json(workpools(cli_env, "flow-run", "create", "-p", pool, "--name", "soon", "-o", "json"))
+    urgent = as_json(
+        workpools(cli_env, "flow-run", "create", "-p", pool, "-q", "urgent", "--name", "urgent", "-o", "json")
+    )
+    redis = Redis.from_url(cli_settings.redis_url)
+    marks = redis.xlen(Channels(cli_settings.prefix).ready)
+
+    waiting = as_json(workpools(cli_env, "work-pool", "preview", pool, "-o", "json"))
+    assert [r["id"] for r in waiting] == [urgent["id"], soon["id"], later["id"]]  # paused queue included
+    assert [
+        r["name"] for r in as_json(workpools(cli_env, "work-pool", "preview", pool, "--hours", "1", "-o", "json"))
+    ] == [
+        "urgent",
+        "soon",
+    ]
+    assert [r["name"] for r in as_json(workpools(cli_env, "pool", "preview", pool, "--limit", "1", "-o", "json"))] == [
+        "urgent"
+    ]
+    queue_preview = as_json(workpools(cli_env, "work-queue", "preview", "default", "-p", pool, "-o", "json"))
+    assert [r["name"] for r in queue_preview] == ["soon", "later"]
+    table = workpools(cli_env, "work-pool", "preview", pool).stdout
+    assert [cells[1:4] for cells in rows(table)] == [
+        ["urgent", "urgent", "Scheduled"],
+        ["soon", "default", "Scheduled"],
+        ["later", "default", "Scheduled"],
+    ]
+
+    # Not a poll: no ready mark, no queue polled, no status changed.
+    assert redis.xlen(Channels(cli_settings.prefix).ready) == marks
+    for queue in as_json(workpools(cli_env, "work-queue", "ls", "-p", pool, "-o", "json")):
+        assert (queue["last_polled"], queue["status"]) == (None, "PAUSED" if queue["name"] == "urgent" else "NOT_READY")
+    redis.close()
+    missing = workpools(cli_env, "work-queue", "preview", "nope", "-p", pool, exit_code=1)
+    assert (
+        missing.stderr.strip() == f'Work queue "nope" not found in work pool "{pool}".' or "not found" in missing.stderr
     )

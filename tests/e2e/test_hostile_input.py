@@ -22,9 +22,9 @@ from client import InvalidRequest, WorkerClient
 from schemas import wire
 from schemas.channels import Op
 from schemas.common import json_too_deep
-from schemas.deployments import DeploymentCreate, ReadDeployment
-from schemas.flow_runs import FlowRunCreate, ReadFlowRun, SetFlowRunState
-from schemas.scheduling import GetScheduledFlowRuns
+from schemas.deployments import DeploymentCreate, ReadDeployment, ReadDeployments
+from schemas.flow_runs import FlowRunCreate, ReadFlowRun, ReadFlowRuns, SetFlowRunState
+from schemas.scheduling import GetScheduledFlowRuns, PreviewScheduledFlowRuns
 from schemas.work_pools import (
     CountWorkPools,
     DeleteWorkPool,
@@ -75,6 +75,12 @@ OPERATIONS: dict[Op, tuple[type[BaseModel], dict[str, Any]]] = {
     Op.GET_SCHEDULED_FLOW_RUNS: (
         GetScheduledFlowRuns,
         {"work_pool_name": "p", "work_queue_names": ["q"], "limit": 5, "claim": False},
+    ),
+    Op.READ_DEPLOYMENTS: (ReadDeployments, {"deployments": {"name": {"any_": ["d"]}}, "limit": 5}),
+    Op.READ_FLOW_RUNS: (ReadFlowRuns, {"flow_runs": {"state": {"type": {"any_": ["SCHEDULED"]}}}, "limit": 5}),
+    Op.PREVIEW_SCHEDULED_FLOW_RUNS: (
+        PreviewScheduledFlowRuns,
+        {"work_pool_name": "p", "work_queue_names": ["q"], "limit": 5},
     ),
 }
 assert set(OPERATIONS) == set(Op)
