@@ -59,6 +59,7 @@ def test_events_tail_follow_prints_new_events_until_interrupted(cli_replica, cli
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # even if the test runner ignores it
     )
     lines: queue.Queue[str] = queue.Queue()
     threading.Thread(target=lambda: [lines.put(line) for line in follower.stdout], daemon=True).start()
@@ -74,8 +75,13 @@ def test_events_tail_follow_prints_new_events_until_interrupted(cli_replica, cli
         ]
         assert followed[1]["resource"]["prefect.resource.name"] == after
     finally:
-        follower.send_signal(signal.SIGINT)
-        _, err = follower.communicate(timeout=20)
+        follower.send_signal(signal.SIGINT)  # how a person stops it: Ctrl-C
+        try:
+            _, err = follower.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            follower.kill()
+            _, err = follower.communicate()
+            raise AssertionError(f"events tail -f did not stop on SIGINT: {err}") from None
     assert follower.returncode == 0, err
     assert err == ""
 
