@@ -15,6 +15,7 @@ import time
 import uuid
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
@@ -38,6 +39,12 @@ REFUSALS = (AuthenticationError, NoPermissionError)
 
 UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError)
 """Redis could not be reached, or stopped answering."""
+
+
+def redis_user(redis_url: str) -> str | None:
+    """The Redis user a URL logs in as (`redis://USER:PASSWORD@host`), or None for the default user."""
+    user = urlsplit(redis_url).username
+    return unquote(user) if user and user != "default" else None
 
 
 def connect_redis(redis_url: str, max_connections: int, timeout: float) -> Redis:
@@ -205,7 +212,9 @@ class RpcTransport:
         self.owner = owner
         self.redis_url = redis_url_or_default(redis_url)
         self.redis = connect_redis(self.redis_url, max_connections, timeout)
-        self.replies = ReplyChannel(self.redis, self.channels.reply(uuid.uuid4().hex), _decode_envelope, timeout)
+        self.replies = ReplyChannel(
+            self.redis, self.channels.reply(uuid.uuid4().hex, redis_user(self.redis_url)), _decode_envelope, timeout
+        )
 
     @property
     def reply_channel(self) -> str:

@@ -12,7 +12,7 @@ from typing import Any
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from client.errors import ServiceUnavailable, error_for
-from client.transport import ReplyChannel, connect_redis
+from client.transport import ReplyChannel, connect_redis, redis_user
 from schemas.channels import Channels
 from schemas.scheduling import WorkerFlowRun
 
@@ -41,7 +41,9 @@ class WorkerClient:
         self.heartbeat_interval_seconds = heartbeat_interval_seconds
         self.timeout = timeout
         self.redis = connect_redis(redis_url, 8, timeout)
-        self.replies = ReplyChannel(self.redis, self.channels.worker_reply(uuid.uuid4().hex), _decode, timeout)
+        self.replies = ReplyChannel(
+            self.redis, self.channels.reply(uuid.uuid4().hex, redis_user(redis_url)), _decode, timeout
+        )
 
     async def __aenter__(self) -> WorkerClient:
         await self.replies.open()

@@ -24,6 +24,7 @@ from replica.in_flight import InFlight
 from replica.loops import Loops
 from replica.outbox import EventRelay
 from replica.reclaimer import Reclaimer
+from replica.reply_namespace import own_reply_channels
 from replica.request_timeout import request_timeout
 from replica.rights import check_rights
 from schemas.channels import REQUEST_STREAM_MAXLEN, Channels
@@ -120,6 +121,7 @@ def build_app(
             request_timeout(settings.request_timeout_seconds),
             size_limit(settings.max_message_bytes),
             DropExpired,
+            own_reply_channels(channels),
         ],
         decoder=decode_body,
     )

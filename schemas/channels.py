@@ -53,9 +53,16 @@ class Channels:
     def rpc_group(self) -> str:
         return f"{self.prefix}.rpc"
 
-    def reply(self, client_id: str) -> str:
-        """Pub/sub: the replies to one client's requests (the client names it in `reply_to`)."""
-        return f"{self.replies}.{client_id}"
+    def reply(self, client_id: str, user: str | None = None) -> str:
+        """Pub/sub: the replies to one client's requests (the client names it in `reply_to`). A
+        client logged in as a Redis user answers in that user's own namespace,
+        `{prefix}.reply.{user}.*`, which only that user's ACL may read (README, Security)."""
+        return f"{self.replies}.{user}.{client_id}" if user else f"{self.replies}.{client_id}"
+
+    def answers_on(self, channel: str) -> bool:
+        """Whether the service publishes answers on `channel`: only inside its reply namespaces
+        (`{prefix}.reply.*`, `{prefix}.workers.reply.*`), never on a channel a request merely names."""
+        return channel.startswith((f"{self.replies}.", f"{self.prefix}.workers.reply."))
 
     @property
     def replies(self) -> str:
