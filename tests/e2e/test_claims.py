@@ -523,47 +523,71 @@ async def _beat_after(client, pool, name, when):
 # ----------------------------------------------------------------------------------------------
 # Long polls
 
+WAIT = 5
+"""Seconds a long poll in these tests may wait for work."""
+
 
 async def test_a_waiting_claim_gets_a_new_run_at_once(client, settings, redis):
-    """Five times: a claim waits, a run is created, the claim answers with it. The median
-    bounds the latency (a shared 2-core machine stalls now and then); every delivery is far
-    sooner than the wait's end, so it was pushed, not found by a later look."""
+    """Five times: a claim waits, a run is created, the claim answers with it; and, as the
+    machine's own yardstick measured at the same moments, a run created and then claimed by a
+    claim that does not wait. A pushed delivery costs about what that pair of round trips
+    costs (the median bounds it: a shared machine stalls now and then), and every delivery
+    comes well before the wait's end, so it was pushed, not found by a look when the wait ended."""
     await client.create_work_pool({"name": "push", "type": "process"})
-    latencies = []
+    latencies, yardstick = [], []
     async with worker(settings, "push", "w1") as w:
-        for attempt in range(1, 6):
-            poll = asyncio.create_task(w.get_scheduled_flow_runs(claim=True, wait_seconds=5))
-            await wait_until(
-                lambda attempt=attempt: _ready_marks(redis, settings.prefix, attempt), timeout=5
-            )  # it is waiting
+        for _ in range(5):
+            marks = await redis.xlen(Channels(settings.prefix).ready)
+            poll = asyncio.create_task(w.get_scheduled_flow_runs(claim=True, wait_seconds=WAIT))
+            await wait_until(lambda marks=marks: _ready_marks(redis, settings.prefix, marks + 1), timeout=5)  # waiting
             created = time.monotonic()
             run = await client.create_flow_run({"work_pool_name": "push"})
             [item] = await poll
             latencies.append(time.monotonic() - created)
             assert item.flow_run.id == run.id and item.lease.owner == "w1"
             await move(client, item, "PENDING")
-    assert statistics.median(latencies) < 0.1 and max(latencies) < 1, latencies
+
+            created = time.monotonic()
+            run = await client.create_flow_run({"work_pool_name": "push"})
+            [item] = await w.get_scheduled_flow_runs(claim=True)
+            yardstick.append(time.monotonic() - created)
+            assert item.flow_run.id == run.id
+            await move(client, item, "PENDING")
+    assert statistics.median(latencies) < 1.5 * statistics.median(yardstick), (latencies, yardstick)
+    assert max(latencies) < WAIT / 2, latencies
 
 
 async def test_a_waiting_claim_gets_a_future_run_when_it_becomes_due(client, settings):
     """Three runs due 0.3, 0.6 and 0.9 s from now; three claims in turn, each with
-    scheduled_before = now, wait until theirs is due: never before, and soon after."""
+    scheduled_before = now, wait until theirs is due: never before, and soon after: the
+    median lateness within twice what a claim of a run already due takes on this machine
+    (measured first: the wake at the due time is one such look), every one well before the
+    wait's end (so it was woken at the due time, not found when the wait ended)."""
     await client.create_work_pool({"name": "due", "type": "process"})
-    now = datetime.now(UTC)
-    due = [now + timedelta(seconds=0.3 * (i + 1)) for i in range(3)]
-    runs = [
-        await client.create_flow_run({"work_pool_name": "due", "next_scheduled_start_time": at.isoformat()})
-        for at in due
-    ]
-    late = []
+    late, yardstick = [], []
     async with worker(settings, "due", "w1") as w:
+        for _ in range(3):
+            run = await client.create_flow_run({"work_pool_name": "due"})
+            started = time.monotonic()
+            [item] = await w.get_scheduled_flow_runs(scheduled_before=datetime.now(UTC), limit=1, claim=True)
+            yardstick.append(time.monotonic() - started)
+            assert item.flow_run.id == run.id
+
+        now = datetime.now(UTC)
+        due = [now + timedelta(seconds=0.3 * (i + 1)) for i in range(3)]
+        runs = [
+            await client.create_flow_run({"work_pool_name": "due", "next_scheduled_start_time": at.isoformat()})
+            for at in due
+        ]
         for run, at in zip(runs, due, strict=True):
             [item] = await w.get_scheduled_flow_runs(
-                scheduled_before=datetime.now(UTC), limit=1, claim=True, wait_seconds=5
+                scheduled_before=datetime.now(UTC), limit=1, claim=True, wait_seconds=WAIT
             )
             late.append((datetime.now(UTC) - at).total_seconds())
             assert item.flow_run.id == run.id
-    assert min(late) >= 0 and statistics.median(late) < 0.1 and max(late) < 0.5, late
+    assert min(late) >= 0, late
+    assert statistics.median(late) < 2 * statistics.median(yardstick), (late, yardstick)
+    assert max(late) < WAIT / 2, late
 
 
 async def test_a_poll_with_nothing_to_do_answers_empty_after_its_wait(client, settings):
