@@ -6,7 +6,9 @@ Reads with XRANGE/XREVRANGE only, so it works with the documented client ACL.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import signal
 from typing import Annotated
 
 import typer
@@ -48,16 +50,28 @@ def tail(
         if not follow:
             return
         last = entries[-1][0].decode() if entries else await _last_id(redis, stream)
+        stop = stop_on_signals()
         with waiting(f"Following {stream} (Ctrl-C to stop)…"):
-            while True:
+            while not stop.is_set():
                 new = await redis.xrange(stream, min=f"({last}", max="+", count=1000)
                 if new:
                     last = new[-1][0].decode()
                     show([parse(fields) for _, fields in new], event, output, streaming=True)
                 else:
-                    await asyncio.sleep(FOLLOW_EVERY)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), FOLLOW_EVERY)
 
     with_redis(read, until_interrupted=follow)
+
+
+def stop_on_signals() -> asyncio.Event:
+    """Set on SIGINT (Ctrl-C) or SIGTERM: following ends there, cleanly (exit 0)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):  # not the main thread
+            loop.add_signal_handler(sig, stop.set)
+    return stop
 
 
 async def _last_id(redis: Redis, stream: str) -> str:
