@@ -21,6 +21,9 @@ changes (stream RPC). Phases:
             the token. Meanwhile a sampler reads PostgreSQL continuously: PENDING + RUNNING +
             SCHEDULED under a live lease, per queue and per pool, must never exceed the limit
             (violations must be 0; samples and the highest pool count are shown).
+  lossy     The limits phase again with `--drop` (10 %) of the claim answers lost: a worker whose
+            answer was lost sends the claim again with the same request id and must get the same
+            batch (a different one counts as a duplicate hand-off). Duplicates and violations: 0.
   latency   32 workers wait in long polls (claim, limit 1, wait 10 s) on an empty pool; runs are
             created due now at `--rate` per second through the service. Latency: from the run's
             `created` (the creating transaction's time, taken before its commit: an upper bound
@@ -40,6 +43,7 @@ import math
 import random
 import sys
 import time
+import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -86,10 +90,12 @@ class Tally:
     statuses: Counter = field(default_factory=Counter)
     handed: Counter = field(default_factory=Counter)  # run id -> hand-offs
     accepted: Counter = field(default_factory=Counter)  # run id -> PENDING accepted
+    dropped: int = 0  # claim answers lost (lossy phase), each asked again with its request id
+    different_batches: int = 0  # ... and answered with another batch than the lost one
 
     @property
     def duplicates(self) -> int:
-        return sum(n - 1 for n in self.handed.values() if n > 1)
+        return sum(n - 1 for n in self.handed.values() if n > 1) + self.different_batches
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -104,9 +110,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--phases",
         nargs="+",
-        choices=["prefect", "claim", "limits", "latency"],
-        default=["prefect", "claim", "limits", "latency"],
+        choices=["prefect", "claim", "limits", "lossy", "latency"],
+        default=["prefect", "claim", "limits", "lossy", "latency"],
     )
+    parser.add_argument("--drop", type=float, default=0.1, help="share of claim answers lost in the lossy phase")
     parser.add_argument(
         "--database-url",
         default=DEFAULT_DATABASE_URL,
@@ -223,7 +230,9 @@ async def throughput(
     }
 
 
-async def limits(args: argparse.Namespace, prefix: str, client: WorkPoolClient, pids: list[int]) -> dict[str, Any]:
+async def limits(
+    args: argparse.Namespace, prefix: str, client: WorkPoolClient, pids: list[int], drop: float = 0.0
+) -> dict[str, Any]:
     import asyncpg
 
     await seed_scheduled_runs(args.database_url, LIMITED, args.limit_runs)
@@ -264,8 +273,18 @@ async def limits(args: argparse.Namespace, prefix: str, client: WorkPoolClient, 
 
     async def drain(worker: WorkerClient) -> None:
         while not done.is_set():
-            items = await worker.get_scheduled_flow_runs(limit=rng.randint(1, 4), claim=True, wait_seconds=1)
+            limit, request_id = rng.randint(1, 4), uuid.uuid4().hex
+            items = await worker.get_scheduled_flow_runs(limit=limit, claim=True, wait_seconds=1, request_id=request_id)
             tally.polls += 1
+            if drop and rng.random() < drop:  # the answer was lost: the claim is sent again with its request id
+                tally.dropped += 1
+                again = await worker.get_scheduled_flow_runs(
+                    limit=limit, claim=True, wait_seconds=1, request_id=request_id
+                )
+                lost = [(i.flow_run.id, i.lease.token) for i in items]
+                if lost and lost != [(i.flow_run.id, i.lease.token) for i in again]:
+                    tally.different_batches += 1
+                items = again
             for item in items:
                 tally.handed[item.flow_run.id] += 1
             await asyncio.gather(*(run(item) for item in items))
@@ -289,7 +308,8 @@ async def limits(args: argparse.Namespace, prefix: str, client: WorkPoolClient, 
         await sampler
     elapsed = time.perf_counter() - started
     return {
-        "phase": "limits",
+        "phase": "lossy" if drop else "limits",
+        "dropped": tally.dropped,
         "completed": len(completed),
         "completed_twice": sum(n > 1 for n in completed.values()),
         "started_per_s": len(completed) / elapsed,
@@ -409,6 +429,8 @@ async def run_replicas(replicas: int, args: argparse.Namespace) -> list[dict[str
                         result = await throughput(args, prefix, client, replica_set.pids, claim=phase == "claim")
                     elif phase == "limits":
                         result = await limits(args, prefix, client, replica_set.pids)
+                    elif phase == "lossy":
+                        result = await limits(args, prefix, client, replica_set.pids, drop=args.drop)
                     else:
                         result = await latency(args, prefix, client, replica_set.pids)
                     result["replicas"] = replicas
@@ -427,6 +449,7 @@ LABELS = {
     "prefect": "Prefect-mode poll + PENDING",
     "claim": "claim (leased) + PENDING with token",
     "limits": "limited pool drained (claim..COMPLETED)",
+    "lossy": "limited pool drained, claim answers lost",
     "latency": "due -> delivered, long polls",
 }
 
@@ -441,11 +464,13 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace) -> None:
             checks.append(f"{r['aborted']} of {r['proposals']} ABORTed ({100 * share:.0f} %)")
             if r["errors"]:
                 checks.append(f"{r['errors']} errors")
-        elif phase == "limits":
+        elif phase in ("limits", "lossy"):
             checks.append(
                 f"{r['completed']}/{args.limit_runs} completed, {r['samples']} samples, "
                 f"max {r['max_in_pool']}/{LIMITED_POOL_LIMIT} in pool, {r['refused']} refused"
             )
+            if phase == "lossy":
+                checks.append(f"{r['dropped']} answers lost ({100 * args.drop:.0f} %), each claim asked again")
         else:
             met = "✓" if r["p99_ms"] <= TARGET_P99_MS else "✗"
             checks.append(

@@ -176,7 +176,7 @@ class ProcessWorker:
         try:
             async with worker, WorkPoolClient(self.redis_url, self.prefix, timeout=10) as client:
                 self.worker, self.client = worker, client
-                await worker.heartbeat(ack=True)
+                await self._first_heartbeat()
                 self.turns["heartbeat"] = self.turns["heartbeat_ok"] = time.monotonic()
                 log.info("worker %s started on pool %s", self.name, self.work_pool_name)
                 heartbeats = asyncio.create_task(self._heartbeats())
@@ -197,15 +197,41 @@ class ProcessWorker:
     # heartbeats and polls
 
     async def _heartbeats(self) -> None:
-        while not await self._stopped_within(self.heartbeat_interval):
+        """One heartbeat every interval, on time: a beat waiting for its answer (or lost) does
+        not hold back the next one."""
+        beating: set[asyncio.Task[None]] = set()
+        try:
+            while not await self._stopped_within(self.heartbeat_interval):
+                if len(beating) < 3:
+                    beat = asyncio.create_task(self._beat())
+                    beating.add(beat)
+                    beat.add_done_callback(beating.discard)
+                self.turns["heartbeat"] = time.monotonic()
+        finally:
+            for beat in beating:
+                beat.cancel()
+
+    async def _beat(self) -> None:
+        try:
+            await self._heartbeat()
+            self.turns["heartbeat_ok"] = time.monotonic()
+        except WorkPoolsError as exc:
+            log.warning("heartbeat failed: %s", exc)
+        except Exception:
+            log.warning("heartbeat failed", exc_info=True)
+
+    async def _first_heartbeat(self, patience: float = 10.0) -> None:
+        """Acknowledged before anything else (an unknown pool fails at once); a heartbeat lost
+        on the way (no answer in time) is sent again for up to `patience` seconds."""
+        started = time.monotonic()
+        while True:
             try:
-                await self._heartbeat()
-                self.turns["heartbeat_ok"] = time.monotonic()
-            except WorkPoolsError as exc:
-                log.warning("heartbeat failed: %s", exc)
-            except Exception:
-                log.warning("heartbeat failed", exc_info=True)
-            self.turns["heartbeat"] = time.monotonic()
+                await self.worker.heartbeat(ack=True, lease_tokens=[] if self.claim else None)
+                return
+            except ServiceUnavailable:
+                if time.monotonic() - started > patience:
+                    raise
+                log.info("no answer to the first heartbeat yet; sending another")
 
     async def _heartbeat(self) -> None:
         """Acknowledged, so a lost one is noticed. In claim mode it names the leases held and
@@ -330,7 +356,7 @@ class ProcessWorker:
     async def _execute(self, held: Held, propose_pending: bool = False) -> None:
         run = held.run
         try:
-            if propose_pending and not await self._report(held, {"type": "PENDING"}):
+            if propose_pending and (held.fenced or not await self._report(held, {"type": "PENDING"})):
                 return
             try:
                 job = await self._job(run)
@@ -339,7 +365,9 @@ class ProcessWorker:
                     log.error("flow run %s: no job: %s", label(run), exc)
                     await self._report(held, {"type": "FAILED", "message": f"No job to run: {exc}"}, final=True)
                 return
-            if self._stopping.is_set() or not await self._report(held, {"type": "RUNNING"}):
+            if self._stopping.is_set() or held.fenced or not await self._report(held, {"type": "RUNNING"}):
+                return
+            if held.fenced:  # its lease may end before the command could: not started
                 return
             if not job.command:
                 log.info("flow run %s: nothing to run", label(run))
@@ -389,8 +417,8 @@ class ProcessWorker:
             held.process.terminate()
         code = await held.process.wait()
         log.info("flow run %s: exited with code %d", label(run), code)
-        if held.fenced:
-            return  # no longer this worker's to report
+        if held.fenced and code != 0:
+            return  # stopped by the fence: no longer this worker's to report
         if held.interrupted and code != 0:
             return  # given back by _give_back
         if code == 0:
