@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Annotated
 
 import typer
@@ -18,6 +19,7 @@ from client import WorkPoolsError
 from client.process_worker import ProcessWorker
 from client.transport import REFUSALS, UNREACHABLE
 from schemas.common import DEFAULT_LIMIT
+from schemas.scheduling import WorkerFlowRun
 from schemas.settings import Settings
 from schemas.workers import Worker
 
@@ -131,6 +133,38 @@ def heartbeat(
     say(f'Recorded a heartbeat of worker "{name}" in pool "{pool}".')
 
 
+@app.command("poll")
+@connected
+def poll(
+    pool: PoolOpt,
+    queue: Annotated[
+        list[str] | None, typer.Option("--queue", "-q", help="A queue to poll; repeatable (default: all).")
+    ] = None,
+    limit: Annotated[int | None, typer.Option(min=0, max=DEFAULT_LIMIT, help="At most this many runs.")] = None,
+    claim: Annotated[
+        str | None,
+        typer.Option("--claim", help="Claim mode: lease the runs to this worker name.", show_default=False),
+    ] = None,
+    lease_seconds: Annotated[float, typer.Option(min=1, max=3600, help="How long a claim's lease lasts.")] = 30.0,
+    output: OutputOpt = Output.table,
+) -> None:
+    """Poll as a worker would: the runs due now that it may start. Counts as a poll (queues
+    and deployments become READY); with --claim the runs are leased. See `work-pool preview`
+    for a read-only look."""
+    runs = call(
+        lambda client: client.get_scheduled_flow_runs_for_work_pool(
+            pool,
+            queue,
+            scheduled_before=datetime.now(UTC),
+            limit=limit,
+            claim=claim is not None,
+            worker_name=claim,
+            lease_seconds=lease_seconds,
+        )
+    )
+    emit_list(runs, output, polled_table, f'No runs due in pool "{pool}".')
+
+
 @app.command("delete")
 @connected
 def delete(name: NameArg, pool: PoolOpt) -> None:
@@ -147,5 +181,18 @@ def workers_table(pool: str, workers: Sequence[Worker]) -> Table:
             cell(worker.status),
             cell(worker.last_heartbeat_time),
             cell(worker.heartbeat_interval_seconds),
+        )
+    return table
+
+
+def polled_table(runs: Sequence[WorkerFlowRun]) -> Table:
+    table = Table("Id", "Name", "Queue", "Scheduled", "Lease token", title="Runs handed out")
+    for run in runs:
+        table.add_row(
+            cell(run.flow_run.id),
+            cell(run.flow_run.name),
+            cell(run.flow_run.work_queue_name),
+            cell(run.flow_run.next_scheduled_start_time),
+            cell(run.lease.token if run.lease else None),
         )
     return table

@@ -422,3 +422,23 @@ def test_preview_shows_the_waiting_runs_in_hand_out_order_without_polling(cli_se
     assert (
         missing.stderr.strip() == f'Work queue "nope" not found in work pool "{pool}".' or "not found" in missing.stderr
     )
+
+
+def test_worker_poll_hands_out_due_runs_and_claims_lease_them(cli_env):
+    pool = unique("pool")
+    workpools(cli_env, "work-pool", "create", pool, "--type", "process")
+    assert workpools(cli_env, "worker", "poll", "--pool", pool).stdout.strip() == f'No runs due in pool "{pool}".'
+    first = as_json(workpools(cli_env, "flow-run", "create", "-p", pool, "--name", "first", "-o", "json"))
+    second = as_json(workpools(cli_env, "flow-run", "create", "-p", pool, "--name", "second", "-o", "json"))
+    workpools(cli_env, "flow-run", "create", "-p", pool, "--name", "later", "--start-in", "3600")
+
+    polled = as_json(workpools(cli_env, "worker", "poll", "-p", pool, "-o", "json"))
+    assert [(r["flow_run"]["id"], r["lease"]) for r in polled] == [(first["id"], None), (second["id"], None)]
+    [claimed] = as_json(
+        workpools(cli_env, "worker", "poll", "-p", pool, "--limit", "1", "--claim", "w-1", "-o", "json")
+    )
+    assert claimed["flow_run"]["id"] == first["id"] and claimed["lease"]["owner"] == "w-1"
+    [left] = as_jsonl(workpools(cli_env, "worker", "poll", "-p", pool, "--claim", "w-2", "-o", "jsonl"))
+    assert left["flow_run"]["id"] == second["id"]  # the leased run is not handed out again
+    table = workpools(cli_env, "worker", "poll", "-p", pool).stdout
+    assert table.strip() == f'No runs due in pool "{pool}".'
