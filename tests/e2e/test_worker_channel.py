@@ -11,7 +11,8 @@ from datetime import UTC, datetime
 import pytest
 from sqlalchemy import text
 
-from client import InvalidRequest, ObjectNotFound, WorkerClient, WorkPoolsError
+from client import InvalidRequest, ObjectNotFound, ServiceUnavailable, WorkerClient, WorkPoolsError
+from handlers.worker_channel import HeartbeatIngest
 from replica.app import build_app
 from schemas.channels import Channels
 from schemas.worker_channel import MESSAGE_LIFETIME_SECONDS
@@ -291,3 +292,35 @@ async def test_a_message_older_than_its_lifetime_is_refused_not_acted_on(client,
     async with worker(settings, "old", "w") as w:
         [item] = await w.get_scheduled_flow_runs(claim=True)  # not leased by the refused claim
         assert item.flow_run.id == run.id
+
+
+# ----------------------------------------------------------------------------------------------
+# Heartbeats at scale: pool by pool, a bounded buffer
+
+
+async def test_a_pool_row_held_elsewhere_stalls_only_its_own_workers_heartbeats(client, settings, db):
+    await client.create_work_pool({"name": "held", "type": "process"})
+    await client.create_work_pool({"name": "free", "type": "process"})
+    async with db.engine.connect() as blocker:
+        transaction = await blocker.begin()
+        await blocker.execute(text("SELECT id FROM work_pool WHERE name = 'held' FOR UPDATE"))
+        async with worker(settings, "held", "stuck") as stuck, worker(settings, "free", "fine") as fine:
+            stalled = asyncio.create_task(stuck.heartbeat(ack=True))
+            await fine.heartbeat(ack=True)  # answered while the other pool's beat waits on its row
+            assert [w.name for w in await client.read_workers_for_work_pool("free")] == ["fine"]
+            assert await client.read_workers_for_work_pool("held") == []
+            await transaction.rollback()
+            try:
+                await stalled  # recorded once the row is free, or 503 if it waited past the lock timeout
+            except ServiceUnavailable as exc:
+                assert exc.status == 503
+                await stuck.heartbeat(ack=True)
+    assert [w.name for w in await client.read_workers_for_work_pool("held")] == ["stuck"]
+
+
+def test_a_full_heartbeat_buffer_sheds_new_beats_and_counts_them(caplog):
+    ingest = HeartbeatIngest(None, Channels("t"), None, None, max_buffer=3)  # type: ignore[arg-type]
+    for i in range(5):
+        ingest.received(json.dumps({"work_pool_name": "p", "worker_name": f"w{i}"}).encode())
+    assert (len(ingest._buffer), ingest.shed) == (3, 2)
+    assert "heartbeat buffer full (3): 1 heartbeats shed so far" in caplog.text
