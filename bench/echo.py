@@ -20,13 +20,14 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from faststream import FastStream
-from faststream.redis import RedisResponse, StreamSub
+from faststream.redis import RedisResponse
 from redis.asyncio import Redis
 
 from replica.app import create_groups, make_broker
 from schemas.channels import Channels
 from schemas.settings import Settings
 from transport.envelope import JSONEnvelope, respond
+from transport.streams import request_stream
 
 ECHO = "echo"
 """The operation name of the echo stream: `{prefix}.rpc.echo`."""
@@ -37,12 +38,7 @@ def build_echo_app(settings: Settings) -> FastStream:
     broker = make_broker(settings, 1)
 
     @broker.subscriber(
-        stream=StreamSub(
-            channels.rpc(ECHO),
-            group=channels.rpc_group,
-            consumer=settings.consumer_name,
-            max_records=settings.rpc_concurrency,
-        ),
+        stream=request_stream(channels, ECHO, settings),
         max_workers=settings.rpc_concurrency,
         message_format=JSONEnvelope,
     )

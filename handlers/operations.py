@@ -11,7 +11,7 @@ from types import ModuleType
 from typing import Any, get_type_hints
 
 from faststream import Context
-from faststream.redis import RedisResponse, RedisRouter, StreamSub
+from faststream.redis import RedisResponse, RedisRouter
 from faststream.redis.message import RedisStreamMessage
 
 from handlers import deployments, flow_runs, work_pools, work_queues, workers
@@ -21,6 +21,7 @@ from schemas.channels import Channels, Op
 from schemas.operations import OPERATIONS, Operation
 from schemas.settings import Settings
 from transport.envelope import JSONEnvelope, respond, respond_json
+from transport.streams import request_stream
 
 MODULES: tuple[ModuleType, ...] = (work_pools, work_queues, workers, deployments, flow_runs)
 
@@ -67,12 +68,7 @@ def register(router: RedisRouter, channels: Channels, settings: Settings, deps: 
     """One subscriber per operation, on its stream, in the request consumer group."""
     for op, operation in OPERATIONS.items():
         router.subscriber(
-            stream=StreamSub(
-                channels.rpc(op),
-                group=channels.rpc_group,
-                consumer=settings.consumer_name,
-                max_records=settings.rpc_concurrency,
-            ),
+            stream=request_stream(channels, op, settings),
             max_workers=settings.rpc_concurrency,
             message_format=JSONEnvelope,
             title=channels.rpc(op),

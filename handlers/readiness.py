@@ -12,6 +12,7 @@ from schemas.settings import Settings
 from services import readiness
 from services.db import Database
 from transport.envelope import JSONEnvelope
+from transport.streams import IDLE_BLOCK_MS
 
 
 def register(router: RedisRouter, channels: Channels, settings: Settings, db: Database) -> None:
@@ -22,6 +23,7 @@ def register(router: RedisRouter, channels: Channels, settings: Settings, db: Da
             consumer=settings.consumer_name,
             batch=True,
             max_records=settings.ready_batch,
+            polling_interval=IDLE_BLOCK_MS,
         ),
         message_format=JSONEnvelope,
         title=channels.ready,
