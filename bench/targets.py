@@ -177,8 +177,23 @@ class Tally:
         }
 
 
+async def idle_cpu(systems: list[System], seconds: float) -> dict[str, float]:
+    """Each system's CPU while nobody sends it anything (background loops, idle reads), in % of a core."""
+    meters = {s.name: CpuMeter(s.pids) for s in systems}
+    for meter in meters.values():
+        meter.start()
+    await asyncio.sleep(seconds)
+    for meter in meters.values():
+        meter.stop()
+    return {name: meter.percent().get("replicas", math.nan) for name, meter in meters.items()}
+
+
 async def measure(systems: list[System], args: argparse.Namespace) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
+    idle = await idle_cpu(systems, 10.0)
+    print("  idle CPU (% of a core): " + ", ".join(f"{name} {pct:.1f}" for name, pct in idle.items()), flush=True)
+    for system in systems:
+        rows.append({"system": system.name, "case": "idle", "idle_cpu_percent": idle[system.name]})
     for group in GROUPS:
         entries = [(s, k) for k in group if k in args.cases for s in systems if k in s.ops]
         if not entries:
@@ -368,6 +383,15 @@ def report(rows: list[dict[str, Any]]) -> None:
     def find(system: str, key: str) -> dict[str, Any] | None:
         return next((r for r in rows if r["system"] == system and r["case"] == key), None)
 
+    idle = [r for r in rows if r["case"] == "idle"]
+    rows = [r for r in rows if r["case"] != "idle"]
+    if idle:
+        print_table(
+            "Idle: CPU while nothing is sent (background loops, idle stream reads)",
+            ["system", "% of a core"],
+            [[r["system"], fmt_float(r["idle_cpu_percent"], 1)] for r in idle],
+            right_align=["% of a core"],
+        )
     floor_row = find("floor", "echo_c32")
     floor_ms = floor_row["server_ms"] if floor_row else math.nan
     floor_ops = floor_row["ops_per_s"] if floor_row else math.nan
@@ -471,7 +495,7 @@ async def main(argv: list[str] | None = None) -> int:
     report(rows)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2, default=str))
-    return 1 if any(r["errors"] for r in rows) else 0
+    return 1 if any(r.get("errors") for r in rows) else 0
 
 
 if __name__ == "__main__":
