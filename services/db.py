@@ -77,7 +77,10 @@ class Tx:
         driver = await self._driver()
         try:
             rows: list[asyncpg.Record] = await driver.fetch(statement.sql, *[params[name] for name in statement.names])
-        except asyncpg.PostgresError as exc:
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+            if _connection_lost(exc):  # SQLAlchemy's pool must not hand this connection out again
+                await self.conn.invalidate()
+                raise Unavailable("Service Unavailable") from exc
             raise translate_driver(exc) from exc
         except (asyncpg.InterfaceError, asyncpg.PostgresConnectionError, OSError) as exc:
             # the connection is gone (PostgreSQL stopped or restarted): not reused, and a 503
@@ -147,6 +150,14 @@ def translate(exc: DBAPIError) -> Exception:
     if isinstance(exc, (OperationalError, InterfaceError)) or exc.connection_invalidated:
         return Unavailable("Service Unavailable")
     return exc
+
+
+def _connection_lost(exc: BaseException) -> bool:
+    """The server went away (restart, shutdown, a dropped connection), as SQLAlchemy's adapter
+    would have found for a statement it ran: connection (08), operator intervention (57), or
+    the driver's own connection errors."""
+    state = str(getattr(exc, "sqlstate", "") or "")
+    return state.startswith(("08", "57")) or isinstance(exc, (asyncpg.InterfaceError, OSError))
 
 
 def translate_driver(exc: asyncpg.PostgresError) -> Exception:
