@@ -8,11 +8,12 @@ from faststream.redis import StreamSub
 from schemas.channels import Channels, Op
 from schemas.settings import Settings
 
-IDLE_BLOCK_MS = 2000
+IDLE_BLOCK_MS = 500
 """How long an idle subscriber's XREADGROUP blocks. A new entry ends the block at once, so this
-only sets how often an idle subscriber asks again; at FastStream's default (100 ms) the 21
-request streams of an idle replica cost 210 reads a second, a few per cent of a core, which
-also counted in every request's CPU. (Stopping cancels a blocked read.)"""
+sets how often an idle subscriber asks again — at FastStream's default (100 ms) the 21 request
+streams of an idle replica cost 210 reads a second, a few per cent of a core, which also
+counted in every request's CPU — and how long a stop waits for the blocked reads to return
+(2 s made a replica's SIGTERM exit too late for its grace period)."""
 
 
 def request_stream(channels: Channels, op: Op | str, settings: Settings) -> StreamSub:
