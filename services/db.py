@@ -78,14 +78,11 @@ class Tx:
         try:
             rows: list[asyncpg.Record] = await driver.fetch(statement.sql, *[params[name] for name in statement.names])
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
-            if _connection_lost(exc):  # SQLAlchemy's pool must not hand this connection out again
-                await self.conn.invalidate()
+            if _connection_lost(exc):
+                # the connection is gone (PostgreSQL stopped or restarted): not reused, and a 503
+                await self.conn.invalidate(exc)
                 raise Unavailable("Service Unavailable") from exc
             raise translate_driver(exc) from exc
-        except (asyncpg.InterfaceError, asyncpg.PostgresConnectionError, OSError) as exc:
-            # the connection is gone (PostgreSQL stopped or restarted): not reused, and a 503
-            await self.conn.invalidate(exc)
-            raise Unavailable("Service Unavailable") from exc
         return rows
 
     async def fetchrow(self, statement: Statement, params: Mapping[str, Any]) -> asyncpg.Record | None:
