@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import random
 import signal
@@ -18,7 +19,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import event, text
 
-from client import WorkerClient, WorkPoolClient
+from client import ServiceUnavailable, WorkerClient, WorkPoolClient
 from replica.app import build_app
 from schemas.channels import Channels
 from services import leases
@@ -379,6 +380,31 @@ async def test_randomized_race_of_32_workers_over_3_replicas(client, settings, d
             await w.heartbeat()
             await asyncio.sleep(0.5)  # the worker's heartbeat pace
 
+    async def claim_as_a_worker_does(w: WorkerClient, limit: int):
+        """A claim that gets no answer (pub/sub delivers at most once; a starved loop answers
+        late) is published again with its request id: the same batch, never a second one
+        (docs/worker-channel.md)."""
+        request_id = uuid.uuid4().hex
+        for attempt in itertools.count(1):
+            try:
+                return await w.get_scheduled_flow_runs(limit=limit, claim=True, wait_seconds=1, request_id=request_id)
+            except ServiceUnavailable:
+                if attempt == 3:
+                    raise
+
+    async def finished(stalled_after: float) -> None:
+        """Until every run completed; fails when none completes for `stalled_after` seconds (a
+        crashed worker's runs wait out a lease, 4 s), however slow the machine is overall."""
+        progress, last_change = -1, time.monotonic()
+        while not done.is_set():
+            if len(completed) != progress:
+                progress, last_change = len(completed), time.monotonic()
+            assert time.monotonic() - last_change < stalled_after, (
+                f"no run completed for {stalled_after} s ({progress} of {len(runs)}); seed {seed}"
+            )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(done.wait(), 0.5)
+
     async def work(index: int) -> None:
         name = f"racer-{index}"
         # The first three crash on their first claim; the others with 10 % chance per run, up
@@ -387,7 +413,7 @@ async def test_randomized_race_of_32_workers_over_3_replicas(client, settings, d
             beating = asyncio.create_task(heartbeats(w))
             try:
                 while not done.is_set():
-                    items = await w.get_scheduled_flow_runs(limit=rng.randint(1, 3), claim=True, wait_seconds=1)
+                    items = await claim_as_a_worker_does(w, limit=rng.randint(1, 3))
                     for item in items:
                         if item.lease.token in holds:
                             duplicate_tokens.append(item.lease.token)
@@ -411,7 +437,7 @@ async def test_randomized_race_of_32_workers_over_3_replicas(client, settings, d
     checker = asyncio.create_task(check_limits())
     try:
         workers = [asyncio.create_task(work(i)) for i in range(32)]
-        await asyncio.wait_for(done.wait(), timeout=40)
+        await finished(stalled_after=20)
         await asyncio.gather(*workers)
     finally:
         done.set()
@@ -558,15 +584,17 @@ async def test_a_waiting_claim_gets_a_new_run_at_once(client, settings, redis):
 
 
 async def test_a_waiting_claim_gets_a_future_run_when_it_becomes_due(client, settings):
-    """Three runs due 0.3, 0.6 and 0.9 s from now; three claims in turn, each with
+    """Five runs due 0.3, 0.6, … 1.5 s from now; five claims in turn, each with
     scheduled_before = now, wait until theirs is due: never before, and soon after: the
-    median lateness within twice what a claim of a run already due takes on this machine
-    (measured first: the wake at the due time is one such look), every one well before the
-    wait's end (so it was woken at the due time, not found when the wait ended)."""
+    median lateness within four times what a claim of a run already due takes on this
+    machine, measured first (a late answer is the poll's transit, which delays the slid
+    `scheduled_before`, the timer's wake-up, then one such look and its reply: 1.4 to 2.4
+    times it at load 8-10), every one well before the wait's end (so it was woken at the due
+    time, not found when the wait ended)."""
     await client.create_work_pool({"name": "due", "type": "process"})
     late, yardstick = [], []
     async with worker(settings, "due", "w1") as w:
-        for _ in range(3):
+        for _ in range(5):
             run = await client.create_flow_run({"work_pool_name": "due"})
             started = time.monotonic()
             [item] = await w.get_scheduled_flow_runs(scheduled_before=datetime.now(UTC), limit=1, claim=True)
@@ -574,7 +602,7 @@ async def test_a_waiting_claim_gets_a_future_run_when_it_becomes_due(client, set
             assert item.flow_run.id == run.id
 
         now = datetime.now(UTC)
-        due = [now + timedelta(seconds=0.3 * (i + 1)) for i in range(3)]
+        due = [now + timedelta(seconds=0.3 * (i + 1)) for i in range(5)]
         runs = [
             await client.create_flow_run({"work_pool_name": "due", "next_scheduled_start_time": at.isoformat()})
             for at in due
@@ -586,7 +614,7 @@ async def test_a_waiting_claim_gets_a_future_run_when_it_becomes_due(client, set
             late.append((datetime.now(UTC) - at).total_seconds())
             assert item.flow_run.id == run.id
     assert min(late) >= 0, late
-    assert statistics.median(late) < 2 * statistics.median(yardstick), (late, yardstick)
+    assert statistics.median(late) < 4 * statistics.median(yardstick), (late, yardstick)
     assert max(late) < WAIT / 2, late
 
 
