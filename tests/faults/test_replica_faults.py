@@ -108,8 +108,9 @@ GRACE = 2.0
 
 async def test_sigterm_during_load_drains_or_hands_over_every_request(settings, db, redis):
     """A burst of writes, and a few writes that cannot finish within the grace period (their rows
-    are locked); SIGTERM to a replica: it answers what it can, exits 0 within the grace period,
-    and what it could not finish is answered by the other replica. Every run exists once."""
+    are locked); SIGTERM to a replica: it answers what it can, exits 0 within the grace period
+    (plus 3 s, beyond what an idle replica's stop takes on this machine), and what it could not
+    finish is answered by the other replica. Every run exists once."""
     channels = Channels(settings.prefix)
     env = {**FAST_RECLAIM, "WORKPOOLS_GRACEFUL_TIMEOUT_SECONDS": str(GRACE)}
     stuck = [f"stuck-{i}" for i in range(4)]
@@ -137,9 +138,17 @@ async def test_sigterm_during_load_drains_or_hands_over_every_request(settings, 
                 code = await asyncio.to_thread(victim.process.wait, GRACE + 10)
                 exited_after = time.monotonic() - signalled
             results = await asyncio.gather(*calls)
+            # The yardstick: the other replica, nothing in flight, stopped the same way. What a
+            # stop costs on this machine (loops, connections, the interpreter's exit) is not
+            # what this test bounds: the in-flight work may add the grace period and 3 s.
+            survivor = next(r for r in started if r is not victim)
+            signalled = time.monotonic()
+            survivor.process.send_signal(signal.SIGTERM)
+            assert await asyncio.to_thread(survivor.process.wait, GRACE + 20) == 0
+            idle_exit = time.monotonic() - signalled
 
     assert code == 0
-    assert exited_after < GRACE + 3, exited_after
+    assert exited_after - idle_exit < GRACE + 3, (exited_after, idle_exit)
     assert sorted(r.name for r in results) == sorted(stuck + burst)
     assert await runs_by_name(db) == {name: 1 for name in stuck + burst}
     assert await scalar(db, "SELECT count(*) FROM request_log WHERE op = 'create_flow_run'") == len(calls)
