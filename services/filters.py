@@ -16,6 +16,9 @@ from schemas.workers import WorkerFilter
 from services.errors import Invalid
 from services.tables import deployment, flow_run, work_pool, work_queue, worker
 
+MAX_QUERY_ARGUMENTS = 32767
+"""PostgreSQL's limit on one statement's arguments: a filter that needs more is refused."""
+
 
 def check_limit(limit: int | None) -> int:
     if limit is None:
@@ -57,6 +60,9 @@ def queue_condition(f: WorkQueueFilter | None) -> ColumnElement[bool]:
         if f.name.any_ is not None:
             name.append(work_queue.c.name.in_(f.name.any_))
         if f.name.startswith_ is not None:
+            if len(f.name.startswith_) > MAX_QUERY_ARGUMENTS:  # one argument each: refused before
+                # seconds of CPU go into building and compiling a statement PostgreSQL refuses
+                raise Invalid(f"Invalid value: the number of query arguments cannot exceed {MAX_QUERY_ARGUMENTS}")
             # ILIKE 'prefix%' as in Prefect (so `_` and `%` inside a prefix are wildcards)
             prefixes = [work_queue.c.name.ilike(f"{p}%") for p in f.name.startswith_]
             name.append(or_(*prefixes) if prefixes else false())
