@@ -276,7 +276,8 @@ async def workpools(
         stack.push_async_callback(drop_database, url)
     prefix = new_prefix("wptarget")
     stack.push_async_callback(delete_prefix_keys, args.redis_url, prefix)
-    options: dict[str, Any] = serve_revision_options(code) if code else {}
+    # another revision may serve another set of operations: ready once it reads a stream and answers
+    options: dict[str, Any] = {**serve_revision_options(code), "streams": 1} if code else {}
     replicas = await stack.enter_async_context(
         ReplicaSet(1, prefix=prefix, database_url=url, redis_url=args.redis_url, **options)
     )
