@@ -218,7 +218,7 @@ def build_app(
         keep_fresh.every(settings.reclaim_idle_seconds / 3, in_flight.touch, "in-flight touch")
         loops.run(heartbeats.run(loops.stopping), "heartbeat ingest")
         loops.run(waiters.listen(redis, channels.wake, loops.stopping), "wake listener")
-        loops.every(settings.outbox_sweep_seconds, relay.flush, "outbox sweep")
+        loops.every(settings.outbox_sweep_seconds, relay.sweep, "outbox sweep")
         loops.every(settings.reclaim_every_seconds, reclaimer.reclaim_all, "reclaim")
         loops.every(settings.housekeeping_seconds, housekeeping.run, "housekeeping")
         if settings.foreman_enabled:

@@ -38,6 +38,14 @@ class EventRelay:
             await self.flush()
             self._covered = asked
 
+    async def sweep(self) -> int:
+        """The periodic sweep: a flush that takes its turn with the flushes after commits. A sweep
+        running beside them would take (SKIP LOCKED) the rows of a commit whose own flush then
+        finds nothing and returns before those events are published: the commit's reply could
+        then go out before its events, and the caller's next change be published ahead of them."""
+        async with self._one_at_a_time:
+            return await self.flush()
+
     async def flush(self) -> int:
         published = 0
         while True:
