@@ -60,16 +60,10 @@ CASES = (
     Case("heartbeat_c32", "send_worker_heartbeat", 32, 4000, 1000),
 )
 
-# Targets, and Prefect's HTTP server measured on this machine (same operations).
+# Targets. Prefect side by side, in the same run: bench/targets.py.
 TARGETS: dict[str, tuple[str, Any]] = {
     "read_c1": ("p50 ≤ 2 ms", lambda s: s["p50_ms"] <= 2.0),
     "read_c32": ("≥ 1,000/s", lambda s: s["ops_per_s"] >= 1000),
-}
-PREFECT: dict[str, tuple[str, Any]] = {
-    "read_c1": ("p50 5.8 ms", lambda s: 5.8 / s["p50_ms"] if s["p50_ms"] else math.nan),
-    "read_c32": ("206/s", lambda s: s["ops_per_s"] / 206),
-    "create_c32": ("84/s", lambda s: s["ops_per_s"] / 84),
-    "heartbeat_c32": ("182/s", lambda s: s["ops_per_s"] / 182),
 }
 
 
@@ -193,7 +187,6 @@ def report(results: list[dict[str, Any]]) -> None:
     rows = []
     for r in results:
         target, met = TARGETS.get(r["case"], ("", None))
-        prefect, ratio = PREFECT.get(r["case"], ("", None))
         rows.append(
             [
                 r["operation"],
@@ -204,8 +197,6 @@ def report(results: list[dict[str, Any]]) -> None:
                 fmt_float(r["p99_ms"], 2),
                 r["errors"],
                 f"{target} {'✓' if met(r) else '✗'}" if met else "",
-                prefect,
-                f"{ratio(r):.1f}x" if ratio else "",
             ]
         )
     print_table(
@@ -219,13 +210,10 @@ def report(results: list[dict[str, Any]]) -> None:
             "p99 ms",
             "errors",
             "target",
-            "Prefect HTTP",
-            "vs Prefect",
         ],
         rows,
-        right_align=["concurrency", "replicas", "ops/s", "p50 ms", "p99 ms", "errors", "vs Prefect"],
-        caption="Prefect HTTP: Prefect's server on this machine (read p50 at concurrency 1, throughput at 32). "
-        "vs Prefect: its p50 / ours for the read at 1, our ops/s / its ops/s otherwise.",
+        right_align=["concurrency", "replicas", "ops/s", "p50 ms", "p99 ms", "errors"],
+        caption="Against the transport's floor and Prefect's HTTP server in the same run: bench/targets.py.",
     )
     parts = ("machine", "replicas", "client", "redis", "postgres", "other")
     print_table(
