@@ -18,7 +18,7 @@ from schemas import wire
 from schemas.operations import Operation
 from services import idempotency
 from services.db import Database
-from transport.envelope import respond
+from transport.envelope import respond, respond_json
 
 log = logging.getLogger("workpools")
 
@@ -36,9 +36,17 @@ async def answer_once(
     the first to finish and gets the stored reply. A failure rolls back, record included."""
     try:
         async with idempotency.once(db, request_id, operation.op) as record:
-            result = jsonable(await handle())
-            record(operation.status, result)
+            result = await handle()
+            # serialised once, by the reply's type: the stored reply and the one sent are this text
+            reply = jsonable(result) if operation.reply is None else operation.dump_reply(result)
+            record(operation.status, reply)
     except idempotency.Replayed as replayed:
         log.info("request %s (%s) already ran; answering its reply again", request_id, operation.op)
-        return respond(replayed.status, replayed.reply)
-    return respond(operation.status, result)
+        return _reply(replayed.status, None if replayed.reply_json is None else replayed.reply_json.encode())
+    return _reply(operation.status, reply)
+
+
+def _reply(status: int, reply: Any) -> RedisResponse:
+    if isinstance(reply, bytes):
+        return respond_json(status, reply)
+    return respond(status, reply)

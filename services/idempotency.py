@@ -8,52 +8,64 @@ A request that failed rolled back entirely (record included) and may simply run 
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy import delete, select
 
-from services.db import Database
+from services.db import Database, Statement
+from services.errors import Unavailable
 from services.tables import request_log
 
 KEEP = timedelta(hours=24)
 
+LOG_REQUEST = Statement.of(
+    """
+    INSERT INTO request_log (request_id, op, created) VALUES (:request_id, :op, :now)
+    ON CONFLICT (request_id) DO NOTHING
+    RETURNING request_id
+    """
+)
+"""The request's record, first in its unit of work: a repeat waits here (the primary key) until
+the first commits or rolls back, then finds the record or takes its place."""
+STORED_REPLY = Statement.of("SELECT status, reply::text AS reply FROM request_log WHERE request_id = :request_id")
+RECORD_REPLY = Statement.of(
+    "UPDATE request_log SET status = :status, reply = CAST(:reply AS jsonb) WHERE request_id = :request_id"
+)
+"""The reply, stored as the JSON text it is sent as (serialised once). On the hot path of every
+write (services.db.Statement)."""
+
 
 class Replayed(Exception):
-    """This request id already ran: here is its reply."""
+    """This request id already ran: here is its reply (`reply`, as JSON text in `reply_json`)."""
 
-    def __init__(self, status: int, reply: Any) -> None:
+    def __init__(self, status: int, reply_json: str | None) -> None:
         super().__init__(status)
-        self.status, self.reply = status, reply
+        self.status, self.reply_json = status, reply_json
+
+    @property
+    def reply(self) -> Any:
+        return None if self.reply_json is None else json.loads(self.reply_json)
 
 
 @asynccontextmanager
 async def once(db: Database, request_id: str, op: str) -> AsyncIterator[Callable[[int, Any], None]]:
-    """Run the block once per `request_id`; the block calls `record(status, reply)`."""
+    """Run the block once per `request_id`; the block calls `record(status, reply)`, `reply` a
+    JSON-able value or (bytes) its JSON text already serialised."""
     recorded: dict[str, Any] = {}
     async with db.unit_of_work() as tx:
-        inserted = await tx.execute(
-            pg_insert(request_log)
-            .values(request_id=request_id, op=op, created=tx.now)
-            .on_conflict_do_nothing()
-            .returning(request_log.c.request_id)
-        )
-        if inserted.first() is None:
-            stored = (
-                await tx.execute(
-                    select(request_log.c.status, request_log.c.reply).where(request_log.c.request_id == request_id)
-                )
-            ).one()
-            raise Replayed(stored.status, stored.reply)
+        if await tx.fetchrow(LOG_REQUEST, {"request_id": request_id, "op": op, "now": tx.now}) is None:
+            stored = await tx.fetchrow(STORED_REPLY, {"request_id": request_id})
+            if stored is None:  # forgotten (a day old) between the two statements: the caller asks again
+                raise Unavailable("Service Unavailable")
+            raise Replayed(stored["status"], stored["reply"])
         yield lambda status, reply: recorded.update(status=status, reply=reply)
-        await tx.execute(
-            update(request_log)
-            .where(request_log.c.request_id == request_id)
-            .values(status=recorded.get("status"), reply=recorded.get("reply"))
-        )
+        reply = recorded.get("reply")
+        text = None if reply is None else reply.decode() if isinstance(reply, bytes) else json.dumps(reply)
+        await tx.fetch(RECORD_REPLY, {"request_id": request_id, "status": recorded.get("status"), "reply": text})
 
 
 async def forget_old(db: Database, now: datetime | None = None, batch: int = 5_000) -> int:
