@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
-from sqlalchemy import delete, insert, select
+from pydantic import TypeAdapter
 from sqlalchemy.engine import URL, CursorResult, RowMapping, make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
@@ -21,7 +21,6 @@ from sqlalchemy.sql.base import Executable
 
 from schemas.events import Event
 from services.errors import INTEGRITY_CONFLICT, AlreadyExists, Conflict, Invalid, Unavailable
-from services.tables import event_outbox
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +123,22 @@ class Statement:
 
 
 _NAMED = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
+
+INSERT_EVENTS = Statement.of(
+    """
+    INSERT INTO event_outbox (event)
+    SELECT e.event FROM jsonb_array_elements(CAST(:events AS jsonb)) WITH ORDINALITY AS e(event, n) ORDER BY e.n
+    """
+)
+"""A transaction's events into the outbox, in the order emitted (one JSON array, serialised once)."""
+TAKE_EVENTS = Statement.of(
+    """
+    DELETE FROM event_outbox
+     WHERE seq IN (SELECT seq FROM event_outbox ORDER BY seq LIMIT :batch FOR UPDATE SKIP LOCKED)
+    RETURNING seq, event
+    """
+)
+_EVENTS: TypeAdapter[list[Event]] = TypeAdapter(list[Event])
 
 
 def _sqlstate(exc: DBAPIError) -> str:
@@ -258,7 +273,7 @@ class Database:
                 tx = Tx(conn, now or self.clock())
                 yield tx
                 if tx.events:
-                    await conn.execute(insert(event_outbox), [{"event": e.model_dump(mode="json")} for e in tx.events])
+                    await tx.fetch(INSERT_EVENTS, {"events": _EVENTS.dump_json(tx.events).decode()})
         except DBAPIError as exc:
             raise translate(exc) from exc
         except (OSError, asyncpg.PostgresConnectionError) as exc:
@@ -307,17 +322,8 @@ class Database:
     async def take_outbox(self, batch: int = 500) -> AsyncIterator[list[dict[str, Any]]]:
         """Remove up to `batch` events from the outbox, oldest first; restored if the block fails."""
         async with self.engine.begin() as conn:
-            picked = (
-                select(event_outbox.c.seq)
-                .order_by(event_outbox.c.seq)
-                .limit(batch)
-                .with_for_update(skip_locked=True)
-                .scalar_subquery()
-            )
-            rows = await conn.execute(
-                delete(event_outbox).where(event_outbox.c.seq.in_(picked)).returning(event_outbox)
-            )
-            yield [row.event for row in sorted(rows, key=lambda r: r.seq)]
+            rows = await Tx(conn, self.clock()).fetch(TAKE_EVENTS, {"batch": batch})
+            yield [row["event"] for row in sorted(rows, key=lambda r: r["seq"])]
 
     async def dispose(self) -> None:
         await self.engine.dispose()

@@ -52,8 +52,9 @@ READ_POOL = Statement.of(
 )
 """A pool with its ACTIVE_SLOTS, for the hot path of reads (services.db.Statement)."""
 
-POOL_FOR_CHANGE = Statement.of("SELECT * FROM work_pool WHERE name = :name FOR NO KEY UPDATE")
-"""`pool_by_name(lock="for_change")` for the hot path of queue creates."""
+POOL_FOR_CHANGE = Statement.of("SELECT id, name, type FROM work_pool WHERE name = :name FOR NO KEY UPDATE")
+"""`pool_by_name(lock="for_change")` for the hot path of queue creates: the columns a queue's
+events name (not the pool's job template, decoded for nothing)."""
 
 
 def is_reserved(name: str) -> bool:
@@ -85,7 +86,8 @@ async def pool_by_name(tx: Tx, name: str, *, lock: PoolLock | None = None) -> Ro
 
 
 async def pool_for_change(tx: Tx, name: str) -> dict[str, Any]:
-    """`pool_by_name(tx, name, lock="for_change")` on asyncpg directly (services.db.Statement)."""
+    """The pool's id, name and type, its row locked as `pool_by_name(tx, name, lock="for_change")`
+    locks it, on asyncpg directly (services.db.Statement)."""
     row = await tx.fetchrow(POOL_FOR_CHANGE, {"name": name})
     if row is None:
         raise pool_not_found(name)
