@@ -125,13 +125,14 @@ def build_app(
         ],
         decoder=decode_body,
     )
-    ready = rpc.publisher(
+    rpc.publisher(  # declared for the AsyncAPI document; marks are sent in batches by `ready`
         stream=StreamSub(channels.ready, maxlen=settings.ready_maxlen),
         message_format=JSONEnvelope,
         schema=ReadyMark,
         title=f"{channels.ready}:publish",
         description="One ready mark per poll, after the poll's commit.",
     )
+    ready = readiness.ReadyMarkPublisher(redis, channels.ready, settings.ready_maxlen)
     operations.register(rpc, channels, settings, Deps(db, ready.publish))
 
     # Background consumers: a failure leaves the message pending, for the reclaimer.
