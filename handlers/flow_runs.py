@@ -5,7 +5,8 @@ from __future__ import annotations
 from handlers.rpc import Deps, handles
 from schemas.channels import Op
 from schemas.flow_runs import FlowRun, FlowRunCreate, OrchestrationResult, ReadFlowRun, ReadFlowRuns, SetFlowRunState
-from schemas.scheduling import GetScheduledFlowRuns, PreviewScheduledFlowRuns, WorkerFlowRun
+from schemas.scheduling import GetScheduledFlowRuns, PreviewScheduledFlowRuns
+from schemas.wire import JSONText
 from services import flow_runs, scheduling
 
 
@@ -30,8 +31,9 @@ async def set_flow_run_state(deps: Deps, body: SetFlowRunState) -> Orchestration
 
 
 @handles(Op.GET_SCHEDULED_FLOW_RUNS)
-async def get_scheduled_flow_runs(deps: Deps, body: GetScheduledFlowRuns) -> list[WorkerFlowRun]:
-    runs, mark = await scheduling.get_scheduled_flow_runs(
+async def get_scheduled_flow_runs(deps: Deps, body: GetScheduledFlowRuns) -> JSONText:
+    """`list[WorkerFlowRun]`, written as JSON from the rows (services.flow_runs_json)."""
+    runs, mark = await scheduling.get_scheduled_flow_runs_json(
         deps.db,
         body.work_pool_name,
         body.work_queue_names,

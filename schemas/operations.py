@@ -21,6 +21,7 @@ from schemas.channels import Op
 from schemas.deployments import Deployment, DeploymentCreate, ReadDeployment, ReadDeployments
 from schemas.flow_runs import FlowRun, FlowRunCreate, OrchestrationResult, ReadFlowRun, ReadFlowRuns, SetFlowRunState
 from schemas.scheduling import GetScheduledFlowRuns, PreviewScheduledFlowRuns, WorkerFlowRun
+from schemas.wire import JSONText
 from schemas.work_pools import (
     CountWorkPools,
     DeleteWorkPool,
@@ -59,7 +60,10 @@ class Operation:
 
     def dump_reply(self, result: Any) -> bytes:
         """A success reply's body as JSON, serialised once by its type (pydantic's serializer,
-        without building the JSON-able Python value first)."""
+        without building the JSON-able Python value first); a body already written as JSON
+        (`wire.JSONText`) as it is."""
+        if isinstance(result, JSONText):
+            return result
         return _adapter(self.reply).dump_json(result)
 
     def parse_reply(self, body: Any) -> Any:

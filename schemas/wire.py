@@ -40,6 +40,11 @@ class ErrorKind(StrEnum):
     INTERNAL = "internal"
 
 
+class JSONText(bytes):
+    """A reply body already written as JSON (e.g. a poll's runs, written from their rows): sent
+    as it is."""
+
+
 def encode(body: Any, headers: dict[str, str]) -> bytes:
     data = b"" if body is None else json.dumps(body, separators=(",", ":")).encode()
     return encode_raw(data, headers)

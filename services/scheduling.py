@@ -19,24 +19,27 @@ under the lease (row-locked, decided on its own `now`) and a claim can never bot
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 from uuid import UUID
 
-from sqlalchemy import ARRAY, Boolean, DateTime, Uuid, bindparam, select, text
-from sqlalchemy.engine import RowMapping
+from pydantic import TypeAdapter
+from sqlalchemy import ARRAY, DateTime, Uuid, bindparam, select, text
 
 from schemas.common import StateType
 from schemas.flow_runs import FlowRun
-from schemas.scheduling import ClaimOptions, Lease, PreviewScheduledFlowRuns, ReadyMark, WorkerFlowRun
-from services.db import Database, Statement
-from services.errors import queue_not_found
+from schemas.scheduling import ClaimOptions, PreviewScheduledFlowRuns, ReadyMark, WorkerFlowRun
+from schemas.wire import JSONText
+from services.db import Database, Statement, Tx
+from services.errors import pool_not_found, queue_not_found
 from services.filters import check_limit
 from services.flow_runs import to_flow_run
+from services.flow_runs_json import RUN_COLUMNS_SQL, worker_flow_runs_json
 from services.tables import flow_run, work_queue
-from services.work_pools import pool_by_name
 from services.work_queues import queue_ids_by_name
 
+WORKER_FLOW_RUNS = TypeAdapter(list[WorkerFlowRun])
 INTERNAL_CAP = 1000
 """Prefect's per-queue and per-pool row caps."""
 
@@ -84,15 +87,16 @@ AVAILABLE_RUNS_SQL = """
 """The runs a poll may hand out, at most `limit`, within the queue and pool slots (unordered)."""
 HANDOUT_ORDER_SQL = " ORDER BY queue_priority, next_scheduled_start_time, id"
 """The order runs are handed out in: queue priority, then time, then id."""
-POLL_PARAM_TYPES = (
-    bindparam("after", type_=DateTime(timezone=True)),
-    bindparam("before", type_=DateTime(timezone=True)),
-    bindparam("claim", type_=Boolean),
-    bindparam("queue_ids", type_=ARRAY(Uuid)),
+SCHEDULED_RUNS = Statement.of(
+    f"""
+    WITH picked AS ({AVAILABLE_RUNS_SQL})
+    SELECT {RUN_COLUMNS_SQL.format(table="picked")}, picked.queue_priority
+      FROM picked {HANDOUT_ORDER_SQL}
+    """
 )
-SCHEDULED_RUNS = Statement.of(AVAILABLE_RUNS_SQL + HANDOUT_ORDER_SQL)
-"""A read-only poll's runs (on the hot path: services.db.Statement)."""
-CLAIM_RUNS = text(
+"""A read-only poll's runs, with the columns the reply is written from (on the hot path:
+services.db.Statement)."""
+CLAIM_RUNS = Statement.of(
     f"""
     WITH picked AS ({AVAILABLE_RUNS_SQL}),
     claimed AS (
@@ -103,13 +107,22 @@ CLAIM_RUNS = text(
          WHERE f.id = picked.id
      RETURNING f.*, picked.queue_priority
     )
-    SELECT * FROM claimed {HANDOUT_ORDER_SQL}
+    SELECT {RUN_COLUMNS_SQL.format(table="claimed")}, claimed.queue_priority,
+           claimed.lease_owner, claimed.lease_token, claimed.lease_expires
+      FROM claimed {HANDOUT_ORDER_SQL}
     """
-).bindparams(
-    *POLL_PARAM_TYPES,
-    bindparam("now", type_=DateTime(timezone=True)),
-    bindparam("expires", type_=DateTime(timezone=True)),
 )
+"""A claim's runs, leased in the same statement (on the hot path: services.db.Statement)."""
+POOL_QUEUE_IDS_FOR_CLAIM = Statement.of(
+    """
+    SELECT p.id AS pool_id, q.id, q.name
+      FROM work_pool p JOIN work_queue q ON q.work_pool_id = p.id
+     WHERE p.name = :name
+       FOR NO KEY UPDATE OF p
+    """
+)
+"""`work_queues.queue_ids_by_name` holding the pool row for the claim's transaction, in the same
+round trip: claims of one pool see each other's leases."""
 
 NEXT_DUE = text(
     """
@@ -149,7 +162,26 @@ async def get_scheduled_flow_runs(
     limit: int | None = None,
     claim: ClaimOptions | None = None,
 ) -> tuple[list[WorkerFlowRun], ReadyMark]:
-    """The runs (leased to the worker in claim mode), and the ready mark to announce once
+    """The runs (leased to the worker in claim mode) as models, and the ready mark to announce
+    once this poll has committed."""
+    runs, mark = await get_scheduled_flow_runs_json(
+        db, work_pool_name, work_queue_names, scheduled_before, scheduled_after, limit, claim
+    )
+    # the standard library's parser: it goes as deep as the JSONB it reads back (pydantic's stops at ~250)
+    return WORKER_FLOW_RUNS.validate_python(json.loads(runs)), mark
+
+
+async def get_scheduled_flow_runs_json(
+    db: Database,
+    work_pool_name: str,
+    work_queue_names: list[str] | None = None,
+    scheduled_before: datetime | None = None,
+    scheduled_after: datetime | None = None,
+    limit: int | None = None,
+    claim: ClaimOptions | None = None,
+) -> tuple[JSONText, ReadyMark]:
+    """The runs (leased to the worker in claim mode) as the reply's JSON, `list[WorkerFlowRun]`
+    written from the rows once (services.flow_runs_json), and the ready mark to announce once
     this poll has committed."""
     limit = check_limit(limit)
     claim = claim if claim is not None and claim.claim else None
@@ -157,7 +189,10 @@ async def get_scheduled_flow_runs(
     # A read-only poll runs in autocommit (its row locks last for its statement, as Prefect's
     # last until its immediate commit); a claim needs its transaction (pool row, leases).
     async with db.transaction() if claiming else db.read() as tx:
-        pool_id, by_name = await queue_ids_by_name(tx, work_pool_name)
+        if claim is not None:  # claims of one pool see each other's leases
+            pool_id, by_name = await _queue_ids_holding_pool(tx, work_pool_name)
+        else:
+            pool_id, by_name = await queue_ids_by_name(tx, work_pool_name)
         queue_ids, polled = polled_queue_ids(work_pool_name, by_name, work_queue_names)
         params: dict[str, object] = {
             "pool_id": pool_id,
@@ -169,22 +204,25 @@ async def get_scheduled_flow_runs(
             "claim": claiming,
         }
         if claim is not None:
-            await pool_by_name(tx, work_pool_name, lock="for_change")  # claims of one pool see each other's leases
             params |= {
                 "now": tx.now,
                 "owner": claim.worker_name,
                 "lease_seconds": claim.lease_seconds,
                 "expires": tx.now + timedelta(seconds=claim.lease_seconds),
             }
-        if claiming:
-            runs = [_item(pool_id, row, True) for row in (await tx.execute(CLAIM_RUNS, params)).mappings()]
-        else:
-            runs = [_item(pool_id, row, False) for row in await tx.fetch(SCHEDULED_RUNS, params)]
+        rows = await tx.fetch(CLAIM_RUNS if claiming else SCHEDULED_RUNS, params)
         mark = ReadyMark(work_pool_id=pool_id, work_queue_ids=polled, polled_at=tx.now)
-    if runs:
-        due = [run.flow_run.next_scheduled_start_time for run in runs]
+    if rows:
+        due = [row["next_scheduled_start_time"] for row in rows]
         db.observe("runs_handed", pool=work_pool_name, claim=claiming, now=mark.polled_at, due=due)
-    return runs, mark
+    return JSONText(worker_flow_runs_json(pool_id, rows, claiming)), mark
+
+
+async def _queue_ids_holding_pool(tx: Tx, work_pool_name: str) -> tuple[UUID, dict[str, UUID]]:
+    rows = await tx.fetch(POOL_QUEUE_IDS_FOR_CLAIM, {"name": work_pool_name})
+    if not rows:
+        raise pool_not_found(work_pool_name)
+    return rows[0]["pool_id"], {row["name"]: row["id"] for row in rows}
 
 
 async def next_due(
@@ -197,17 +235,6 @@ async def next_due(
         params = {"pool_id": pool_id, "queue_ids": queue_ids, "before": scheduled_before}
         due: datetime | None = (await tx.execute(NEXT_DUE, params)).scalar()
         return due
-
-
-def _item(pool_id: UUID, row: RowMapping, claimed: bool) -> WorkerFlowRun:
-    # Prefect does not load `state` in poll results (docs/poll.md#result-items); state_type/state_name are there.
-    lease = Lease(owner=row["lease_owner"], token=row["lease_token"], expires=row["lease_expires"]) if claimed else None
-    return WorkerFlowRun(
-        work_pool_id=pool_id,
-        work_queue_id=row["work_queue_id"],
-        flow_run=FlowRun.model_validate(dict(row)),
-        lease=lease,
-    )
 
 
 async def preview_scheduled_flow_runs(db: Database, request: PreviewScheduledFlowRuns) -> list[FlowRun]:
