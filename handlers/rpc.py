@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -11,7 +10,6 @@ from pydantic import BaseModel
 
 from schemas.channels import Op
 from schemas.scheduling import ReadyMark
-from schemas.wire import JSONText
 from services.db import Database
 
 
@@ -40,8 +38,6 @@ def handles(op: Op) -> Callable[[H], H]:
 
 
 def jsonable(result: Any) -> Any:
-    if isinstance(result, JSONText):
-        return json.loads(result)
     if isinstance(result, BaseModel):
         return result.model_dump(mode="json")
     if isinstance(result, list):
