@@ -128,8 +128,8 @@ class ProcessWorker:
         poll_interval: float = 10.0,
         prefetch_seconds: float = 10.0,
         grace_seconds: float = 10.0,
-        redis_url: str = "redis://localhost:6379/0",
-        prefix: str = "workpools",
+        redis_url: str | None = None,
+        prefix: str | None = None,
         claim: bool = True,
     ) -> None:
         self.work_pool_name = work_pool_name
@@ -296,32 +296,25 @@ class ProcessWorker:
 
     async def _claim_runs(self) -> None:
         """One long poll in claim mode. Its runs are leased to this worker; a claim whose
-        answer did not come is sent again with the same request id, which returns the same runs."""
+        answer did not come is sent again by `WorkerClient` with the same request id, which
+        returns the same runs."""
         free = self._free_slots()
         if free <= 0:
             self._slot_freed.clear()
             await self._unless_stopped(asyncio.wait_for(self._slot_freed.wait(), self.poll_interval), quiet=True)
             return
         before = datetime.now(UTC) + self.prefetch
-        request_id, sent = uuid4().hex, time.monotonic()
-        items: list[WorkerFlowRun] | None = None
-        for attempt in (1, 2):
-            claimed = self.worker.get_scheduled_flow_runs(
-                self.work_queue_names,
-                scheduled_before=before,
-                limit=free,
-                claim=True,
-                lease_seconds=self.lease_seconds,
-                wait_seconds=self.wait_seconds,
-                request_id=request_id,
-            )
-            try:
-                items = await self._unless_stopped(claimed)
-                break
-            except ServiceUnavailable as exc:
-                if attempt == 2 or exc.status != 504:
-                    raise
-                log.info("no answer to a claim; asking again with its request id")
+        sent = time.monotonic()  # the leases last at least lease_seconds from here, whichever try is answered
+        claimed = self.worker.get_scheduled_flow_runs(
+            self.work_queue_names,
+            scheduled_before=before,
+            limit=free,
+            claim=True,
+            lease_seconds=self.lease_seconds,
+            wait_seconds=self.wait_seconds,
+            request_id=uuid4().hex,
+        )
+        items: list[WorkerFlowRun] | None = await self._unless_stopped(claimed)
         if not items and time.monotonic() - sent < self.wait_seconds / 2:
             await self._stopped_within(self.poll_interval)  # answered empty at once (a replica stopping)
         for item in items or []:

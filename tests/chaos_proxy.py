@@ -72,6 +72,8 @@ class Faults:
     sink: str
     drop_heartbeats: float = 0.0
     drop_poll_replies: float = 0.0
+    drop_first_poll_replies: int = 0
+    """The first this many poll answers are lost, whatever `drop_poll_replies` says."""
     copy_late: float = 0.0
     seed: int = 0
     counts: Counter = field(default_factory=Counter)
@@ -104,7 +106,8 @@ class Faults:
         except ValueError:
             return frame
         if isinstance(reply, dict) and isinstance(reply.get("result"), list):  # a poll's answer
-            if self.random.random() < self.drop_poll_replies:
+            first = self.counts["poll replies dropped"] < self.drop_first_poll_replies
+            if first or self.random.random() < self.drop_poll_replies:
                 self.counts["poll replies dropped"] += 1
                 return None
         return frame

@@ -7,9 +7,10 @@ import json
 import time
 import uuid
 from datetime import UTC, datetime
+from urllib.parse import urlparse
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import select, text
 
 from client import InvalidRequest, ObjectNotFound, ServiceUnavailable, WorkerClient, WorkPoolsError
 from handlers.worker_channel import HeartbeatIngest
@@ -17,6 +18,8 @@ from replica.app import build_app
 from schemas.channels import Channels
 from schemas.worker_channel import MESSAGE_LIFETIME_SECONDS
 from services import scheduling
+from services.tables import flow_run, request_log
+from tests.chaos_proxy import ChaosProxy, Faults
 from tests.factories import wait_until
 
 
@@ -49,6 +52,63 @@ async def test_fire_and_forget_heartbeats_are_recorded_within_two_seconds(client
 async def _all_recorded(client, pool, count):
     workers = await client.read_workers_for_work_pool(pool)
     return workers if len(workers) == count else None
+
+
+async def test_a_worker_client_connects_where_the_workpools_variables_say(client, settings, monkeypatch):
+    monkeypatch.setenv("WORKPOOLS_REDIS_URL", settings.redis_url)
+    monkeypatch.setenv("WORKPOOLS_PREFIX", settings.prefix)
+    await client.create_work_pool({"name": "env", "type": "process"})
+    async with WorkerClient(work_pool_name="env", worker_name="from-env") as w:
+        assert (w.redis_url, w.prefix) == (settings.redis_url, settings.prefix)
+        await w.heartbeat(ack=True)
+    [recorded] = await client.read_workers_for_work_pool("env")
+    assert (recorded.name, recorded.status) == ("from-env", "ONLINE")
+
+
+def test_a_worker_client_without_settings_or_variables_uses_the_defaults(monkeypatch):
+    monkeypatch.delenv("WORKPOOLS_REDIS_URL", raising=False)
+    monkeypatch.delenv("WORKPOOLS_PREFIX", raising=False)
+    w = WorkerClient(work_pool_name="p", worker_name="w")
+    assert (w.redis_url, w.prefix, w.retries) == ("redis://localhost:6379/0", "workpools", 2)
+    assert w.replies.channel.startswith("workpools.reply.")
+
+
+async def test_a_claim_whose_answer_is_lost_is_asked_again_and_gets_the_same_batch_once(client, settings, db):
+    """A proxy in front of Redis loses the first answer on its way to the worker, after the
+    service leased the runs: WorkerClient asks again with the claim's request id and gets the
+    batch the lost answer carried, with the same lease tokens; nothing else is leased."""
+    await client.create_work_pool({"name": "lossy", "type": "process"})
+    runs = [await client.create_flow_run({"work_pool_name": "lossy"}) for _ in range(3)]
+    channels = Channels(settings.prefix)
+    faults = Faults(
+        heartbeats=channels.worker_heartbeats,
+        polls=channels.worker_polls,
+        sink=channels.probe,
+        drop_first_poll_replies=1,
+    )
+    address = urlparse(settings.redis_url)
+    async with ChaosProxy(address.hostname, address.port or 6379, faults) as proxy:
+        url = f"redis://127.0.0.1:{proxy.port}{address.path or '/0'}"
+        async with WorkerClient(url, settings.prefix, work_pool_name="lossy", worker_name="w1", timeout=2) as w:
+            started = time.monotonic()
+            items = await w.get_scheduled_flow_runs(limit=2, claim=True)
+            waited = time.monotonic() - started
+    assert faults.counts["poll replies dropped"] == 1
+    assert 2 <= waited < 10, waited  # one timeout (2 s), then the answer to the second message
+    assert [item.flow_run.id for item in items] == [runs[0].id, runs[1].id]
+    async with db.read() as tx:
+        leased = (
+            await tx.execute(
+                select(flow_run.c.id, flow_run.c.lease_token, flow_run.c.lease_owner).where(
+                    flow_run.c.lease_token.is_not(None)
+                )
+            )
+        ).all()
+        logged = (
+            await tx.execute(select(request_log.c.op).where(request_log.c.request_id.like("worker-poll/lossy/%")))
+        ).all()
+    assert sorted((i.flow_run.id, i.lease.token, "w1") for i in items) == sorted(tuple(row) for row in leased)
+    assert [tuple(row) for row in logged] == [("worker_poll",)]
 
 
 async def test_unknown_pool_and_invalid_messages_are_answered(client, settings, redis):

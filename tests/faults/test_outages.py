@@ -69,7 +69,7 @@ async def test_postgres_restart_requests_get_503_at_once_then_succeed_again(sett
         async with (
             WorkPoolClient(settings.redis_url, settings.prefix, timeout=10, retries=0) as client,
             WorkerClient(
-                settings.redis_url, settings.prefix, work_pool_name="before", worker_name="w", timeout=10
+                settings.redis_url, settings.prefix, work_pool_name="before", worker_name="w", timeout=10, retries=0
             ) as worker,
         ):
             await wait_until(lambda: serving(client, {"rep-a"}), timeout=30, interval=0.2)
