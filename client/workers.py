@@ -58,7 +58,8 @@ class WorkerClient:
         self.redis_url, self.prefix = redis_url_or_default(redis_url), prefix_or_default(prefix)
         self.channels = Channels(self.prefix)
         self.user = redis_user(self.redis_url)
-        """The Redis user this client logs in as: it is answered in that user's reply namespace."""
+        """The Redis user this client logs in as: it publishes on that user's own worker
+        channels and is answered in that user's reply namespace (README, Security)."""
         self.work_pool_name = work_pool_name
         self.worker_name = worker_name
         self.heartbeat_interval_seconds = heartbeat_interval_seconds
@@ -78,11 +79,11 @@ class WorkerClient:
 
     @property
     def heartbeat_channel(self) -> str:
-        return self.channels.worker_heartbeats
+        return self.channels.worker_heartbeats_of(self.user)
 
     @property
     def poll_channel(self) -> str:
-        return self.channels.worker_polls
+        return self.channels.worker_polls_of(self.user)
 
     async def _ask(
         self, channel: str, message: dict[str, Any], timeout: float | None = None, resend_within: float | None = None

@@ -110,6 +110,40 @@ def error_body(correlation_id: str, exc: Exception) -> str:
     return reply_body(correlation_id, error.status, detail=error.detail, error=error.kind)
 
 
+class ReplyNamespace:
+    """Where the worker channel answers: only inside the reply namespace of the Redis user whose
+    worker channel a message came in on (`Channels.answers_worker_on`). Only that user may
+    publish on its worker channels and read its reply namespace, so no worker can have an answer
+    delivered onto another user's channel. A message naming any other `reply_to` gets no answer
+    anywhere; it is logged (WARNING) and counted in `refused`."""
+
+    def __init__(self, channels: Channels) -> None:
+        self.channels = channels
+        self.refused = 0
+
+    def allows(self, kind: str, reply_to: str, user: str | None, outcome: str) -> bool:
+        if self.channels.answers_worker_on(reply_to, user):
+            return True
+        self.refused += 1
+        inside = " or ".join(f"{start}*" for start in self.channels.worker_reply_namespace(user))
+        log.warning(
+            "refused to answer a %s on %r: outside %s, the reply namespace of %s (%s, no answer)",
+            kind,
+            reply_to[:200],
+            inside,
+            f"Redis user {user!r}" if user else "the shared worker channel",
+            outcome,
+        )
+        return False
+
+
+def channel_user(channels: Channels, channel: bytes | str | None) -> str | None:
+    """The Redis user whose worker channel a pub/sub message came in on (None: a shared one)."""
+    if channel is None:
+        return None
+    return channels.worker_channel_user(channel.decode() if isinstance(channel, bytes) else channel)
+
+
 def address(raw: bytes) -> tuple[str, str, str | None] | None:
     """(reply_to, correlation_id, message_id) of a message that names where to answer, read from
     its JSON when the message itself is invalid; None when it names no address."""
@@ -140,9 +174,11 @@ async def answered(
 
 
 class HeartbeatIngest:
-    """Collects heartbeats from pub/sub and records each batch. The buffer is bounded: beyond
-    `max_buffer` heartbeats waiting, new ones are shed, counted and logged (a worker's next beat
-    replaces a shed one)."""
+    """Collects heartbeats from pub/sub (the shared channel and every user's) and records each
+    batch. The buffer is bounded: beyond `max_buffer` heartbeats waiting, new ones are shed,
+    counted and logged (a worker's next beat replaces a shed one). A heartbeat whose `reply_to`
+    lies outside its user's reply namespace is recorded as a fire-and-forget one (what its sender
+    could publish anyway) and not answered (`namespace.refused`)."""
 
     def __init__(
         self,
@@ -163,7 +199,8 @@ class HeartbeatIngest:
         """Heartbeats dropped because the buffer was full."""
         self.refused = 0
         """Heartbeats refused for being older than their lifetime."""
-        self._buffer: list[tuple[float, bytes]] = []
+        self.namespace = ReplyNamespace(channels)
+        self._buffer: list[tuple[float, bytes, str | None]] = []
         self._full = asyncio.Event()
         self._shed_logged = 0.0
 
@@ -186,7 +223,7 @@ class HeartbeatIngest:
             reader.cancel()
             await asyncio.wait([reader], timeout=2)
 
-    def received(self, raw: bytes) -> None:
+    def received(self, raw: bytes, user: str | None = None) -> None:
         if len(raw) > self.max_message_bytes:
             return
         if len(self._buffer) >= self.max_buffer:
@@ -196,7 +233,7 @@ class HeartbeatIngest:
                 self._shed_logged = now
                 log.warning("heartbeat buffer full (%d): %d heartbeats shed so far", self.max_buffer, self.shed)
             return
-        self._buffer.append((time.time(), raw))
+        self._buffer.append((time.time(), raw, user))
         if len(self._buffer) >= self.max_batch:
             self._full.set()
 
@@ -205,42 +242,49 @@ class HeartbeatIngest:
             pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(self.channels.worker_heartbeats)
+                await pubsub.psubscribe(self.channels.users_worker_heartbeats)
                 async for message in pubsub.listen():
-                    if message["type"] == "message":
-                        self.received(message["data"])
+                    if message["type"] in ("message", "pmessage"):
+                        self.received(message["data"], channel_user(self.channels, message["channel"]))
             except (RedisConnectionError, OSError) as exc:
                 log.warning("heartbeat channel lost (%s); resubscribing", exc)
                 await asyncio.sleep(0.5)
             finally:
                 await asyncio.shield(pubsub.aclose())
 
-    async def flush(self, batch: list[tuple[float, bytes]]) -> int:
+    async def flush(self, batch: list[tuple[float, bytes, str | None]]) -> int:
         """Record the heartbeats this replica sees first (each stamped with when it was
         received); returns how many workers it recorded."""
-        parsed: list[tuple[float, bytes, HeartbeatMessage | ValidationError]] = []
+        parsed: list[tuple[float, bytes, HeartbeatMessage | ValidationError, str | None]] = []
         keys: list[str] = []
-        for received, raw in batch:
+        for received, raw, user in batch:
             try:
                 message: HeartbeatMessage | ValidationError = HeartbeatMessage.model_validate_json(raw)
             except ValidationError as exc:
                 message = exc
-            parsed.append((received, raw, message))
+            parsed.append((received, raw, message, user))
             keys.append(message_key("beat", raw, message if isinstance(message, HeartbeatMessage) else None))
         now = time.time()
         latest: dict[tuple[str, str], Beat] = {}
         asks: list[HeartbeatMessage] = []
         replies: list[tuple[str, str]] = []
         for index in await self.seen.first(keys):
-            received, raw, message = parsed[index]
+            received, raw, message, user = parsed[index]
             if isinstance(message, ValidationError):
-                if (where := address(raw)) is not None:
+                where = address(raw)
+                if where is not None and self.namespace.allows("heartbeat", where[0], user, "invalid"):
                     replies.append((where[0], error_body(where[1], message)))
                 continue
-            if (stale := staleness(message, now, self.seen.lifetime)) is not None:
+            stale = staleness(message, now, self.seen.lifetime)
+            reply_to, correlation_id = message.reply_to, message.correlation_id
+            if reply_to and correlation_id:
+                if not self.namespace.allows("heartbeat", reply_to, user, "refused" if stale else "recorded"):
+                    reply_to = None
+            if stale is not None:
                 self.refused += 1
                 log.info("refused a heartbeat of %s: %s", message.worker_name, stale)
-                if message.reply_to and message.correlation_id:
-                    replies.append((message.reply_to, error_body(message.correlation_id, Invalid(stale))))
+                if reply_to and correlation_id:
+                    replies.append((reply_to, error_body(correlation_id, Invalid(stale))))
                 continue
             key = (message.work_pool_name, message.worker_name)
             interval = message.heartbeat_interval_seconds
@@ -259,7 +303,7 @@ class HeartbeatIngest:
                 tuple(tokens) if tokens is not None else None,
                 self.tolerance(interval),
             )
-            if message.reply_to and message.correlation_id:
+            if reply_to and correlation_id:
                 asks.append(message)
         recorded, failed = await self._record(list(latest.values())) if latest else ({}, {})
         for beat in asks:

@@ -1,6 +1,8 @@
 """Worker polls on pub/sub: answered once (by the replica that sees the message first), in claim
 mode if asked, and long polls that wait for work without touching the database until a wake or
-a due time. Every poll that names a reply address gets an answer, errors included."""
+a due time. Every poll that names a reply address inside its user's reply namespace gets an
+answer, errors included; a poll naming any other `reply_to` is not acted on (nothing claimed,
+no ready mark), not answered, logged and counted (`ReplyNamespace`)."""
 
 from __future__ import annotations
 
@@ -14,14 +16,16 @@ from collections.abc import Awaitable, Callable, Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
-from faststream.redis import RedisChannelMessage
+from faststream.redis import PubSub, RedisChannelMessage
 from pydantic import ValidationError
 from redis.asyncio import Redis
 
 from handlers.worker_channel import (
+    ReplyNamespace,
     SeenMessages,
     address,
     answered,
+    channel_user,
     error_body,
     message_key,
     plain,
@@ -93,26 +97,30 @@ class PollServer:
         concurrency: int,
     ) -> None:
         self.redis, self.seen, self.db, self.waiters, self.ready = redis, seen, db, waiters, ready
+        self.namespace = ReplyNamespace(seen.channels)
         self._queries = asyncio.Semaphore(concurrency)
         self._claiming: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self._tasks: set[asyncio.Task] = set()
         self._stopping = False
 
-    def submit(self, raw: bytes) -> None:
+    def submit(self, raw: bytes, user: str | None = None) -> None:
+        """A poll that came in on `user`'s worker channel (None: the shared one)."""
         if len(raw) > MAX_POLL_BYTES:  # a poll is ~300 bytes
-            task = asyncio.create_task(self.refuse_oversized(raw))
+            task = asyncio.create_task(self.refuse_oversized(raw, user))
         else:
-            task = asyncio.create_task(self.answer(raw))
+            task = asyncio.create_task(self.answer(raw, user))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def refuse_oversized(self, raw: bytes) -> None:
+    async def refuse_oversized(self, raw: bytes, user: str | None = None) -> None:
         """Answer 422 when the message says where to (and is small enough to read); else drop it."""
         if len(raw) > 16 * MAX_POLL_BYTES or (where := address(raw)) is None:
             log.warning("dropped a %d-byte poll message", len(raw))
             return
         reply_to, correlation_id, message_id = where
         if not await self.seen.first([message_key("poll", raw, None, message_id or correlation_id)]):
+            return
+        if not self.namespace.allows("poll", reply_to, user, "too large"):
             return
         oversized = Invalid(f"Message is larger than {MAX_POLL_BYTES} bytes.")
         await self.redis.publish(reply_to, error_body(correlation_id, oversized))
@@ -126,16 +134,22 @@ class PollServer:
             for task in pending:
                 task.cancel()
 
-    async def answer(self, raw: bytes) -> None:
+    async def answer(self, raw: bytes, user: str | None = None) -> None:
+        """Act on a poll once (the replica that marks it first) and answer it, unless its
+        `reply_to` lies outside its user's reply namespace: then it is not acted on at all (a
+        claim would lease runs nobody receives) and not answered."""
         try:
             poll = PollMessage.model_validate_json(raw)
         except ValidationError as exc:
             if (where := address(raw)) is not None:
                 reply_to, correlation_id, message_id = where
                 if await self.seen.first([message_key("poll", raw, None, message_id or correlation_id)]):
-                    await self.redis.publish(reply_to, error_body(correlation_id, exc))
+                    if self.namespace.allows("poll", reply_to, user, "invalid"):
+                        await self.redis.publish(reply_to, error_body(correlation_id, exc))
             return
         if not await self.seen.first([message_key("poll", raw, poll, poll.correlation_id)]):
+            return
+        if not self.namespace.allows("poll", poll.reply_to, user, "not acted on"):
             return
         await answered(self.redis, poll.reply_to, poll.correlation_id, lambda: self._answer(poll))
 
@@ -240,3 +254,12 @@ def register(router: Any, channels: Channels, server: PollServer) -> None:
     )
     async def worker_poll(message: RedisChannelMessage) -> None:
         server.submit(message.body)
+
+    @router.subscriber(
+        channel=PubSub(channels.users_worker_polls, pattern=True),
+        title=channels.users_worker_polls,
+        description="Worker polls of the workers of one Redis user, on that user's own channel "
+        "(`{prefix}.workers.poll.{user}`): as above, answered only inside that user's reply namespace.",
+    )
+    async def users_worker_poll(message: RedisChannelMessage) -> None:
+        server.submit(message.body, channel_user(channels, message.raw_message["channel"]))

@@ -63,5 +63,11 @@ async def check_rights(redis: Redis, prefix: str) -> None:
     try:
         await pubsub.subscribe(key)
         await pubsub.get_message(timeout=1.0)  # the confirmation, or NOPERM for the channel
+        # every user's worker channels: Redis grants a PSUBSCRIBE pattern only when the ACL
+        # names that very pattern (README's line), so each is tried as the replica sends it
+        channels = Channels(prefix)
+        for pattern in (channels.users_worker_heartbeats, channels.users_worker_polls):
+            await pubsub.psubscribe(pattern)
+            await pubsub.get_message(timeout=1.0)
     finally:
         await pubsub.aclose()

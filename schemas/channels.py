@@ -84,18 +84,62 @@ class Channels:
 
     @property
     def worker_heartbeats(self) -> str:
-        """Pub/sub: workers publish heartbeats here."""
+        """Pub/sub: workers of the default Redis user publish heartbeats here (the shared channel)."""
         return f"{self.prefix}.workers.heartbeat"
 
     @property
     def worker_polls(self) -> str:
-        """Pub/sub: workers publish polls here (answered on their `reply_to`)."""
+        """Pub/sub: workers of the default Redis user publish polls here (answered on their `reply_to`)."""
         return f"{self.prefix}.workers.poll"
 
-    def worker_reply(self, worker_id: str) -> str:
-        """Pub/sub: answers to one worker client's messages (the Python `WorkerClient`'s choice;
-        any worker may name any channel in `reply_to`)."""
-        return f"{self.prefix}.workers.reply.{worker_id}"
+    def worker_heartbeats_of(self, user: str | None) -> str:
+        """Pub/sub: the heartbeat channel of one Redis user's workers, `{prefix}.workers.heartbeat.{user}`
+        (the shared channel for the default user). Only that user's ACL may publish on it, so the
+        channel tells the service whose message it is (README, Security)."""
+        return f"{self.worker_heartbeats}.{user}" if user else self.worker_heartbeats
+
+    def worker_polls_of(self, user: str | None) -> str:
+        """Pub/sub: the poll channel of one Redis user's workers, `{prefix}.workers.poll.{user}`."""
+        return f"{self.worker_polls}.{user}" if user else self.worker_polls
+
+    @property
+    def users_worker_heartbeats(self) -> str:
+        """The pattern every user's heartbeat channel matches (the service PSUBSCRIBEs to it)."""
+        return f"{self.worker_heartbeats}.*"
+
+    @property
+    def users_worker_polls(self) -> str:
+        """The pattern every user's poll channel matches (the service PSUBSCRIBEs to it)."""
+        return f"{self.worker_polls}.*"
+
+    def worker_channel_user(self, channel: str) -> str | None:
+        """Whose worker channel a message came in on: the user of `…heartbeat.{user}` or
+        `…poll.{user}`, None for the shared channels."""
+        for shared in (self.worker_heartbeats, self.worker_polls):
+            if channel.startswith(f"{shared}."):
+                return channel[len(shared) + 1 :]
+        return None
+
+    def worker_reply(self, worker_id: str, user: str | None = None) -> str:
+        """Pub/sub: answers to one worker's messages, `{prefix}.workers.reply.[{user}.]{worker_id}`
+        (a worker may also name a channel of `reply`). The service answers a worker message only
+        inside the reply namespace of the user whose worker channel it came in on
+        (`answers_worker_on`)."""
+        return f"{self.prefix}.workers.reply.{user}.{worker_id}" if user else f"{self.prefix}.workers.reply.{worker_id}"
+
+    def worker_reply_namespace(self, user: str | None) -> tuple[str, ...]:
+        """What the `reply_to` of a message on `user`'s worker channel must start with: that
+        user's `{prefix}.reply.{user}.` or `{prefix}.workers.reply.{user}.`; for the shared
+        channels, the service's reply namespaces."""
+        if user is None:
+            return (f"{self.replies}.", f"{self.prefix}.workers.reply.")
+        return (f"{self.replies}.{user}.", f"{self.prefix}.workers.reply.{user}.")
+
+    def answers_worker_on(self, reply_to: str, user: str | None) -> bool:
+        """Whether the service answers, on `reply_to`, a worker message that came in on `user`'s
+        worker channel (None: a shared one): only inside `worker_reply_namespace(user)`, so a
+        worker can have an answer delivered only where its own user reads."""
+        return reply_to.startswith(self.worker_reply_namespace(user))
 
     @property
     def wake(self) -> str:

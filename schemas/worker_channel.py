@@ -1,8 +1,10 @@
 """The worker channel: plain JSON messages on Redis pub/sub, for workers in any language.
 
-Workers PUBLISH to `{prefix}.workers.heartbeat` and `{prefix}.workers.poll`. A message that
-wants an answer names a pub/sub channel in `reply_to` and an id in `correlation_id`; the answer
-is published there once, by one replica, as a `WorkerReply`. Field names never include a
+Workers PUBLISH to `{prefix}.workers.heartbeat` and `{prefix}.workers.poll` (a worker logged in as
+Redis user U: `{prefix}.workers.heartbeat.U`, `{prefix}.workers.poll.U`). A message that wants an
+answer names a pub/sub channel in `reply_to` and an id in `correlation_id`; the answer is
+published there once, by one replica, as a `WorkerReply` — only when `reply_to` lies in the reply
+namespace of the channel the message came in on (`Channels.answers_worker_on`). Field names never include a
 top-level `data` key (FastStream would take such a message for its own envelope).
 
 Every message acts once however late it arrives: it is known by its id (`message_id`, else a
@@ -48,12 +50,23 @@ class HeartbeatMessage(WorkerMessage):
         "worker is renewed (the Prefect-compatible heartbeat).",
     )
     correlation_id: str | None = Field(default=None, max_length=200)
-    reply_to: str | None = Field(default=None, max_length=500, description="Ask for an acknowledgement here.")
+    reply_to: str | None = Field(
+        default=None,
+        max_length=500,
+        description="Ask for an acknowledgement here: a channel in the reply namespace of the channel the "
+        "heartbeat is published on ({prefix}.reply.U.* for user U's channel); elsewhere the heartbeat is "
+        "recorded but not answered.",
+    )
 
 
 class PollMessage(ClaimOptions, WorkerMessage):
     correlation_id: str = Field(min_length=1, max_length=200)
-    reply_to: str = Field(min_length=1, max_length=500)
+    reply_to: str = Field(
+        min_length=1,
+        max_length=500,
+        description="Where to answer: a channel in the reply namespace of the channel the poll is published "
+        "on ({prefix}.reply.U.* for user U's channel); elsewhere the poll is not acted on and not answered.",
+    )
     request_id: str | None = Field(
         default=None,
         min_length=1,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 import uuid
 from datetime import UTC, datetime
@@ -13,12 +14,13 @@ import pytest
 from sqlalchemy import select, text
 
 from client import InvalidRequest, ObjectNotFound, ServiceUnavailable, WorkerClient, WorkPoolsError
-from handlers.worker_channel import HeartbeatIngest
+from handlers.worker_channel import HeartbeatIngest, ReplyNamespace
 from replica.app import build_app
 from schemas.channels import Channels
 from schemas.worker_channel import MESSAGE_LIFETIME_SECONDS
 from services import scheduling
 from services.tables import flow_run, request_log
+from services.tables import worker as worker_table
 from tests.chaos_proxy import ChaosProxy, Faults
 from tests.factories import wait_until
 
@@ -384,3 +386,112 @@ def test_a_full_heartbeat_buffer_sheds_new_beats_and_counts_them(caplog):
         ingest.received(json.dumps({"work_pool_name": "p", "worker_name": f"w{i}"}).encode())
     assert (len(ingest._buffer), ingest.shed) == (3, 2)
     assert "heartbeat buffer full (3): 1 heartbeats shed so far" in caplog.text
+
+
+# ----------------------------------------------------------------------------------------------
+# Answers only inside the reply namespace of the channel a message came in on
+
+
+def refusals(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.getMessage().startswith("refused to answer a ")]
+
+
+async def test_a_poll_naming_a_channel_outside_the_namespace_gets_no_answer_and_leases_nothing(
+    client, settings, redis, db, caplog
+):
+    caplog.set_level(logging.WARNING, logger="workpools.workers")
+    await client.create_work_pool({"name": "astray", "type": "process"})
+    run = await client.create_flow_run({"work_pool_name": "astray"})
+    channels = Channels(settings.prefix)
+    outside = [
+        "elsewhere.inbox",
+        Channels(settings.prefix + "x").worker_reply("victim"),
+        channels.wake,
+        channels.replies,
+    ]
+    watcher = redis.pubsub(ignore_subscribe_messages=True)
+    await watcher.subscribe(*outside)
+    async with Replies(redis, settings.prefix) as replies:
+        for i, reply_to in enumerate(outside):
+            claim = {"work_pool_name": "astray", "worker_name": "astray-w", "claim": True, "limit": 5}
+            body = {"correlation_id": f"astray-{i}", "reply_to": reply_to, **claim}
+            await redis.publish(channels.worker_polls, json.dumps(body))
+        beat = {"work_pool_name": "astray", "worker_name": "beat", "correlation_id": "hb", "reply_to": outside[0]}
+        await redis.publish(channels.worker_heartbeats, json.dumps(beat))
+        await wait_until(lambda: len(refusals(caplog)) == 5 or None, timeout=5)
+        # the heartbeat is recorded as a fire-and-forget one; the claims leased nothing
+        await wait_until(lambda: _all_recorded(client, "astray", 1), timeout=5)
+        await publish_poll(redis, settings.prefix, replies, "probe", work_pool_name="astray", limit=5)
+        probe = await replies.answer("probe")
+    assert [(item["flow_run"]["id"], item["lease"]) for item in probe["result"]] == [(str(run.id), None)]
+    assert await watcher.get_message(timeout=0.5) is None  # nothing published outside
+    await watcher.aclose()
+    async with db.read() as tx:
+        leased = (await tx.execute(select(flow_run.c.id).where(flow_run.c.lease_token.is_not(None)))).all()
+        workers = (await tx.execute(select(worker_table.c.name))).scalars().all()
+    assert (leased, sorted(workers)) == ([], ["beat"])  # the refused polls did not even count as polls
+    lines = refusals(caplog)
+    assert sorted(line.split(" on ")[0] for line in lines) == ["refused to answer a heartbeat"] + 4 * [
+        "refused to answer a poll"
+    ]
+    namespace = f"outside {settings.prefix}.reply.* or {settings.prefix}.workers.reply.*"
+    assert sum(f"on 'elsewhere.inbox': {namespace}, the reply namespace of the shared" in line for line in lines) == 2
+    assert sum("(not acted on, no answer)" in line for line in lines) == 4
+    assert sum("(recorded, no answer)" in line for line in lines) == 1
+
+
+async def test_a_message_on_a_users_worker_channel_is_answered_only_in_that_users_namespace(
+    client, settings, redis, caplog
+):
+    """The service knows whose message it is from the channel (only that Redis user may publish
+    there): bob's poll is answered on bob's reply channel, never on alice's."""
+    caplog.set_level(logging.WARNING, logger="workpools.workers")
+    await client.create_work_pool({"name": "users", "type": "process"})
+    run = await client.create_flow_run({"work_pool_name": "users"})
+    channels = Channels(settings.prefix)
+    alice, bob = channels.reply("a1", user="alice"), channels.worker_reply("b1", user="bob")
+    pubsub = redis.pubsub(ignore_subscribe_messages=True)
+    await pubsub.subscribe(alice, bob)
+    for correlation_id, reply_to in (("at-alice", alice), ("at-bob", bob)):
+        body = {"correlation_id": correlation_id, "reply_to": reply_to, "work_pool_name": "users", "limit": 5}
+        await redis.publish(channels.worker_polls_of("bob"), json.dumps(body))
+    message = await wait_until(lambda: pubsub.get_message(timeout=0.1), timeout=5)
+    assert await pubsub.get_message(timeout=0.5) is None
+    await pubsub.aclose()
+    reply = json.loads(message["data"])
+    assert (message["channel"].decode(), reply["correlation_id"], reply["status"]) == (bob, "at-bob", 200)
+    assert [item["flow_run"]["id"] for item in reply["result"]] == [str(run.id)]
+    [line] = refusals(caplog)
+    assert f"on {alice!r}: outside {channels.replies}.bob.* or {settings.prefix}.workers.reply.bob.*" in line
+    assert "the reply namespace of Redis user 'bob'" in line
+
+
+async def test_worker_clients_publish_on_their_users_channels(settings):
+    channels = Channels(settings.prefix)
+    for url, user in (("redis://alice:pw@localhost:6379/0", "alice"), ("redis://localhost:6379/0", None)):
+        w = WorkerClient(url, settings.prefix, work_pool_name="p", worker_name="w")
+        assert (w.heartbeat_channel, w.poll_channel) == (
+            channels.worker_heartbeats_of(user),
+            channels.worker_polls_of(user),
+        )
+        assert channels.answers_worker_on(w.replies.channel, user)
+    assert channels.worker_polls_of("alice") == f"{settings.prefix}.workers.poll.alice"
+    assert channels.worker_channel_user(channels.worker_polls_of("alice")) == "alice"
+    assert channels.worker_channel_user(channels.worker_heartbeats) is None
+
+
+def test_refused_answers_are_counted():
+    namespace = ReplyNamespace(Channels("t"))
+    allowed = [
+        namespace.allows("poll", reply_to, user, "not acted on")
+        for reply_to, user in [
+            ("t.reply.x", None),
+            ("t.workers.reply.x", None),
+            ("t.reply.bob.x", "bob"),
+            ("t.reply.alice.x", "bob"),
+            ("t.reply.x", "bob"),
+            ("u.reply.x", None),
+            ("t.replyx", None),
+        ]
+    ]
+    assert (allowed, namespace.refused) == ([True, True, True, False, False, False, False], 4)

@@ -5,6 +5,7 @@ own namespace, whatever a request's `reply_to` says."""
 
 from __future__ import annotations
 
+import json
 import logging
 import uuid
 
@@ -16,7 +17,7 @@ from client import WorkerClient, WorkPoolClient
 from replica.app import build_app
 from schemas import wire
 from schemas.channels import Channels, Op
-from tests.factories import make_pool
+from tests.factories import make_pool, wait_until
 from tests.faults.test_redis_acl import create_user, readme_acl
 
 pytestmark = pytest.mark.faults
@@ -37,6 +38,7 @@ async def test_client_b_can_neither_read_nor_forge_client_a_traffic(settings, db
     admin = fault_redis.client()
     admin.execute_command("ACL", "LOG", "RESET")
     caplog.set_level(logging.WARNING, logger="workpools.requests")
+    caplog.set_level(logging.WARNING, logger="workpools.workers")
 
     service = settings.model_copy(update={"redis_url": url["workpools"]})
     bob_redis = Redis.from_url(url["bob"])
@@ -45,6 +47,7 @@ async def test_client_b_can_neither_read_nor_forge_client_a_traffic(settings, db
         WorkPoolClient(url["alice"], prefix, timeout=10) as alice,
         WorkerClient(url["alice"], prefix, work_pool_name="tenant", worker_name="wa", timeout=10) as alice_worker,
         WorkPoolClient(url["bob"], prefix, timeout=10) as bob,
+        WorkerClient(url["bob"], prefix, work_pool_name="tenant", worker_name="wb", timeout=10) as bob_worker,
     ):
         assert alice._rpc.reply_channel.startswith(channels.reply("", user="alice"))
         assert alice_worker.replies.channel.startswith(channels.reply("", user="alice"))
@@ -72,6 +75,41 @@ async def test_client_b_can_neither_read_nor_forge_client_a_traffic(settings, db
             with pytest.raises(NoPermissionError):
                 await bob_redis.publish(channel, forged)
 
+        # the worker channel: bob can neither see alice's worker messages nor publish as her,
+        # and his own poll naming alice's reply channel and her correlation id is not answered
+        # there (nor acted on): the service answers bob only in bob's namespace
+        assert alice_worker.poll_channel == channels.worker_polls_of("alice")
+        pubsub = bob_redis.pubsub()
+        with pytest.raises(NoPermissionError):
+            await pubsub.subscribe(channels.worker_polls_of("alice"))
+            await pubsub.get_message(timeout=1.0)
+        await pubsub.aclose()
+        for channel in (channels.worker_polls, channels.worker_polls_of("alice"), channels.worker_heartbeats):
+            with pytest.raises(NoPermissionError):
+                await bob_redis.publish(channel, b"{}")
+        watch = admin.pubsub(ignore_subscribe_messages=True)
+        watch.subscribe(alice_worker.replies.channel)
+        second = await alice.create_flow_run({"work_pool_name": "tenant"})
+        forged = {
+            "work_pool_name": "tenant",
+            "worker_name": "wa",
+            "claim": True,
+            "reply_to": alice_worker.replies.channel,
+        }
+        await bob_redis.publish(channels.worker_polls_of("bob"), json.dumps({**forged, "correlation_id": "c-1"}))
+        beat = {"work_pool_name": "tenant", "worker_name": "wb", "correlation_id": "c-2"}
+        await bob_redis.publish(
+            channels.worker_heartbeats_of("bob"), json.dumps({**beat, "reply_to": alice_worker.replies.channel})
+        )
+        await wait_until(lambda: len(_worker_refusals(caplog)) == 2, timeout=10)
+        bobs = await bob_worker.get_scheduled_flow_runs(claim=True)  # answered to bob, on his channel
+        # both runs: the forged claim leased none of them
+        assert sorted((str(i.flow_run.id), i.lease.owner) for i in bobs) == sorted(
+            [(str(run.id), "wb"), (str(second.id), "wb")]
+        )
+        assert watch.get_message(timeout=0.5) is None
+        watch.close()
+
         # the service answers nowhere outside its namespace, whatever reply_to a request names
         outside = admin.pubsub(ignore_subscribe_messages=True)
         targets = ["elsewhere.inbox", Channels(prefix + "x").reply("victim"), channels.wake, channels.worker_polls]
@@ -89,6 +127,10 @@ async def test_client_b_can_neither_read_nor_forge_client_a_traffic(settings, db
     users = {_field(entry, "username") for entry in denied}
     assert users == {"bob"}  # Redis refused bob's attempts, and nothing of the service's or alice's
     await bob_redis.aclose()
+
+
+def _worker_refusals(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.getMessage().startswith("refused to answer a ")]
 
 
 def _field(entry, name: str) -> str:
