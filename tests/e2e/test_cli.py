@@ -10,6 +10,7 @@ import os
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 from uuid import UUID
 
 from redis import Redis
@@ -285,7 +286,7 @@ def resolve(document: dict[str, Any], ref: str) -> Any:
     """What a local `$ref` points at, following references to references."""
     node: Any = document
     for part in ref.removeprefix("#/").split("/"):
-        node = node[part.replace("~1", "/").replace("~0", "~")]
+        node = node[unquote(part).replace("~1", "/").replace("~0", "~")]  # a URI fragment: `*` is `%2A`
     return resolve(document, node["$ref"]) if isinstance(node, dict) and set(node) == {"$ref"} else node
 
 

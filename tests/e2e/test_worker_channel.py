@@ -434,7 +434,7 @@ async def test_a_poll_naming_a_channel_outside_the_namespace_gets_no_answer_and_
     assert sorted(line.split(" on ")[0] for line in lines) == ["refused to answer a heartbeat"] + 4 * [
         "refused to answer a poll"
     ]
-    namespace = f"outside {settings.prefix}.reply.* or {settings.prefix}.workers.reply.*"
+    namespace = f"outside {channels.replies}.* or {channels.worker_reply('')}*"
     assert sum(f"on 'elsewhere.inbox': {namespace}, the reply namespace of the shared" in line for line in lines) == 2
     assert sum("(not acted on, no answer)" in line for line in lines) == 4
     assert sum("(recorded, no answer)" in line for line in lines) == 1
@@ -462,7 +462,7 @@ async def test_a_message_on_a_users_worker_channel_is_answered_only_in_that_user
     assert (message["channel"].decode(), reply["correlation_id"], reply["status"]) == (bob, "at-bob", 200)
     assert [item["flow_run"]["id"] for item in reply["result"]] == [str(run.id)]
     [line] = refusals(caplog)
-    assert f"on {alice!r}: outside {channels.replies}.bob.* or {settings.prefix}.workers.reply.bob.*" in line
+    assert f"on {alice!r}: outside {channels.replies}.bob.* or {channels.worker_reply('', user='bob')}*" in line
     assert "the reply namespace of Redis user 'bob'" in line
 
 
@@ -475,7 +475,7 @@ async def test_worker_clients_publish_on_their_users_channels(settings):
             channels.worker_polls_of(user),
         )
         assert channels.answers_worker_on(w.replies.channel, user)
-    assert channels.worker_polls_of("alice") == f"{settings.prefix}.workers.poll.alice"
+    assert channels.worker_polls_of("alice") == channels.worker_polls + ".alice"
     assert channels.worker_channel_user(channels.worker_polls_of("alice")) == "alice"
     assert channels.worker_channel_user(channels.worker_heartbeats) is None
 
