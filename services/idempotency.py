@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy import delete, select
 
-from services.db import Database, Statement
+from services.db import Database, Statement, with_outbox
 from services.errors import Unavailable
 from services.tables import request_log
 
@@ -32,11 +32,11 @@ LOG_REQUEST = Statement.of(
 """The request's record, first in its unit of work: a repeat waits here (the primary key) until
 the first commits or rolls back, then finds the record or takes its place."""
 STORED_REPLY = Statement.of("SELECT status, reply::text AS reply FROM request_log WHERE request_id = :request_id")
-RECORD_REPLY = Statement.of(
+RECORD_REPLY = with_outbox(
     "UPDATE request_log SET status = :status, reply = CAST(:reply AS jsonb) WHERE request_id = :request_id"
 )
-"""The reply, stored as the JSON text it is sent as (serialised once). On the hot path of every
-write (services.db.Statement)."""
+"""The reply, stored as the JSON text it is sent as (serialised once), and the request's events
+into the outbox: the last round trip of every write before its commit (services.db.Statement)."""
 
 
 class Replayed(Exception):
@@ -65,7 +65,8 @@ async def once(db: Database, request_id: str, op: str) -> AsyncIterator[Callable
         yield lambda status, reply: recorded.update(status=status, reply=reply)
         reply = recorded.get("reply")
         text = None if reply is None else reply.decode() if isinstance(reply, bytes) else json.dumps(reply)
-        await tx.fetch(RECORD_REPLY, {"request_id": request_id, "status": recorded.get("status"), "reply": text})
+        params = {"request_id": request_id, "status": recorded.get("status"), "reply": text}
+        await tx.fetch(RECORD_REPLY, {**params, "events": tx.unwritten_events()})
 
 
 async def forget_old(db: Database, now: datetime | None = None, batch: int = 5_000) -> int:
