@@ -7,10 +7,12 @@ them once per interval (`observability.status`) and every replica exposes that o
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
+from faststream.prometheus.manager import MetricsManager
 from faststream.redis.prometheus import RedisPrometheusMiddleware
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 
@@ -36,6 +38,9 @@ LATENCY_BUCKETS = (
     900.0,
 )
 """Seconds, from a millisecond to a quarter of an hour: dispatch and request latency."""
+
+MAX_CACHED_POOLS = 10_000
+"""Label children of (pool, mode) kept for the dispatch metrics before the cache starts over."""
 
 
 class Metrics:
@@ -112,6 +117,7 @@ class Metrics:
         for outcome in ("reclaimed", "dead_lettered"):
             self.recovered.labels(outcome)
         self._per_request: dict[tuple[str, str], tuple[Any, Any]] = {}
+        self._per_pool: dict[tuple[str, str], tuple[Any, Any]] = {}
         self.window = LatencyWindow()
         """Dispatch latencies since the last status-page flush (`observability.latency`)."""
 
@@ -127,8 +133,12 @@ class Metrics:
         children[1].observe(seconds)
 
     def broker_middleware(self) -> RedisPrometheusMiddleware:
-        """FastStream's own message metrics (`faststream_*`), in this registry."""
-        return RedisPrometheusMiddleware(registry=self.registry, app_name="workpools")
+        """FastStream's own message metrics (`faststream_*`), in this registry, updated through
+        cached label children (`CachedLabels`)."""
+        middleware = RedisPrometheusMiddleware(registry=self.registry, app_name="workpools")
+        manager = middleware._metrics_manager
+        middleware._metrics_manager = CachedLabels(manager._container, app_name=manager._app_name)
+        return middleware
 
     def observe(self, what: str, **facts: Any) -> None:
         """The services' observer: `Database.observe`."""
@@ -139,13 +149,25 @@ class Metrics:
         handler(**facts)
 
     def _on_runs_handed(self, pool: str, claim: bool, now: datetime, due: Iterable[datetime | None]) -> None:
-        mode = "claim" if claim else "poll"
-        histogram = self.dispatch.labels(pool, mode)
+        histogram, counter = self._handed_children(pool, "claim" if claim else "poll")
         waits = [max(0.0, (now - at).total_seconds()) for at in due if at is not None]
         for wait in waits:
             histogram.observe(wait)
-        self.runs_handed.labels(pool, mode).inc(len(waits))
+        counter.inc(len(waits))
         self.window.add("handed", waits)
+
+    def _handed_children(self, pool: str, mode: str) -> tuple[Any, Any]:
+        """The dispatch histogram's and the handed counter's children of (pool, mode), cached
+        (a `.labels()` lookup costs more than the observation itself)."""
+        children = self._per_pool.get((pool, mode))
+        if children is None:
+            if len(self._per_pool) >= MAX_CACHED_POOLS:
+                self._per_pool.clear()  # deleted pools' children are not kept forever
+            children = self._per_pool[(pool, mode)] = (
+                self.dispatch.labels(pool, mode),
+                self.runs_handed.labels(pool, mode),
+            )
+        return children
 
     def _on_run_started(self, pool: str | None, due: datetime | None, now: datetime) -> None:
         if due is not None:
@@ -196,7 +218,58 @@ class LatencyWindow:
 
 
 def _bucket(seconds: float) -> int:
-    for index, bound in enumerate(LATENCY_BUCKETS):
-        if seconds <= bound:
-            return index
-    return len(LATENCY_BUCKETS)
+    """The index of the first bucket whose bound is at least `seconds` (len: above them all)."""
+    return bisect_left(LATENCY_BUCKETS, seconds)
+
+
+class CachedLabels(MetricsManager):
+    """FastStream's metrics manager, with each label set's child looked up once: FastStream
+    calls `.labels(...)` six times for every message it handles and three times for every
+    message it publishes, and a lookup costs more than the update it serves. The label sets are
+    few (one per stream or channel, status and exception type), so the cache stays small."""
+
+    __slots__ = ("_children",)
+
+    def __init__(self, container: Any, *, app_name: str) -> None:
+        super().__init__(container, app_name=app_name)
+        self._children: dict[tuple[str, ...], Any] = {}
+
+    def _child(self, metric: str, labels: dict[str, str]) -> Any:
+        key = (metric, *labels.values())
+        child = self._children.get(key)
+        if child is None:
+            child = getattr(self._container, metric).labels(app_name=self._app_name, **labels)
+            self._children[key] = child
+        return child
+
+    def add_received_message(self, broker: str, handler: str, amount: int = 1, **custom: str) -> None:
+        self._child("received_messages_total", {"broker": broker, "handler": handler, **custom}).inc(amount)
+
+    def observe_received_messages_size(self, broker: str, handler: str, size: int, **custom: str) -> None:
+        self._child("received_messages_size_bytes", {"broker": broker, "handler": handler, **custom}).observe(size)
+
+    def add_received_message_in_process(self, broker: str, handler: str, amount: int = 1, **custom: str) -> None:
+        self._child("received_messages_in_process", {"broker": broker, "handler": handler, **custom}).inc(amount)
+
+    def remove_received_message_in_process(self, broker: str, handler: str, amount: int = 1, **custom: str) -> None:
+        self._child("received_messages_in_process", {"broker": broker, "handler": handler, **custom}).dec(amount)
+
+    def add_received_processed_message(
+        self, broker: str, handler: str, status: Any, amount: int = 1, **custom: str
+    ) -> None:
+        labels = {"broker": broker, "handler": handler, "status": status.value, **custom}
+        self._child("received_processed_messages_total", labels).inc(amount)
+
+    def observe_received_processed_message_duration(
+        self, duration: float, broker: str, handler: str, **custom: str
+    ) -> None:
+        labels = {"broker": broker, "handler": handler, **custom}
+        self._child("received_processed_messages_duration_seconds", labels).observe(duration)
+
+    def add_published_message(self, broker: str, destination: str, status: Any, amount: int = 1, **custom: str) -> None:
+        labels = {"broker": broker, "destination": destination, "status": status.value, **custom}
+        self._child("published_messages_total", labels).inc(amount)
+
+    def observe_published_message_duration(self, duration: float, broker: str, destination: str, **custom: str) -> None:
+        labels = {"broker": broker, "destination": destination, **custom}
+        self._child("published_messages_duration_seconds", labels).observe(duration)
