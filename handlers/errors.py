@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from faststream import BaseMiddleware, ExceptionMiddleware
 from faststream.redis import RedisResponse
 from pydantic import ValidationError
 from pydantic_core import PydanticSerializationError, to_json
@@ -35,7 +34,7 @@ def replyable(details: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def as_error(exc: Exception) -> WorkPoolsError:
     """The one table: what the caller hears about an exception, for every way a message comes
-    in (the stream RPCs through `error_middleware`, the worker channel through `as_error`)."""
+    in (the stream RPCs through the request gate, `replica.request_gate`, the worker channel)."""
     if isinstance(exc, WorkPoolsError):
         return exc
     if isinstance(exc, ValidationError):
@@ -44,26 +43,7 @@ def as_error(exc: Exception) -> WorkPoolsError:
     return internal_error()
 
 
-def error_middleware() -> ExceptionMiddleware:
-    errors = ExceptionMiddleware()
-
-    @errors.add_handler(Exception, publish=True)
-    async def any_error(exc: Exception) -> RedisResponse:
-        return error_reply(as_error(exc))
-
-    return errors
-
-
-class SizeLimit(BaseMiddleware):
-    """Requests over `limit` bytes are answered 422 without being parsed further."""
-
-    limit = 1_048_576
-
-    async def consume_scope(self, call_next: Any, msg: Any) -> Any:
-        if len(msg.body or b"") > self.limit:
-            raise Invalid(f"Request body is larger than {self.limit} bytes.")
-        return await call_next(msg)
-
-
-def size_limit(limit: int) -> type[SizeLimit]:
-    return type("SizeLimitOf", (SizeLimit,), {"limit": limit})
+def refuse_oversized(msg: Any, limit: int) -> None:
+    """A request over `limit` bytes is answered 422 without being parsed further."""
+    if len(msg.body or b"") > limit:
+        raise Invalid(f"Request body is larger than {limit} bytes.")

@@ -10,13 +10,11 @@ from __future__ import annotations
 from types import ModuleType
 from typing import Any, get_type_hints
 
-from faststream import Context
 from faststream.redis import RedisResponse, RedisRouter
-from faststream.redis.message import RedisStreamMessage
 
 from handlers import deployments, flow_runs, work_pools, work_queues, workers
 from handlers.idempotency import answer_once, request_id
-from handlers.rpc import Deps, Handler
+from handlers.rpc import Deps, Handler, request_message
 from schemas.channels import Channels, Op
 from schemas.operations import OPERATIONS, Operation
 from schemas.settings import Settings
@@ -49,10 +47,12 @@ HANDLERS: dict[Op, Handler] = collect(MODULES)
 
 
 def subscriber(operation: Operation, handler: Handler, deps: Deps) -> Any:
-    """`(body: <the request model>, message) -> reply`, as FastStream calls it."""
+    """`(body: <the request model>) -> reply`, as FastStream calls it (the message itself, for
+    its request id, from `request_message`)."""
 
-    async def serve(body: Any, message: Any = Context("message")) -> RedisResponse:
+    async def serve(body: Any) -> RedisResponse:
         if operation.is_write(body):
+            message = request_message.get()
             return await answer_once(deps.db, request_id(message), operation, lambda: handler(deps, body))
         result = await handler(deps, body)
         if operation.reply is None:
@@ -60,7 +60,7 @@ def subscriber(operation: Operation, handler: Handler, deps: Deps) -> Any:
         return respond_json(operation.status, operation.dump_reply(result))
 
     serve.__name__ = serve.__qualname__ = operation.op.value
-    serve.__annotations__ = {"body": operation.request, "message": RedisStreamMessage, "return": RedisResponse}
+    serve.__annotations__ = {"body": operation.request, "return": RedisResponse}
     return serve
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -20,6 +21,12 @@ class Deps:
     db: Database
     ready: Callable[[ReadyMark], Awaitable[Any]]
 
+
+request_message: ContextVar[Any] = ContextVar("workpools_request_message")
+"""The stream message being handled (FastStream's `RedisStreamMessage`), set by the request gate
+(`replica.request_gate`): read here rather than through FastStream's `Context("message")`, which
+fast_depends resolves in a worker thread for every request.
+"""
 
 Handler = Callable[[Deps, Any], Awaitable[Any]]
 """`(deps, request) -> result`: a typed body in, one service call, the result out."""

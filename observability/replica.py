@@ -21,7 +21,7 @@ from sqlalchemy import text
 from observability.http import HttpPort, probe_routes, token_guard
 from observability.latency import flush_window, latency_series
 from observability.metrics import Metrics
-from observability.requests import ObserveRequests, observe_requests
+from observability.requests import RequestRecorder
 from observability.status import StatusCollector, StatusReader, publish_status, snapshot_age
 from schemas.channels import Channels
 from schemas.settings import Settings
@@ -66,9 +66,10 @@ class Observability:
         """FastStream's message metrics, in this replica's registry."""
         return [self.metrics.broker_middleware()] if self.collecting else []
 
-    def request_middlewares(self) -> list[type[ObserveRequests]]:
-        """Request log lines, and request metrics when collected (outermost on the request router)."""
-        return [observe_requests(self.metrics if self.collecting else None, self.settings.consumer_name)]
+    def request_recorder(self) -> RequestRecorder:
+        """Request log lines, and request metrics when collected (the request gate records each
+        request with it, `replica.request_gate`)."""
+        return RequestRecorder(self.metrics if self.collecting else None, self.settings.consumer_name)
 
     def attach(self, app: Any, broker: RedisBroker, db: Database, redis: Redis, loops: Any, holds: Any) -> None:
         """Observe this build: services report to the metrics; after start-up, the foreman's

@@ -14,18 +14,15 @@ from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ResponseError
 
 from handlers import operations, readiness, worker_channel, worker_polls
-from handlers.errors import error_middleware, size_limit
 from handlers.rpc import Deps
 from observability.replica import Observability
-from replica.expired_requests import DropExpired
 from replica.foreman import ForemanLease, foreman_tick, sweep_run_leases
 from replica.housekeeping import Housekeeping
 from replica.in_flight import InFlight
 from replica.loops import Loops
 from replica.outbox import EventRelay
 from replica.reclaimer import Reclaimer
-from replica.reply_namespace import own_reply_channels
-from replica.request_timeout import request_timeout
+from replica.request_gate import request_gate
 from replica.rights import check_rights
 from schemas.channels import REQUEST_STREAM_MAXLEN, Channels
 from schemas.scheduling import ReadyMark
@@ -111,20 +108,13 @@ def build_app(
         max_age=2 * settings.request_timeout_seconds,
     )
 
-    # Requests: every one gets an answer (errors included); stale ones are dropped; slow ones are
-    # kept from the reclaimers while this replica works on them; writes run once per request id
-    # (in the subscribers, `handlers.operations`).
-    rpc = RedisRouter(
-        middlewares=[
-            *observability.request_middlewares(),
-            error_middleware(),
-            request_timeout(settings.request_timeout_seconds),
-            size_limit(settings.max_message_bytes),
-            DropExpired,
-            own_reply_channels(channels),
-        ],
-        decoder=decode_body,
+    # Requests: every one gets an answer (errors included); stale ones are dropped (both in the
+    # request gate); slow ones are kept from the reclaimers while this replica works on them;
+    # writes run once per request id (in the subscribers, `handlers.operations`).
+    gate = request_gate(
+        observability.request_recorder(), channels, settings.request_timeout_seconds, settings.max_message_bytes
     )
+    rpc = RedisRouter(middlewares=[gate], decoder=decode_body)
     rpc.publisher(  # declared for the AsyncAPI document; marks are sent in batches by `ready`
         stream=StreamSub(channels.ready, maxlen=settings.ready_maxlen),
         message_format=JSONEnvelope,

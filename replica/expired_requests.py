@@ -7,7 +7,6 @@ import logging
 import time
 from typing import Any
 
-from faststream import BaseMiddleware
 from faststream.exceptions import AckMessage
 
 from schemas import wire
@@ -45,14 +44,17 @@ def expires_at(headers: dict[str, Any], entered: float | None) -> float | None:
     return deadline
 
 
-class DropExpired(BaseMiddleware):
+class DropExpired:
     """A request whose caller has given up is acknowledged unexecuted: logged (WARNING, with how
     late it was) and counted by the request metrics (`status="expired"`)."""
 
     _last_skew_warning = 0.0
 
-    async def consume_scope(self, call_next: Any, msg: Any) -> Any:
-        headers = msg.headers
+    @classmethod
+    def check(cls, msg: Any, headers: dict[str, Any]) -> None:
+        """Raises `AckMessage` (acknowledged, no reply) when `msg`'s caller has stopped waiting."""
+        if "timeout" not in headers and "deadline" not in headers:
+            return  # served whenever it comes
         entered = _entered(headers, msg.raw_message)
         expiry = expires_at(headers, entered)
         now = time.time()
@@ -65,8 +67,7 @@ class DropExpired(BaseMiddleware):
             )
             raise AckMessage()  # acknowledged, and no reply: its caller has stopped waiting
         if expiry is None and "deadline" in headers and "timeout" not in headers:
-            self._warn_skew(headers, entered)
-        return await call_next(msg)
+            cls._warn_skew(headers, entered)
 
     @classmethod
     def _warn_skew(cls, headers: dict[str, Any], entered: float | None) -> None:

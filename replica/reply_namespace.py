@@ -7,7 +7,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from faststream import BaseMiddleware
 from faststream.exceptions import AckMessage
 
 from schemas.channels import Channels
@@ -15,21 +14,15 @@ from schemas.channels import Channels
 log = logging.getLogger("workpools.requests")
 
 
-class OwnReplyChannels(BaseMiddleware):
-    channels: Channels
-
-    async def consume_scope(self, call_next: Any, msg: Any) -> Any:
-        reply_to = msg.reply_to
-        if reply_to and not self.channels.answers_on(reply_to):
-            log.warning(
-                "refused request %s: its reply_to %r is outside %s.* (acknowledged, not executed, no reply)",
-                msg.correlation_id,
-                reply_to[:200],
-                self.channels.replies,
-            )
-            raise AckMessage()
-        return await call_next(msg)
-
-
-def own_reply_channels(channels: Channels) -> type[OwnReplyChannels]:
-    return type("OwnReplyChannelsOf", (OwnReplyChannels,), {"channels": channels})
+def refuse_foreign_reply_to(channels: Channels, msg: Any) -> None:
+    """Raises `AckMessage` (acknowledged, not executed, no reply) when `msg` asks for its answer
+    outside `channels`' reply namespaces (the request gate, `replica.request_gate`)."""
+    reply_to = msg.reply_to
+    if reply_to and not channels.answers_on(reply_to):
+        log.warning(
+            "refused request %s: its reply_to %r is outside %s.* (acknowledged, not executed, no reply)",
+            msg.correlation_id,
+            reply_to[:200],
+            channels.replies,
+        )
+        raise AckMessage()

@@ -1,0 +1,89 @@
+"""The one middleware every request passes (outermost on the request router): its log ids, the
+checks that refuse or drop it before it runs, its time limit, the error table, and its metrics
+and log line once its reply's status is known.
+
+One middleware rather than one per rule: FastStream builds, enters and exits every middleware
+of a router for every message, so six of them cost more than the rules they carry. In order:
+
+  1. log ids (`observability.logs.request_ids`) and the message for the handlers
+     (`handlers.rpc.request_message`);
+  2. a `reply_to` outside the service's reply namespaces: not executed, no reply
+     (`replica.reply_namespace`);
+  3. a caller that stopped waiting: dropped unexecuted (`replica.expired_requests`);
+  4. a body over the size limit: 422 before it is parsed (`handlers.errors`);
+  5. the handler, cancelled and answered 503 after the request timeout (`replica.request_timeout`);
+  6. any exception: its reply from the error table (`handlers.errors`), so every request is answered;
+  7. counted and logged with its status (`observability.requests`): `expired` for 2 and 3.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from faststream import BaseMiddleware
+from faststream.exceptions import IgnoredException
+
+from handlers.errors import as_error, error_reply, refuse_oversized
+from handlers.rpc import request_message
+from observability.logs import request_ids
+from observability.requests import RequestRecorder
+from replica.expired_requests import DropExpired
+from replica.reply_namespace import refuse_foreign_reply_to
+from replica.request_timeout import timed_out
+from schemas.channels import Channels
+
+
+class RequestGate(BaseMiddleware):
+    recorder: RequestRecorder
+    channels: Channels
+    timeout_seconds: float
+    max_bytes: int
+
+    async def consume_scope(self, call_next: Any, msg: Any) -> Any:
+        headers = msg.headers
+        op = str(msg.raw_message.get("channel", "")).rsplit(".", 1)[-1]
+        ids = {"operation": op, "correlation_id": msg.correlation_id}
+        if request_id := headers.get("request_id"):
+            ids["request_id"] = request_id
+        ids_token = request_ids.set(ids)
+        message_token = request_message.set(msg)
+        started = time.perf_counter()
+        status = "500"
+        try:
+            response = await self._answer(call_next, msg, headers)
+            status = str((getattr(response, "headers", None) or {}).get("status", "200"))
+            return response
+        except IgnoredException:  # AckMessage: refused or expired, acknowledged without a reply
+            status = "expired"
+            raise
+        finally:
+            self.recorder.record(op, status, time.perf_counter() - started)
+            request_message.reset(message_token)
+            request_ids.reset(ids_token)
+
+    async def _answer(self, call_next: Any, msg: Any, headers: dict[str, Any]) -> Any:
+        try:
+            refuse_foreign_reply_to(self.channels, msg)
+            DropExpired.check(msg, headers)
+            refuse_oversized(msg, self.max_bytes)
+            try:
+                async with asyncio.timeout(self.timeout_seconds):
+                    return await call_next(msg)
+            except TimeoutError:
+                raise timed_out(msg, self.timeout_seconds) from None
+        except IgnoredException:
+            raise
+        except Exception as exc:
+            return error_reply(as_error(exc))
+
+
+def request_gate(
+    recorder: RequestRecorder, channels: Channels, timeout_seconds: float, max_bytes: int
+) -> type[RequestGate]:
+    return type(
+        "RequestGateOf",
+        (RequestGate,),
+        {"recorder": recorder, "channels": channels, "timeout_seconds": timeout_seconds, "max_bytes": max_bytes},
+    )
