@@ -1,6 +1,7 @@
 """Request/reply throughput and latency of `workpools serve`, 1 and 2 replicas, one client.
 
     .venv/bin/python bench/rpc.py [--replicas 1 2] [--requests N] [--database-url URL] [--redis-url URL]
+                                  [--code worktree|HEAD|<rev>]
 
 For each replica count: a fresh database (dropped, then created and migrated by the replicas as
 they start), N `workpools serve` subprocesses (log level WARNING, logs in a temp dir), and ONE
@@ -36,7 +37,12 @@ from bench.housekeeping import delete_prefix_keys, drop_database, new_prefix
 from bench.latency import LatencyRecorder, run_load
 from bench.options import DEFAULT_DATABASE_URL, parse_bench_args
 from bench.replicas import ReplicaSet
+from bench.revision import code_version, remove_exported_code, run_on_code
 from bench.tables import fmt_float, print_table
+
+if __name__ == "__main__":
+    run_on_code("rpc.py")  # --code REV: re-executes on that revision (before the project is imported)
+
 from client import WorkPoolClient
 
 READ_POOL = "bench-read"
@@ -92,6 +98,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=5.0,
         help="before each case, wait up to this many seconds for other processes on the machine "
         "to use < 0.3 cores (shared machines; 0: don't wait; default 5)",
+    )
+    parser.add_argument(
+        "--code",
+        default="worktree",
+        help="the code to benchmark: worktree (default) or a git revision, e.g. HEAD (exported "
+        "with git archive; for when the working tree is mid-edit)",
     )
     args = parse_bench_args(parser, argv)
     return args
@@ -251,6 +263,7 @@ async def main(argv: list[str] | None = None) -> int:
         for c in cases
     ]
     results: list[dict[str, Any]] = []
+    print(f"code under test: {code_version()}", flush=True)
     try:
         for replicas in args.replicas:
             results += await run_replicas(replicas, args, cases)
@@ -260,6 +273,7 @@ async def main(argv: list[str] | None = None) -> int:
     report(results)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
+    remove_exported_code()  # last: the report may still import from the exported code
     return 1 if any(r["errors"] for r in results) else 0
 
 

@@ -12,9 +12,9 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from faststream.prometheus.manager import MetricsManager
-from faststream.redis.prometheus import RedisPrometheusMiddleware
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+
+from observability.message_metrics import CountMessages, MessageMetrics
 
 disable_created_metrics()  # no `_created` series beside every counter: half the scrape, nothing lost
 
@@ -116,6 +116,8 @@ class Metrics:
             self.heartbeats.labels(outcome)
         for outcome in ("reclaimed", "dead_lettered"):
             self.recovered.labels(outcome)
+        self.messages = MessageMetrics("workpools")
+        r.register(self.messages)
         self._per_request: dict[tuple[str, str], tuple[Any, Any]] = {}
         self._per_pool: dict[tuple[str, str], tuple[Any, Any]] = {}
         self.window = LatencyWindow()
@@ -132,13 +134,10 @@ class Metrics:
         children[0].inc()
         children[1].observe(seconds)
 
-    def broker_middleware(self) -> RedisPrometheusMiddleware:
-        """FastStream's own message metrics (`faststream_*`), in this registry, updated through
-        cached label children (`CachedLabels`)."""
-        middleware = RedisPrometheusMiddleware(registry=self.registry, app_name="workpools")
-        manager = middleware._metrics_manager
-        middleware._metrics_manager = CachedLabels(manager._container, app_name=manager._app_name)
-        return middleware
+    def broker_middleware(self) -> type[CountMessages]:
+        """FastStream's message metrics (`faststream_*`), in this registry
+        (`observability.message_metrics`)."""
+        return self.messages.middleware()
 
     def observe(self, what: str, **facts: Any) -> None:
         """The services' observer: `Database.observe`."""
@@ -220,56 +219,3 @@ class LatencyWindow:
 def _bucket(seconds: float) -> int:
     """The index of the first bucket whose bound is at least `seconds` (len: above them all)."""
     return bisect_left(LATENCY_BUCKETS, seconds)
-
-
-class CachedLabels(MetricsManager):
-    """FastStream's metrics manager, with each label set's child looked up once: FastStream
-    calls `.labels(...)` six times for every message it handles and three times for every
-    message it publishes, and a lookup costs more than the update it serves. The label sets are
-    few (one per stream or channel, status and exception type), so the cache stays small."""
-
-    __slots__ = ("_children",)
-
-    def __init__(self, container: Any, *, app_name: str) -> None:
-        super().__init__(container, app_name=app_name)
-        self._children: dict[tuple[str, ...], Any] = {}
-
-    def _child(self, metric: str, labels: dict[str, str]) -> Any:
-        key = (metric, *labels.values())
-        child = self._children.get(key)
-        if child is None:
-            child = getattr(self._container, metric).labels(app_name=self._app_name, **labels)
-            self._children[key] = child
-        return child
-
-    def add_received_message(self, broker: str, handler: str, amount: int = 1, **custom: str) -> None:
-        self._child("received_messages_total", {"broker": broker, "handler": handler, **custom}).inc(amount)
-
-    def observe_received_messages_size(self, broker: str, handler: str, size: int, **custom: str) -> None:
-        self._child("received_messages_size_bytes", {"broker": broker, "handler": handler, **custom}).observe(size)
-
-    def add_received_message_in_process(self, broker: str, handler: str, amount: int = 1, **custom: str) -> None:
-        self._child("received_messages_in_process", {"broker": broker, "handler": handler, **custom}).inc(amount)
-
-    def remove_received_message_in_process(self, broker: str, handler: str, amount: int = 1, **custom: str) -> None:
-        self._child("received_messages_in_process", {"broker": broker, "handler": handler, **custom}).dec(amount)
-
-    def add_received_processed_message(
-        self, broker: str, handler: str, status: Any, amount: int = 1, **custom: str
-    ) -> None:
-        labels = {"broker": broker, "handler": handler, "status": status.value, **custom}
-        self._child("received_processed_messages_total", labels).inc(amount)
-
-    def observe_received_processed_message_duration(
-        self, duration: float, broker: str, handler: str, **custom: str
-    ) -> None:
-        labels = {"broker": broker, "handler": handler, **custom}
-        self._child("received_processed_messages_duration_seconds", labels).observe(duration)
-
-    def add_published_message(self, broker: str, destination: str, status: Any, amount: int = 1, **custom: str) -> None:
-        labels = {"broker": broker, "destination": destination, "status": status.value, **custom}
-        self._child("published_messages_total", labels).inc(amount)
-
-    def observe_published_message_duration(self, duration: float, broker: str, destination: str, **custom: str) -> None:
-        labels = {"broker": broker, "destination": destination, **custom}
-        self._child("published_messages_duration_seconds", labels).observe(duration)
