@@ -2,7 +2,7 @@
 and Prefect, measured side by side.
 
     .venv/bin/python bench/targets.py [--prefect-url http://127.0.0.1:4200/api] [--compare REV ...]
-                                      [--scale 1.0] [--rounds 3]
+                                      [--without-metrics] [--scale 1.0] [--rounds 3]
 
 Systems, all started first and kept running:
 
@@ -10,7 +10,10 @@ Systems, all started first and kept running:
              and event loop as `workpools serve`, no database);
   workpools  1 replica of this checkout (fresh database); with --compare, one more replica per
              revision (exported with git archive, its own database), labelled wp@<sha>;
-  Prefect    with --prefect-url, its HTTP API (start it as bench/prefect_http.py says).
+  Prefect    with --prefect-url, its HTTP API (start it as bench/prefect_http.py says);
+  wp-nometrics  with --without-metrics, one more replica of this checkout with
+             WORKPOOLS_HTTP_ENABLED=false (no metrics collected): the cost of metrics, measured
+             in the same alternating rounds.
 
 Cases: request/reply at concurrency 1 and 32 (the floor's echo beside the pool read), create
 queue at 32 into ONE pool, heartbeat at 32, poll (10,000 scheduled runs over 5 queues, limit 10)
@@ -116,6 +119,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=[],
         metavar="REV",
         help="also measure workpools at these git revisions (exported with git archive), side by side",
+    )
+    parser.add_argument(
+        "--without-metrics",
+        action="store_true",
+        help="also a replica of this checkout without metrics (WORKPOOLS_HTTP_ENABLED=false), as wp-nometrics",
     )
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every case's request count")
     parser.add_argument("--rounds", type=int, default=3, help="rounds per case, the systems taking turns")
@@ -225,7 +233,7 @@ async def measure(systems: list[System], args: argparse.Namespace) -> list[dict[
                 await system.after[key](row)
             rows.append(row)
             print(
-                f"  {system.name:<11} {key:<17} c={row['concurrency']:<3} {row['ops_per_s']:>8.0f} ops/s  "
+                f"  {system.name:<12} {key:<17} c={row['concurrency']:<3} {row['ops_per_s']:>8.0f} ops/s  "
                 f"p50 {row['p50_ms']:7.2f} ms  p99 {row['p99_ms']:7.2f} ms  server {row['server_ms']:.3f} ms/op  "
                 f"errors {row['errors']}  (others used {row['other_cores']:.2f} cores)",
                 flush=True,
@@ -263,14 +271,20 @@ async def floor(stack: contextlib.AsyncExitStack, args: argparse.Namespace) -> S
 
 
 async def workpools(
-    stack: contextlib.AsyncExitStack, args: argparse.Namespace, name: str, code: Path | None = None
+    stack: contextlib.AsyncExitStack,
+    args: argparse.Namespace,
+    name: str,
+    code: Path | None = None,
+    env: dict[str, str] | None = None,
 ) -> System:
-    """One replica of this checkout or (`code`) of a revision exported by bench.revision."""
+    """One replica of this checkout or (`code`) of a revision exported by bench.revision, with
+    `env` added to its environment (then its own database, named after `name`)."""
     import asyncpg
 
     url = args.database_url
-    if code is not None:
-        url = make_url(url).set(database=f"{make_url(url).database}_{name.split('@')[-1]}").render_as_string(False)
+    if code is not None or env:
+        suffix = name.split("@")[-1].replace("-", "_")
+        url = make_url(url).set(database=f"{make_url(url).database}_{suffix}").render_as_string(False)
     await drop_database(url)
     if not args.keep_database:
         stack.push_async_callback(drop_database, url)
@@ -278,6 +292,8 @@ async def workpools(
     stack.push_async_callback(delete_prefix_keys, args.redis_url, prefix)
     # another revision may serve another set of operations: ready once it reads a stream and answers
     options: dict[str, Any] = {**serve_revision_options(code), "streams": 1} if code else {}
+    if env:
+        options["env"] = {**options.get("env", {}), **env}
     replicas = await stack.enter_async_context(
         ReplicaSet(1, prefix=prefix, database_url=url, redis_url=args.redis_url, **options)
     )
@@ -487,6 +503,8 @@ async def main(argv: list[str] | None = None) -> int:
                 exported.append(directory)
                 systems.append(await workpools(stack, args, f"wp@{sha}", directory))
             systems.append(await workpools(stack, args, "workpools"))
+            if args.without_metrics:
+                systems.append(await workpools(stack, args, "wp-nometrics", env={"WORKPOOLS_HTTP_ENABLED": "false"}))
             if args.prefect_url:
                 systems.append(await prefect(stack, args))
             rows = await measure(systems, args)
