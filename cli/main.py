@@ -87,7 +87,7 @@ def serve(
     settings = Settings()
     configure_logging(log_level, settings.log_format, settings.consumer_name)
     if migrate:
-        apply_migrations(settings.database_url, timeout=30.0)
+        apply_migrations(settings, timeout=30.0)
     try:
         run(serve_forever(settings))
     except Refused as refused:
@@ -103,15 +103,16 @@ def db_upgrade(
 
     Reads WORKPOOLS_DATABASE_URL, like the service.
     """
-    apply_migrations(Settings().database_url, timeout=timeout)
+    apply_migrations(Settings(), timeout=timeout)
     say("database is up to date")
 
 
-def apply_migrations(database_url: str, timeout: float) -> None:
+def apply_migrations(settings: Settings, timeout: float) -> None:
     """Migrate, or say in one line why not (exit 3 when PostgreSQL cannot be reached)."""
     import migrations
-    from services.db import ensure_database
+    from services.db import DbTimeouts, ensure_database
 
+    database_url = settings.database_url
     where = database_address(database_url)
 
     async def run() -> None:
@@ -119,7 +120,7 @@ def apply_migrations(database_url: str, timeout: float) -> None:
             await asyncio.wait_for(ensure_database(database_url), timeout)
         except TimeoutError:
             fail(f"PostgreSQL at {where} did not answer within {timeout} s.", ExitCode.UNREACHABLE)
-        await migrations.upgrade(database_url)
+        await migrations.upgrade(database_url, timeouts=DbTimeouts.from_settings(settings).migration)
 
     try:
         with waiting(f"Migrating the database at {where}…"):

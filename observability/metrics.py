@@ -108,6 +108,13 @@ class Metrics:
             ["kind"],
             registry=r,
         )
+        self.db_timeouts = Counter(
+            "workpools_db_timeouts_total",
+            "Database work given up on a timeout, by kind (request, heartbeat, background) and reason "
+            "(statement, lock, idle_in_transaction, not_answered, no_connection).",
+            ["kind", "reason"],
+            registry=r,
+        )
         self.info = Gauge("workpools_replica_info", "This replica (value 1).", ["replica"], registry=r)
         self.info.labels(replica).set(1)
         for reason in ("completed", "given_back", "expired", "not_confirmed", "worker_offline"):
@@ -193,6 +200,9 @@ class Metrics:
         for kind, count in vars(report).items():
             if count:
                 self.foreman_transitions.labels(kind).inc(count)
+
+    def _on_db_timeout(self, kind: str, reason: str) -> None:
+        self.db_timeouts.labels(kind, reason).inc()
 
     def _on_recovered(self, outcome: str) -> None:
         self.recovered.labels(outcome).inc()

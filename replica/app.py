@@ -58,15 +58,6 @@ def foreman_rules(settings: Settings) -> ForemanRules:
     )
 
 
-def db_timeouts(settings: Settings) -> DbTimeouts:
-    return DbTimeouts(
-        statement=settings.db_statement_timeout_seconds,
-        lock=settings.db_lock_timeout_seconds,
-        idle_in_transaction=settings.db_idle_in_transaction_timeout_seconds,
-        connect=settings.db_connect_timeout_seconds,
-    )
-
-
 def make_broker(settings: Settings, streams: int, *middlewares: Any) -> RedisBroker:
     """The replica's broker: the JSON envelope, replies stamped with the replica's name."""
     return RedisBroker(
@@ -90,7 +81,9 @@ def build_app(
 ) -> FastStream:
     channels = Channels(settings.prefix)
     observability = observability or Observability(settings)  # metrics; `serve` also serves its HTTP port
-    db = db or Database(settings.database_url, pool_size=settings.db_pool_size, timeouts=db_timeouts(settings))
+    db = db or Database(
+        settings.database_url, pool_size=settings.db_pool_size, timeouts=DbTimeouts.from_settings(settings)
+    )
     broker = make_broker(settings, len(channels.all_rpc_streams()), *observability.broker_middlewares())
     redis = Redis.from_url(
         settings.redis_url,

@@ -7,6 +7,8 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
+from services.errors import Unavailable
+
 log = logging.getLogger("workpools.loops")
 
 
@@ -22,6 +24,8 @@ class Loops:
             while not self.stopping.is_set():
                 try:
                     await action()
+                except Unavailable as exc:  # a database timeout or outage (counted by the database)
+                    log.warning("%s failed: %s; retrying in %.1f s", name, exc.detail, seconds)
                 except Exception:
                     log.warning("%s failed; retrying in %.1f s", name, seconds, exc_info=True)
                 with contextlib.suppress(asyncio.TimeoutError):

@@ -8,7 +8,7 @@ import logging
 
 from redis.asyncio import Redis
 
-from services.db import Database
+from services.db import Database, Kind
 
 log = logging.getLogger("workpools.outbox")
 
@@ -44,12 +44,14 @@ class EventRelay:
         finds nothing and returns before those events are published: the commit's reply could
         then go out before its events, and the caller's next change be published ahead of them."""
         async with self._one_at_a_time:
-            return await self.flush()
+            return await self.flush(Kind.BACKGROUND)
 
-    async def flush(self) -> int:
+    async def flush(self, kind: Kind = Kind.REQUEST) -> int:
+        """Publish what the outbox holds, in batches: after a commit, on the request's
+        connections and timeouts; for the sweep, on background work's."""
         published = 0
         while True:
-            async with self.db.take_outbox(self.batch) as events:
+            async with self.db.take_outbox(self.batch, kind) as events:
                 if events:
                     pipe = self.redis.pipeline(transaction=False)
                     for event in events:

@@ -53,14 +53,30 @@ class Settings(BaseSettings):
     """How often expired claim-mode leases are given back (on the foreman's replica)."""
     graceful_timeout_seconds: float = 15.0
     """On SIGTERM, in-flight requests get this long to finish; the rest stay pending for others."""
+    # PostgreSQL's timeouts per kind of work (README "Limits"), in seconds; 0 is none.
     db_statement_timeout_seconds: float = 5.0
-    """PostgreSQL cancels any one statement of a replica after this long (`statement_timeout`); the
-    request is answered 503 and may be retried."""
+    """Requests (reads, polls, writes, claims): PostgreSQL cancels any one statement after this
+    long (`statement_timeout`); the request is answered 503 and may be retried."""
     db_lock_timeout_seconds: float = 3.0
-    """A statement waiting this long for a row or table lock gives up (`lock_timeout`): 503."""
+    """Requests: a statement waiting this long for a row or table lock gives up (`lock_timeout`): 503."""
     db_idle_in_transaction_timeout_seconds: float = 10.0
-    """PostgreSQL ends a session left idle inside a transaction this long (a hung replica), so its
-    locks are released (`idle_in_transaction_session_timeout`)."""
+    """Requests: PostgreSQL ends a session left idle inside a transaction this long (a hung
+    replica), so its locks are released (`idle_in_transaction_session_timeout`)."""
+    db_heartbeat_statement_timeout_seconds: float = 2.0
+    """Worker heartbeats written in bulk (at most the requests' statement timeout)."""
+    db_heartbeat_lock_timeout_seconds: float = 0.5
+    """Heartbeats of a pool whose row is held elsewhere give way after this (the worker's next beat retries)."""
+    db_heartbeat_idle_in_transaction_timeout_seconds: float = 10.0
+    db_background_statement_timeout_seconds: float = 30.0
+    """Foreman ticks, lease and outbox sweeps, housekeeping: logged, counted, retried next period."""
+    db_background_lock_timeout_seconds: float = 5.0
+    db_background_idle_in_transaction_timeout_seconds: float = 10.0
+    db_migration_statement_timeout_seconds: float = 0.0
+    """Migrations (`workpools db upgrade`, `serve` at start-up): none by default."""
+    db_migration_lock_timeout_seconds: float = 0.0
+    """Set it to bound how long a migration's DDL may queue behind another session's lock (and
+    hold up the statements queued behind it); waiting for another replica's migration is exempt."""
+    db_migration_idle_in_transaction_timeout_seconds: float = 0.0
     db_connect_timeout_seconds: float = 5.0
     """Opening a PostgreSQL connection, or waiting for a free one in the pool: 503 after this."""
     redis_socket_timeout_seconds: float = 10.0

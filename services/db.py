@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 
 import asyncpg
@@ -20,7 +21,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlalchemy.sql.base import Executable
 
 from schemas.events import Event
-from services.errors import INTEGRITY_CONFLICT, AlreadyExists, Conflict, Invalid, Unavailable
+from schemas.settings import Settings
+from services.errors import INTEGRITY_CONFLICT, AlreadyExists, Conflict, Invalid, TimedOut, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +37,12 @@ TIMED_OUT = {
     "55P03": "Service Unavailable (a lock the request needs is held elsewhere)",  # lock_timeout
     "25P03": "Service Unavailable (the transaction was idle too long)",  # idle_in_transaction_session_timeout
 }
+TIMEOUT_REASONS = {"57014": "statement", "55P03": "lock", "25P03": "idle_in_transaction"}
+"""The label each timeout is counted under (`workpools_db_timeouts_total{reason}`)."""
 NOT_ANSWERED = "Service Unavailable (the database did not answer in time)"
+BACKGROUND_POOL_SIZE = 2
+"""Connections kept for background work (plus as many overflow): one per loop that writes
+(foreman, lease sweep, outbox sweep, housekeeping) at most."""
 Observer = Callable[..., None]
 """`observe(what, **facts)`: told what a service did once it is done (runs handed out, a run
 started, leases ended …); the replica turns it into metrics. Never raises, never blocks."""
@@ -88,12 +95,23 @@ class Tx:
         try:
             rows: list[asyncpg.Record] = await driver.fetch(statement.sql, *[params[name] for name in statement.names])
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
-            if _connection_lost(exc):
-                # the connection is gone (PostgreSQL stopped or restarted): not reused, and a 503
-                await self.conn.invalidate(exc)
-                raise Unavailable("Service Unavailable") from exc
-            raise translate_driver(exc) from exc
+            raise await self._driver_failed(exc) from exc
         return rows
+
+    async def run_script(self, sql: str) -> None:
+        """Statements without parameters, in one round trip (the simple query protocol)."""
+        driver = await self._driver()
+        try:
+            await driver.execute(sql)
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+            raise await self._driver_failed(exc) from exc
+
+    async def _driver_failed(self, exc: BaseException) -> Exception:
+        if _connection_lost(exc):
+            # the connection is gone (PostgreSQL stopped or restarted): not reused, and a 503
+            await self.conn.invalidate(exc)
+            return Unavailable("Service Unavailable")
+        return translate_driver(exc) if isinstance(exc, asyncpg.PostgresError) else Unavailable("Service Unavailable")
 
     async def fetchrow(self, statement: Statement, params: Mapping[str, Any]) -> asyncpg.Record | None:
         rows = await self.fetch(statement, params)
@@ -213,7 +231,7 @@ def _by_state(state: str, integrity: bool, cause: object) -> Exception | None:
         return Invalid(f"Invalid value: {str(cause).strip()}")
     if state in TIMED_OUT:  # one of the timeouts of `DbTimeouts`: the database is slow or a lock is held
         log.warning("database timeout (%s): %s", state, str(cause).strip())
-        return Unavailable(TIMED_OUT[state])
+        return TimedOut(TIMED_OUT[state], TIMEOUT_REASONS[state])
     if state in ("40P01", "40001"):  # deadlock, serialization failure: safe to retry
         log.warning("transaction aborted (%s); answering 503 so the caller retries", state)
         return Unavailable("Service Unavailable")
@@ -229,32 +247,106 @@ def asyncpg_url(url: str | URL) -> URL:
     return url
 
 
+class Kind(StrEnum):
+    """What a transaction is for; it decides the timeouts PostgreSQL holds it to (README "Limits")."""
+
+    REQUEST = "request"
+    """Reads, polls, writes and claims of requests: the settings of the connection itself (no round trip)."""
+    HEARTBEAT = "heartbeat"
+    """Worker heartbeats written in bulk: request connections, `SET LOCAL` at the transaction's start."""
+    BACKGROUND = "background"
+    """Foreman ticks, lease and outbox sweeps, housekeeping: a small pool of their own."""
+    MIGRATION = "migration"
+    """Alembic migrations: a connection of their own (`migrations.upgrade`)."""
+
+
+_DRIVER_FAILURES = (DBAPIError, OSError, asyncpg.PostgresConnectionError, PoolTimeout, TimeoutError)
+"""What `Database._failed` turns into service errors (503 for every way the database fails to answer)."""
+_WHAT = ("statement", "lock", "idle_in_transaction")
+_SETTINGS = ("statement_timeout", "lock_timeout", "idle_in_transaction_session_timeout")
+
+
+def _ms(seconds: float) -> str:
+    """PostgreSQL's milliseconds; 0 is no timeout."""
+    return "0" if seconds <= 0 else str(max(1, round(seconds * 1000)))
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """The three timeouts PostgreSQL enforces for one kind of work, in seconds (0: none)."""
+
+    statement: float
+    lock: float
+    idle_in_transaction: float
+
+    def server_settings(self) -> dict[str, str]:
+        values = (self.statement, self.lock, self.idle_in_transaction)
+        return {name: _ms(value) for name, value in zip(_SETTINGS, values, strict=True)}
+
+    def client_timeout(self) -> float | None:
+        """The driver gives up on a statement one second after PostgreSQL should have (a partition)."""
+        return self.statement + 1 if self.statement > 0 else None
+
+    def set_local(self, connection: Bounds) -> str:
+        """`SET LOCAL` of each setting that differs from the connection's, as one script."""
+        mine, theirs = self.server_settings(), connection.server_settings()
+        return "; ".join(f"SET LOCAL {name} = {mine[name]}" for name in _SETTINGS if mine[name] != theirs[name])
+
+
 @dataclass(frozen=True)
 class DbTimeouts:
-    """How long the database may take, for every statement a replica runs (requests and background
-    work alike; migrations set their own). PostgreSQL enforces the first three itself, on every
-    connection (`server_settings`); the client gives up on a statement one second after the
-    statement timeout (a partition, a server that stopped answering), and on opening or waiting
-    for a connection after `connect`. Each ends as `Unavailable` (503)."""
+    """How long the database may take, per kind of work (`Kind`). The first three are the
+    request's, which every connection of the replica carries (`server_settings`), so a request
+    pays nothing for them; heartbeats narrow them with `SET LOCAL`; background work has a pool
+    whose connections carry its own; migrations set theirs. The client gives up on a statement
+    one second after its statement timeout (a partition, a server that stopped answering), and
+    on opening or waiting for a connection after `connect`. Each ends as `TimedOut` (503)."""
 
     statement: float = 5.0
     lock: float = 3.0
     idle_in_transaction: float = 10.0
     connect: float = 5.0
+    heartbeat: Bounds = Bounds(statement=2.0, lock=0.5, idle_in_transaction=10.0)
+    background: Bounds = Bounds(statement=30.0, lock=5.0, idle_in_transaction=10.0)
+    migration: Bounds = Bounds(statement=0, lock=0, idle_in_transaction=0)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> DbTimeouts:
+        """`WORKPOOLS_DB_*_TIMEOUT_SECONDS`: the request's without a kind in the name."""
+
+        def bounds(kind: str) -> Bounds:
+            return Bounds(*(getattr(settings, f"db_{kind}_{what}_timeout_seconds") for what in _WHAT))
+
+        return cls(
+            settings.db_statement_timeout_seconds,
+            settings.db_lock_timeout_seconds,
+            settings.db_idle_in_transaction_timeout_seconds,
+            settings.db_connect_timeout_seconds,
+            heartbeat=bounds("heartbeat"),
+            background=bounds("background"),
+            migration=bounds("migration"),
+        )
+
+    @property
+    def request(self) -> Bounds:
+        return Bounds(self.statement, self.lock, self.idle_in_transaction)
+
+    def of(self, kind: Kind) -> Bounds:
+        if kind is Kind.HEARTBEAT:
+            # on a request connection: the driver's own bound (the request statement's) still holds
+            cap = self.statement
+            beat = self.heartbeat.statement
+            statement = cap if beat <= 0 or (cap > 0 and beat > cap) else beat
+            return Bounds(statement, self.heartbeat.lock, self.heartbeat.idle_in_transaction)
+        return {Kind.REQUEST: self.request, Kind.BACKGROUND: self.background, Kind.MIGRATION: self.migration}[kind]
 
     def server_settings(self) -> dict[str, str]:
-        def ms(seconds: float) -> str:
-            return str(max(1, round(seconds * 1000)))
-
-        return {
-            "statement_timeout": ms(self.statement),
-            "lock_timeout": ms(self.lock),
-            "idle_in_transaction_session_timeout": ms(self.idle_in_transaction),
-        }
+        """The request's settings, carried by every request connection."""
+        return self.request.server_settings()
 
 
 class Database:
-    """Owns the engine. `transaction()` commits the work and its events atomically (outbox)."""
+    """Owns the engines. `transaction()` commits the work and its events atomically (outbox)."""
 
     def __init__(
         self,
@@ -268,51 +360,68 @@ class Database:
         self.url = url
         self.clock = clock
         self.timeouts = timeouts
-        self.engine: AsyncEngine = create_async_engine(
-            asyncpg_url(url),
-            pool_size=pool_size,
-            max_overflow=pool_size,
-            pool_pre_ping=False,
-            pool_timeout=timeouts.connect if pool_timeout is None else pool_timeout,
-            connect_args={
-                "timeout": timeouts.connect,
-                "command_timeout": timeouts.statement + 1,
-                "server_settings": timeouts.server_settings(),
-            },
+        waiting = timeouts.connect if pool_timeout is None else pool_timeout
+        self.engine: AsyncEngine = _engine(url, timeouts.request, timeouts.connect, pool_size, waiting)
+        self.background: AsyncEngine = _engine(
+            url, timeouts.background, timeouts.connect, BACKGROUND_POOL_SIZE, timeouts.connect
         )
+        """Background work's own connections: it never waits for a request's, nor a request for its."""
         self.reader = self.engine.execution_options(isolation_level="AUTOCOMMIT")
         self.after_commit: Callable[[Tx], Awaitable[None]] | None = None
         """Called after a commit that has something to announce (events, wakes)."""
         self.observe: Observer = _unobserved
+        self._heartbeat_settings = timeouts.of(Kind.HEARTBEAT).set_local(timeouts.request)
+
+    def _failed(self, exc: Exception, kind: Kind) -> Exception:
+        """A driver error of a `kind` transaction as a service error; every timeout counted."""
+        if isinstance(exc, DBAPIError):
+            exc = translate(exc)
+        elif isinstance(exc, PoolTimeout):
+            log.warning("no %s database connection free in time; answering 503", kind.value)
+            exc = TimedOut("Service Unavailable", "no_connection")
+        elif isinstance(exc, (OSError, asyncpg.PostgresConnectionError)):
+            exc = Unavailable("Service Unavailable")
+        elif isinstance(exc, TimeoutError):
+            log.warning("the database did not answer a %s statement in time; answering 503", kind.value)
+            exc = TimedOut(NOT_ANSWERED, "not_answered")
+        return self._timed_out(exc, kind)
+
+    def _timed_out(self, exc: Exception, kind: Kind) -> Exception:
+        if isinstance(exc, TimedOut):
+            self.observe("db_timeout", kind=kind.value, reason=exc.reason)
+        return exc
 
     @asynccontextmanager
-    async def transaction(self, now: datetime | None = None) -> AsyncIterator[Tx]:
-        """A transaction; inside a request's unit of work (`unit_of_work`), that one."""
+    async def transaction(self, now: datetime | None = None, kind: Kind = Kind.REQUEST) -> AsyncIterator[Tx]:
+        """A transaction held to the timeouts of `kind`; inside a request's unit of work
+        (`unit_of_work`), that one."""
         ambient = _unit_of_work.get()
         if ambient is not None:
             yield ambient
             return
         try:
-            async with self.engine.begin() as conn:
+            async with self._engine_for(kind).begin() as conn:
                 tx = Tx(conn, now or self.clock())
+                if kind is Kind.HEARTBEAT and self._heartbeat_settings:
+                    await tx.run_script(self._heartbeat_settings)
                 yield tx
                 if (events := tx.unwritten_events()) is not None:
                     await tx.fetch(INSERT_EVENTS, {"events": events})
-        except DBAPIError as exc:
-            raise translate(exc) from exc
-        except (OSError, asyncpg.PostgresConnectionError) as exc:
-            raise Unavailable("Service Unavailable") from exc
-        except PoolTimeout as exc:
-            log.warning("no database connection free in time; answering 503")
-            raise Unavailable("Service Unavailable") from exc
-        except TimeoutError as exc:
-            log.warning("the database did not answer in time; answering 503")
-            raise Unavailable(NOT_ANSWERED) from exc
+        except TimedOut as exc:  # a hot-path statement's (`Tx.fetch`), translated already
+            self._timed_out(exc, kind)
+            raise
+        except _DRIVER_FAILURES as exc:
+            raise self._failed(exc, kind) from exc
         if (tx.events or tx.wakes) and self.after_commit is not None:
             try:
                 await self.after_commit(tx)
             except Exception:  # committed is committed: the outbox sweep publishes what is left
                 log.warning("after-commit step failed; left to the outbox sweep", exc_info=True)
+
+    def _engine_for(self, kind: Kind) -> AsyncEngine:
+        if kind is Kind.MIGRATION:
+            raise ValueError("migrations run on their own connection (migrations.upgrade)")
+        return self.background if kind is Kind.BACKGROUND else self.engine
 
     @asynccontextmanager
     async def unit_of_work(self) -> AsyncIterator[Tx]:
@@ -327,30 +436,49 @@ class Database:
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[Tx]:
-        """Reads only: autocommit, one round trip per statement (no BEGIN/COMMIT)."""
+        """Reads of a request only: autocommit, one round trip per statement (no BEGIN/COMMIT)."""
         try:
             async with self.reader.connect() as conn:
                 yield Tx(conn, self.clock())
-        except DBAPIError as exc:
-            raise translate(exc) from exc
-        except (OSError, asyncpg.PostgresConnectionError) as exc:
-            raise Unavailable("Service Unavailable") from exc
-        except PoolTimeout as exc:
-            log.warning("no database connection free in time; answering 503")
-            raise Unavailable("Service Unavailable") from exc
-        except TimeoutError as exc:
-            log.warning("the database did not answer in time; answering 503")
-            raise Unavailable(NOT_ANSWERED) from exc
+        except TimedOut as exc:
+            self._timed_out(exc, Kind.REQUEST)
+            raise
+        except _DRIVER_FAILURES as exc:
+            raise self._failed(exc, Kind.REQUEST) from exc
 
     @asynccontextmanager
-    async def take_outbox(self, batch: int = 500) -> AsyncIterator[list[dict[str, Any]]]:
-        """Remove up to `batch` events from the outbox, oldest first; restored if the block fails."""
-        async with self.engine.begin() as conn:
-            rows = await Tx(conn, self.clock()).fetch(TAKE_EVENTS, {"batch": batch})
-            yield [row["event"] for row in sorted(rows, key=lambda r: r["seq"])]
+    async def take_outbox(self, batch: int = 500, kind: Kind = Kind.REQUEST) -> AsyncIterator[list[dict[str, Any]]]:
+        """Remove up to `batch` events from the outbox, oldest first; restored if the block fails.
+        Rows another transaction holds are skipped, never waited for."""
+        try:
+            async with self._engine_for(kind).begin() as conn:
+                rows = await Tx(conn, self.clock()).fetch(TAKE_EVENTS, {"batch": batch})
+                yield [row["event"] for row in sorted(rows, key=lambda r: r["seq"])]
+        except TimedOut as exc:
+            self._timed_out(exc, kind)
+            raise
+        except (DBAPIError, PoolTimeout) as exc:  # not the block's own (Redis) failures
+            raise self._failed(exc, kind) from exc
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+        await self.background.dispose()
+
+
+def _engine(url: str, bounds: Bounds, connect: float, pool_size: int, pool_timeout: float) -> AsyncEngine:
+    """An engine whose connections PostgreSQL holds to `bounds` (`server_settings`)."""
+    return create_async_engine(
+        asyncpg_url(url),
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=False,
+        pool_timeout=pool_timeout,
+        connect_args={
+            "timeout": connect,
+            "command_timeout": bounds.client_timeout(),
+            "server_settings": bounds.server_settings(),
+        },
+    )
 
 
 async def ensure_database(url: str) -> None:

@@ -50,6 +50,15 @@ class Unavailable(WorkPoolsError):
     kind = ErrorKind.UNAVAILABLE
 
 
+class TimedOut(Unavailable):
+    """The database gave up on a timeout, or did not answer in time: `reason` says which
+    (statement, lock, idle_in_transaction, not_answered, no_connection)."""
+
+    def __init__(self, detail: Any, reason: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+
+
 def internal_error() -> WorkPoolsError:
     """What a caller hears about an unexpected exception (logged where it happened)."""
     return WorkPoolsError("Internal Server Error")

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import DateTime, Interval, and_, bindparam, exists, func, literal_column, or_, select, update
 
 from services import events, leases
-from services.db import Database
+from services.db import Database, Kind
 from services.readiness import QUEUE_WITH_POOL
 from services.tables import deployment, work_pool, work_queue, worker
 
@@ -58,7 +58,7 @@ async def mark_workers_offline(db: Database, rules: ForemanRules, now: datetime)
         bindparam("now", now, type_=DateTime(timezone=True))
         - func.coalesce(interval, fallback) * rules.inactivity_heartbeat_multiple * ONE_SECOND
     )
-    async with db.transaction(now) as tx:
+    async with db.transaction(now, Kind.BACKGROUND) as tx:
         offline = (
             await tx.execute(
                 update(worker)
@@ -76,7 +76,7 @@ async def mark_workers_offline(db: Database, rules: ForemanRules, now: datetime)
 async def mark_pools_not_ready(db: Database, now: datetime) -> int:
     """READY pools without an ONLINE worker. Candidates are locked first (a heartbeat holds
     KEY SHARE on its pool), then re-checked in a new statement that sees committed heartbeats."""
-    async with db.transaction(now) as tx:
+    async with db.transaction(now, Kind.BACKGROUND) as tx:
         candidates = (
             (
                 await tx.execute(
@@ -115,7 +115,7 @@ async def mark_deployments_not_ready(db: Database, rules: ForemanRules, now: dat
     cutoff = now - timedelta(seconds=rules.deployment_last_polled_timeout_seconds)
     stale = and_(deployment.c.status == "READY", deployment.c.last_polled < cutoff)
     queue_stale = or_(work_queue.c.id.is_(None), work_queue.c.last_polled.is_(None), work_queue.c.last_polled < cutoff)
-    async with db.transaction(now) as tx:
+    async with db.transaction(now, Kind.BACKGROUND) as tx:
         rows = (
             (
                 await tx.execute(
@@ -161,7 +161,7 @@ async def mark_deployments_not_ready(db: Database, rules: ForemanRules, now: dat
 async def mark_queues_not_ready(db: Database, rules: ForemanRules, now: datetime) -> int:
     cutoff = now - timedelta(seconds=rules.work_queue_last_polled_timeout_seconds)
     stale = and_(work_queue.c.status == "READY", work_queue.c.last_polled < cutoff)
-    async with db.transaction(now) as tx:
+    async with db.transaction(now, Kind.BACKGROUND) as tx:
         rows = (
             (
                 await tx.execute(

@@ -17,7 +17,7 @@ from sqlalchemy import ARRAY, DateTime, Integer, Text, Uuid, bindparam, select, 
 
 from schemas.common import WorkPoolStatus
 from services import events, leases
-from services.db import Database
+from services.db import Database, Kind
 from services.leases import LEASE_GRACE_SECONDS
 from services.tables import work_pool
 
@@ -69,7 +69,8 @@ async def record_heartbeats(
     names = {b.work_pool_name for b in beats}
     if len(names) != 1:
         raise ValueError("record_heartbeats takes the beats of one pool")
-    async with db.transaction() as tx:
+    # heartbeat timeouts: a pool row held elsewhere gives way fast (0.5 s), the worker's next beat retries
+    async with db.transaction(kind=Kind.HEARTBEAT) as tx:
         pool = (
             (
                 await tx.execute(

@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy import delete, select
 
-from services.db import Database, Statement, with_outbox
+from services.db import Database, Kind, Statement, with_outbox
 from services.errors import Unavailable
 from services.tables import request_log
 
@@ -74,7 +74,7 @@ async def forget_old(db: Database, now: datetime | None = None, batch: int = 5_0
     (each well within the statement timeout, however many have piled up). Every replica runs it."""
     forgotten = 0
     while True:
-        async with db.transaction(now) as tx:
+        async with db.transaction(now, Kind.BACKGROUND) as tx:
             old = select(request_log.c.request_id).where(request_log.c.created < tx.now - KEEP).limit(batch)
             result = await tx.execute(delete(request_log).where(request_log.c.request_id.in_(old.scalar_subquery())))
         count = result.rowcount or 0

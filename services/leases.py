@@ -21,7 +21,7 @@ from sqlalchemy.engine import RowMapping
 
 from schemas.events import Event
 from services import events
-from services.db import Database, Tx
+from services.db import Database, Kind, Tx
 
 RELEASE_EXPIRED_LEASES = text(
     """
@@ -173,7 +173,7 @@ async def end_now(tx: Tx, holders: Sequence[tuple[UUID, str]]) -> int:
 
 async def expire_leases(db: Database, now: datetime | None = None) -> int:
     """Give back every run whose lease has run out; one event each."""
-    async with db.transaction(now) as tx:
+    async with db.transaction(now, Kind.BACKGROUND) as tx:
         rows = (await tx.execute(RELEASE_EXPIRED_LEASES, {"now": tx.now})).mappings().all()
         for row in rows:
             tx.emit(_expired_event(row, tx.now))
