@@ -216,7 +216,9 @@ async def test_a_workers_acknowledged_heartbeat_on_a_held_pool_is_answered_503_i
     """Three attempts (the ingest retries a 503 twice, after 50 and 100 ms) of 0.5 s each, plus a
     flush period: about 2 s, where the request lock timeout would have made it 9 s."""
     await client.create_work_pool({"name": "held", "type": "process"})
-    beat = WorkerClient(redis_url=settings.redis_url, prefix=settings.prefix, work_pool_name="held", worker_name="w")
+    beat = WorkerClient(  # no retries by the client: the service's own bound is measured
+        redis_url=settings.redis_url, prefix=settings.prefix, work_pool_name="held", worker_name="w", retries=0
+    )
     async with beat, held(database_url, "SELECT 1 FROM work_pool WHERE name = 'held' FOR UPDATE"):
         started = time.monotonic()
         with pytest.raises(ServiceUnavailable) as info:
@@ -241,7 +243,7 @@ async def foreman_work(db: Database, redis, prefix: str, clock) -> Work:
     await work_pools.create_work_pool(db, WorkPoolCreate(name="bg", type="process"))
     await workers.record_heartbeat(db, "bg", "w", heartbeat_interval_seconds=1)
     clock.advance(seconds=60)  # silent for 60 intervals: the tick marks it OFFLINE
-    lease = ForemanLease(redis, f"{prefix}.foreman", "me", 30)
+    lease = ForemanLease(redis, Channels(prefix).foreman_lease, "me", 30)
 
     async def offline() -> bool:
         return [w.status for w in await workers.read_workers(db, "bg")] == ["OFFLINE"]
@@ -260,7 +262,7 @@ async def lease_sweep_work(db: Database, redis, prefix: str, clock) -> Work:
     [item], _ = await scheduling.get_scheduled_flow_runs(db, "bg", claim=claim)
     assert item.flow_run.id == run.id
     clock.advance(seconds=60)  # the lease ran out: the sweep gives the run back
-    lease = ForemanLease(redis, f"{prefix}.foreman", "me", 30)
+    lease = ForemanLease(redis, Channels(prefix).foreman_lease, "me", 30)
 
     async def given_back() -> bool:
         async with db.read() as tx:
@@ -285,7 +287,7 @@ async def housekeeping_work(db: Database, redis, prefix: str, clock) -> Work:
 async def outbox_sweep_work(db: Database, redis, prefix: str, clock) -> Work:
     async with db.transaction() as tx:  # no relay after its commit: the event waits for the sweep
         tx.emit(events.event("workpools.test", {"prefect.resource.id": "test"}, tx.now))
-    stream = f"{prefix}.events"
+    stream = Channels(prefix).events
     relay = EventRelay(db, redis, stream, 1000)
 
     async def published() -> bool:
