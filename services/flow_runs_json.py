@@ -38,9 +38,11 @@ def _datetime(value: datetime | None) -> str:
     timestamptz in UTC."""
     if value is None:
         return "null"
+    if value.tzinfo is None:
+        return f'"{value.isoformat()}Z"'
     if value.utcoffset():
         value = value.astimezone(UTC)
-    return f'"{value.replace(tzinfo=None).isoformat()}Z"'
+    return f'"{value.isoformat()[:-6]}Z"'  # without its "+00:00"
 
 
 def _text(value: str | None) -> str:
@@ -102,25 +104,37 @@ RUN_COLUMNS_SQL = ", ".join(
 in the statement (JSONB as its text)."""
 
 
-def flow_run_json(row: Mapping[str, Any]) -> str:
+def flow_run_json(row: Mapping[str, Any], writers: Sequence[tuple[str, Encoder]] = FLOW_RUN_COLUMNS) -> str:
     """One run as `FlowRun` JSON, from a row with `RUN_COLUMNS_SQL`'s columns."""
-    return FLOW_RUN_TEMPLATE % tuple([write(row[name]) for name, write in FLOW_RUN_COLUMNS])
+    return FLOW_RUN_TEMPLATE % tuple([write(row[name]) for name, write in writers])
 
 
 def worker_flow_runs_json(work_pool_id: UUID, rows: Sequence[Mapping[str, Any]], leased: bool) -> bytes:
     """A poll's reply, `list[WorkerFlowRun]` as JSON; with `leased`, each row's lease (claim mode:
     columns `lease_owner`, `lease_token`, `lease_expires`)."""
+    # Datetimes are the dearest values to write, and a reply repeats many of them: a run not
+    # yet changed has `updated` = `created`, one not rescheduled `expected_start_time` =
+    # `next_scheduled_start_time`, and runs created together share their times.
+    dates: dict[datetime | None, str] = {}
+
+    def date(value: datetime | None) -> str:
+        text = dates.get(value)
+        if text is None:
+            text = dates[value] = _datetime(value)
+        return text
+
+    writers = [(name, date if write is _datetime else write) for name, write in FLOW_RUN_COLUMNS]
     pool = _uuid(work_pool_id)
     items = []
     for row in rows:
         lease = (
             f'{{"owner":{_text(row["lease_owner"])},"token":{_integer(row["lease_token"])},'
-            f'"expires":{_datetime(row["lease_expires"])}}}'
+            f'"expires":{date(row["lease_expires"])}}}'
             if leased
             else "null"
         )
         items.append(
             f'{{"work_pool_id":{pool},"work_queue_id":{_uuid(row["work_queue_id"])},'
-            f'"flow_run":{flow_run_json(row)},"lease":{lease}}}'
+            f'"flow_run":{flow_run_json(row, writers)},"lease":{lease}}}'
         )
     return ("[" + ",".join(items) + "]").encode()
