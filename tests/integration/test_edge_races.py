@@ -56,12 +56,19 @@ async def test_a_deployment_created_during_a_ready_mark_never_turns_ready_withou
         def __init__(self, tx) -> None:
             self.tx, self.created = tx, None
 
-        async def execute(self, statement, params=None):
-            if self.created is None and str(statement).startswith("UPDATE deployment"):
+        async def _before(self, sql: str) -> None:
+            if self.created is None and sql.lstrip().startswith("UPDATE deployment"):
                 self.created = await deployments.create_deployment(
                     db, DeploymentCreate(name="meanwhile", work_pool_name="marks")
                 )
+
+        async def execute(self, statement, params=None):
+            await self._before(str(statement))
             return await self.tx.execute(statement, params)
+
+        async def fetch(self, statement, params):  # a prepared statement (services.db.Statement)
+            await self._before(statement.sql)
+            return await self.tx.fetch(statement, params)
 
         def __getattr__(self, name):
             return getattr(self.tx, name)
