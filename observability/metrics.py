@@ -82,7 +82,7 @@ class Metrics:
         )
         self.leases_ended = Counter(
             "workpools_leases_ended_total",
-            "Claim-mode leases ended, by reason: completed, given_back, expired, not_confirmed, worker_offline.",
+            "Claim-mode leases ended, by reason: completed, given_back, expired, not_confirmed.",
             ["reason"],
             registry=r,
         )
@@ -117,7 +117,7 @@ class Metrics:
         )
         self.info = Gauge("workpools_replica_info", "This replica (value 1).", ["replica"], registry=r)
         self.info.labels(replica).set(1)
-        for reason in ("completed", "given_back", "expired", "not_confirmed", "worker_offline"):
+        for reason in ("completed", "given_back", "expired", "not_confirmed"):
             self.leases_ended.labels(reason)
         for outcome in ("received", "recorded", "shed"):
             self.heartbeats.labels(outcome)
@@ -183,9 +183,6 @@ class Metrics:
 
     def _on_lease_ended(self, pool: str | None, reason: str) -> None:
         self.leases_ended.labels(reason).inc()
-
-    def _on_leases_ended_offline(self, count: int) -> None:
-        self.leases_ended.labels("worker_offline").inc(count)
 
     def _on_heartbeats(self, received: int, recorded: int) -> None:
         self.heartbeats.labels("received").inc(received)

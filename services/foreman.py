@@ -51,7 +51,10 @@ async def mark_workers_offline(db: Database, rules: ForemanRules, now: datetime)
 
     The conditions are on the updated row itself (no `id IN (subquery)`): a worker whose row a
     heartbeat holds is checked again, on the heartbeat's committed values, once the lock is
-    released, so a worker is never marked OFFLINE just after its heartbeat committed."""
+    released, so a worker is never marked OFFLINE just after its heartbeat committed.
+
+    Its claim-mode leases are left to run out: a lease never ends before the end its holder was
+    last told, so a state change the holder sent just before stopping its run still lands."""
     interval = worker.c.heartbeat_interval_seconds
     fallback = rules.fallback_heartbeat_interval_seconds
     silent = worker.c.last_heartbeat_time < (
@@ -64,12 +67,9 @@ async def mark_workers_offline(db: Database, rules: ForemanRules, now: datetime)
                 update(worker)
                 .where(worker.c.status == "ONLINE", silent)
                 .values(status="OFFLINE", updated=now)
-                .returning(worker.c.work_pool_id, worker.c.name)
+                .returning(worker.c.id)
             )
         ).all()
-        ended = await leases.end_now(tx, [(row.work_pool_id, row.name) for row in offline])
-    if ended:
-        db.observe("leases_ended_offline", count=ended)
     return len(offline)
 
 

@@ -1,4 +1,4 @@
-"""Claim-mode leases: expiry, release for workers gone OFFLINE, renewal by heartbeats, fencing.
+"""Claim-mode leases: expiry, renewal by heartbeats, release of leases heartbeats stop naming, fencing.
 
 A lease is held from the claim through PENDING and RUNNING, renewed by the holder's heartbeats
 and state changes, and ends with a terminal state or a give-back (SCHEDULED). A lease that runs
@@ -97,18 +97,6 @@ END_UNNAMED = text(
 """Leases of these workers that their heartbeat did not name and that were last renewed (or
 claimed) more than the grace ago: they end now; the next expiry sweep gives the runs back."""
 
-END_HOLDERS = text(
-    """
-    UPDATE flow_run f
-       SET lease_expires = :now
-      FROM work_queue q, unnest(CAST(:pool_ids AS uuid[]), CAST(:names AS text[])) AS w(pool_id, name)
-     WHERE f.lease_owner = w.name AND f.lease_expires > :now
-       AND q.id = f.work_queue_id AND q.work_pool_id = w.pool_id
-    """
-).bindparams(bindparam("now", type_=DateTime(timezone=True)))
-"""Every live lease of some workers (pool id, worker name) ends now."""
-
-
 async def renew(tx: Tx, pool_id: UUID, holders: Sequence[tuple[str, float | None]]) -> None:
     """Heartbeats without tokens renew every live lease of their workers, for at least their
     tolerance (worker name, seconds)."""
@@ -157,18 +145,6 @@ async def renew_named(
         },
     )
     return renewed
-
-
-async def end_now(tx: Tx, holders: Sequence[tuple[UUID, str]]) -> int:
-    """Workers gone OFFLINE: their leases end now; the next expiry sweep gives the runs back.
-    Returns how many leases ended."""
-    if not holders:
-        return 0
-    result = await tx.execute(
-        END_HOLDERS,
-        {"now": tx.now, "pool_ids": [h[0] for h in holders], "names": [h[1] for h in holders]},
-    )
-    return int(result.rowcount)
 
 
 async def expire_leases(db: Database, now: datetime | None = None) -> int:

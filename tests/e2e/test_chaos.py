@@ -40,9 +40,10 @@ ROOT = Path(__file__).resolve().parents[2]
 HEARTBEAT = 1.0
 POOL_LIMIT, QUEUE_LIMITS = 5, {"a": 2, "b": None}
 RUNS = 90
-LEASE_BOUND = 3 * HEARTBEAT + 0.5 + 0.2 + 2.0
-"""How long a dead worker's leases may outlive it: the OFFLINE tolerance (3 intervals), one
-foreman loop (0.5 s), one expiry sweep (0.2 s), and 2 s for a loaded 2-core machine."""
+LEASE_BOUND = 4 * HEARTBEAT + 0.2 + 2.0
+"""How long a dead worker's leases may outlive it: the lease `workpools worker` asks (4
+intervals from its last renewal, which is at most the kill), one expiry sweep (0.2 s), and 2 s
+for a loaded 2-core machine."""
 
 REPLICA_ENV = {
     "WORKPOOLS_FOREMAN_LOOP_SECONDS": "0.5",
