@@ -320,6 +320,10 @@ class Hold:
     accepted: list[tuple[str, datetime]] = field(default_factory=list)
 
 
+STUCK = text(
+    "SELECT id, state_type, state_name, lease_owner, lease_token, lease_expires, now() FROM flow_run WHERE id = ANY(:ids)"
+)
+
 RACE_QUEUES = {"a": 3, "b": 2, "c": None}
 RACE_POOL_LIMIT = 5
 
@@ -399,9 +403,16 @@ async def test_randomized_race_of_32_workers_over_3_replicas(client, settings, d
         while not done.is_set():
             if len(completed) != progress:
                 progress, last_change = len(completed), time.monotonic()
-            assert time.monotonic() - last_change < stalled_after, (
-                f"no run completed for {stalled_after} s ({progress} of {len(runs)}); seed {seed}"
-            )
+            if time.monotonic() - last_change >= stalled_after:
+                waiting = [run.id for run in runs if run.id not in completed]
+                async with db.reader.connect() as conn:
+                    rows = (await conn.execute(STUCK, {"ids": waiting})).all()
+                stuck = [tuple(row) for row in rows]
+                raise AssertionError(
+                    f"no run completed for {stalled_after} s ({progress} of {len(runs)}); seed {seed}; "
+                    f"waiting: {stuck}; holds: {[h for h in holds.values() if h.run_id in waiting]}; "
+                    f"refused {len(refused)}, abandoned {abandoned}"
+                )
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(done.wait(), 0.5)
 
@@ -499,9 +510,10 @@ asyncio.run(main())
 """
 
 
-async def test_runs_of_a_killed_worker_run_elsewhere_once_its_offline_tolerance_has_passed(client, settings):
-    """Leases last the OFFLINE tolerance (3 heartbeat intervals) after the last beat, so a lost
-    beat or two never ends them; a dead worker's runs are elsewhere about 3 intervals later."""
+async def test_runs_of_a_killed_worker_run_elsewhere_once_its_leases_have_run_out(client, settings):
+    """Leases last 4 heartbeat intervals (the length the WorkerClient asks) after the last beat,
+    so a lost beat or two never ends them, nor does the worker going OFFLINE 3 intervals after
+    it; a dead worker's runs are elsewhere 3 to 4 intervals after the kill (plus a sweep)."""
     await client.create_work_pool({"name": "crash", "type": "process"})
     runs = {(await client.create_flow_run({"work_pool_name": "crash"})).id for _ in range(3)}
     process = await asyncio.create_subprocess_exec(
@@ -529,12 +541,12 @@ async def test_runs_of_a_killed_worker_run_elsewhere_once_its_offline_tolerance_
 
     running = {}
     async with worker(settings, "crash", "rescuer", heartbeat_interval_seconds=1) as rescuer:
-        while set(running) != runs and time.monotonic() - killed < 8:
+        while set(running) != runs and time.monotonic() - killed < 10:
             for item in await rescuer.get_scheduled_flow_runs(claim=True, wait_seconds=1):
                 await move(client, item, "PENDING", "RUNNING")
                 running[item.flow_run.id] = time.monotonic() - killed
     assert set(running) == runs
-    assert 2.0 < min(running.values()) and max(running.values()) < 4.5, running
+    assert 2.5 < min(running.values()) and max(running.values()) < 6.5, running
     for run_id, token in old_tokens.items():
         result = await client.set_flow_run_state(run_id, {"type": "COMPLETED"}, lease_token=int(token))
         assert (result.status, result.details) == ("ABORT", {"reason": STALE_LEASE})
