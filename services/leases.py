@@ -97,6 +97,7 @@ END_UNNAMED = text(
 """Leases of these workers that their heartbeat did not name and that were last renewed (or
 claimed) more than the grace ago: they end now; the next expiry sweep gives the runs back."""
 
+
 async def renew(tx: Tx, pool_id: UUID, holders: Sequence[tuple[str, float | None]]) -> None:
     """Heartbeats without tokens renew every live lease of their workers, for at least their
     tolerance (worker name, seconds)."""
