@@ -32,9 +32,11 @@ def export_revision(rev: str) -> tuple[str, Path]:
 
 
 def serve_revision_options(directory: Path) -> dict[str, object]:
-    """ReplicaSet options that run `workpools serve` from an exported revision."""
+    """ReplicaSet options that run `workpools serve` from an exported revision (the command lived
+    in handlers/cli.py before the CLI got its own package)."""
+    entry = "cli.main" if (directory / "cli" / "main.py").exists() else "handlers.cli"
     return {
-        "command": [sys.executable, "-c", "from cli.main import main; main()", "serve", "--log-level", "WARNING"],
+        "command": [sys.executable, "-c", f"from {entry} import main; main()", "serve", "--log-level", "WARNING"],
         "cwd": directory,
         "env": {"PYTHONPATH": str(directory)},
     }
