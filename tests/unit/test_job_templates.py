@@ -11,6 +11,7 @@ from hypothesis import settings as hypothesis_settings
 
 from schemas.job_templates import fill_template, placeholders, validate_base_job_template
 from services.job_templates import JobVariableDefaultsError, validate_job_variable_defaults
+from services.safe_schemas import MAX_VALIDATION_CPU_SECONDS
 from tests.hostile_schemas import variables_schemas
 
 MISSING_KEYS = "The `base_job_template` must contain both a `job_configuration` key and a `variables` key."
@@ -318,6 +319,12 @@ def _refused(template) -> str:
     return str(info.value)
 
 
+QUICK_MS = 40
+"""CPU (ms) within which an attack is refused, or a schema at the limits validated, on a slow
+machine too (this machine kind runs up to 4x slower at times); unguarded, these took seconds to
+hours."""
+
+
 def _cpu_ms(template) -> float:
     """The least CPU time (ms) of three validations, refused or not."""
     best = float("inf")
@@ -362,9 +369,9 @@ def test_catastrophic_pattern_runs_in_linear_time():
     assert _refused(template) == (
         DEFAULTS + "Validation failed for field 'x'. Failure reason: '" + "a" * 40 + "!' does not match '^(a+)+$'"
     )
-    assert _cpu_ms(template) < 5
+    assert _cpu_ms(template) < QUICK_MS
     long_input = _variables({"x": {"type": "string", "pattern": "^(a+)+$", "default": "a" * 60_000 + "!"}})
-    assert _cpu_ms(long_input) < 5
+    assert _cpu_ms(long_input) < QUICK_MS
     assert validate_job_variable_defaults(_variables({"x": {"pattern": "^(a+)+$", "default": "aaaa"}})) is None
 
 
@@ -476,13 +483,13 @@ def test_deep_and_exponential_references_are_refused_quickly():
         _refused(template)
         == "Invalid schema at /$defs/d32: subschemas nest deeper than 32 levels (references expanded)"
     )
-    assert _cpu_ms(template) < 20
+    assert _cpu_ms(template) < QUICK_MS
     doubling = {f"d{i}": {"allOf": [{"$ref": f"#/$defs/d{i + 1}"}] * 2} for i in range(12)} | {"d12": {}}
     template = {"variables": {"$defs": doubling, "properties": {"x": {"$ref": "#/$defs/d0", "default": 1}}}}
     assert _refused(template) == (
         "Invalid schema at /$defs/d4: the schema expands to more than 1000 subschemas through $ref"
     )
-    assert _cpu_ms(template) < 20
+    assert _cpu_ms(template) < QUICK_MS
 
 
 def test_deep_schemas_are_refused_naming_the_place():
@@ -498,15 +505,15 @@ def test_big_schemas_are_refused():
     assert _refused(many_values) == (
         "Invalid schema at /properties/x/default: the schema holds more than 5000 JSON values"
     )
-    assert _cpu_ms(many_values) < 20
+    assert _cpu_ms(many_values) < QUICK_MS
     many_subschemas = _variables({f"p{i}": {"type": "string", "default": "x"} for i in range(1_200)})
     assert (
         _refused(many_subschemas) == "Invalid schema at /: the schema expands to more than 1000 subschemas through $ref"
     )
-    assert _cpu_ms(many_subschemas) < 20
+    assert _cpu_ms(many_subschemas) < QUICK_MS
     at_the_limits = _variables({f"p{i}": {"type": "string", "pattern": "^(x+)+$", "default": "xx"} for i in range(150)})
     assert validate_job_variable_defaults(at_the_limits) is None
-    assert _cpu_ms(at_the_limits) < 15
+    assert _cpu_ms(at_the_limits) < QUICK_MS
 
 
 @pytest.mark.parametrize(
@@ -526,15 +533,15 @@ def test_costly_validations_are_cut_off_by_the_budget(attack):
     message = _refused(_variables({"x": attack}))
     assert message in (
         "Invalid schema: validating its defaults takes more than 5000 steps; simplify the schema",
-        "Invalid schema: validating its defaults takes more than 10 ms; simplify the schema",
+        "Invalid schema: validating its defaults takes more than 50 ms; simplify the schema",
     )
-    assert _cpu_ms(_variables({"x": attack})) < 30
+    assert _cpu_ms(_variables({"x": attack})) < MAX_VALIDATION_CPU_SECONDS * 1000 + QUICK_MS
 
 
 def test_unique_items_is_linear_and_keeps_json_equality():
     distinct = [{"a": i} for i in range(1_500)]
     assert validate_job_variable_defaults(_variables({"x": {"uniqueItems": True, "default": distinct}})) is None
-    assert _cpu_ms(_variables({"x": {"uniqueItems": True, "default": distinct}})) < 20
+    assert _cpu_ms(_variables({"x": {"uniqueItems": True, "default": distinct}})) < QUICK_MS
     assert (
         validate_job_variable_defaults(_variables({"x": {"uniqueItems": True, "default": [1, True, 0, False]}})) is None
     )
@@ -596,4 +603,4 @@ def test_any_generated_schema_is_accepted_or_refused_with_a_422_in_a_bounded_tim
         validate_job_variable_defaults(template)
     except JobVariableDefaultsError as exc:
         assert str(exc)  # a reason, never an empty 422
-    assert time.thread_time() - started < 0.05
+    assert time.thread_time() - started < MAX_VALIDATION_CPU_SECONDS + QUICK_MS / 1000
