@@ -3,8 +3,8 @@
     python -m bench.echo        (settings from WORKPOOLS_*, like `workpools serve`)
 
 It is built like a replica — the same broker (`replica.app.make_broker`: the JSON envelope,
-the replica header, the same connection settings), one request stream read by the same
-consumer group with the same batch size and concurrency, replies through `respond` — but its
+the same connection settings), one request stream read by the same consumer group with the same
+batch size and concurrency, replies through `respond` stamped with the replica's name — but its
 handler returns the request body. Its CPU per request is the floor the service's own CPU per
 request is compared with (bench/targets.py runs both in one run)."""
 
@@ -43,7 +43,7 @@ def build_echo_app(settings: Settings) -> FastStream:
         message_format=JSONEnvelope,
     )
     async def echo(body: dict[str, Any]) -> RedisResponse:
-        return respond(200, body)
+        return respond(200, body, {"replica": settings.consumer_name})
 
     app = FastStream(broker, logger=logging.getLogger("workpools.echo"))
 

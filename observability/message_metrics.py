@@ -4,14 +4,18 @@ gives them, kept at a fraction of its cost.
 
 FastStream's middleware builds a settings object, a label dict and six `.labels(...)` lookups for
 every message (three for every publish), each update taking a lock. Here a message costs one
-dict lookup and a few integer additions on plain counters (the replica's one event loop is
-their only writer); the Prometheus families are built from them when `/metrics` is scraped.
+dict lookup and a few integer additions on plain counters (`observability.series`); the
+Prometheus families are built from them when `/metrics` is scraped.
+
+Requests are counted by the request gate (`replica.request_gate`, through
+`observability.requests`), which times every request anyway: a middleware of its own would be
+built, entered and left by FastStream for every request and its reply. `CountMessages` counts
+the other subscribers' messages (worker polls, ready marks).
 """
 
 from __future__ import annotations
 
 import time
-from bisect import bisect_left
 from collections.abc import Iterator
 from typing import Any
 
@@ -24,7 +28,8 @@ from faststream.response import PublishType
 from prometheus_client import Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
-from prometheus_client.utils import floatToGoString
+
+from observability.series import Buckets
 
 BROKER = "redis"
 SIZE_BUCKETS: tuple[float, ...] = tuple(MetricsContainer.DEFAULT_SIZE_BUCKETS)
@@ -34,28 +39,6 @@ DURATION_BUCKETS: tuple[float, ...] = tuple(Histogram.DEFAULT_BUCKETS)
 
 STATUS_BY_ACK = {AckStatus.ACKED: "acked", AckStatus.NACKED: "nacked", AckStatus.REJECTED: "rejected"}
 STATUS_BY_EXCEPTION = {AckMessage: "acked", NackMessage: "nacked", RejectMessage: "rejected", SkipMessage: "skipped"}
-
-
-class Buckets:
-    """One histogram series: a count per bucket (not cumulative) and the sum."""
-
-    __slots__ = ("bounds", "counts", "total")
-
-    def __init__(self, bounds: tuple[float, ...]) -> None:
-        self.bounds = bounds
-        self.counts = [0] * len(bounds)
-        self.total = 0.0
-
-    def observe(self, value: float) -> None:
-        self.counts[min(bisect_left(self.bounds, value), len(self.bounds) - 1)] += 1
-        self.total += value
-
-    def cumulative(self) -> list[tuple[str, float]]:
-        running, out = 0, []
-        for bound, count in zip(self.bounds, self.counts, strict=True):
-            running += count
-            out.append((floatToGoString(bound), running))
-        return out
 
 
 class Received:

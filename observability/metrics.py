@@ -12,9 +12,10 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+from prometheus_client import CollectorRegistry, Counter, Gauge, disable_created_metrics
 
 from observability.message_metrics import CountMessages, MessageMetrics
+from observability.series import CounterSeries, HistogramSeries, SeriesCollector
 
 disable_created_metrics()  # no `_created` series beside every counter: half the scrape, nothing lost
 
@@ -39,9 +40,6 @@ LATENCY_BUCKETS = (
 )
 """Seconds, from a millisecond to a quarter of an hour: dispatch and request latency."""
 
-MAX_CACHED_POOLS = 10_000
-"""Label children of (pool, mode) kept for the dispatch metrics before the cache starts over."""
-
 
 class Metrics:
     """Every metric a replica updates itself. `observe` is the services' observer (`Database.observe`)."""
@@ -50,41 +48,38 @@ class Metrics:
         self.replica = replica
         self.registry = CollectorRegistry()
         r = self.registry
-        self.dispatch = Histogram(
+        # once per request or run: plain series (`observability.series`), no lock, no `.labels()`
+        self.dispatch = HistogramSeries(
             "workpools_dispatch_latency_seconds",
             "From when a run was due to when a poll handed it to a worker (0 when handed before it was due).",
             ["pool", "mode"],
-            buckets=LATENCY_BUCKETS,
-            registry=r,
+            LATENCY_BUCKETS,
         )
-        self.start = Histogram(
+        self.start = HistogramSeries(
             "workpools_start_latency_seconds",
             "From when a run was due to when it was RUNNING.",
             ["pool"],
-            buckets=LATENCY_BUCKETS,
-            registry=r,
+            LATENCY_BUCKETS,
         )
-        self.runs_handed = Counter(
-            "workpools_runs_handed_total", "Runs handed to workers by polls.", ["pool", "mode"], registry=r
-        )
-        self.requests = Counter(
-            "workpools_requests_total",
+        self.runs_handed = CounterSeries("workpools_runs_handed", "Runs handed to workers by polls.", ["pool", "mode"])
+        self.requests = CounterSeries(
+            "workpools_requests",
             "Requests answered (or dropped: status `expired`), by operation and status.",
             ["op", "status"],
-            registry=r,
         )
-        self.request_seconds = Histogram(
-            "workpools_request_duration_seconds",
-            "Time to handle a request, by operation.",
-            ["op"],
-            buckets=LATENCY_BUCKETS,
-            registry=r,
+        self.request_seconds = HistogramSeries(
+            "workpools_request_duration_seconds", "Time to handle a request, by operation.", ["op"], LATENCY_BUCKETS
         )
-        self.leases_ended = Counter(
-            "workpools_leases_ended_total",
+        self.leases_ended = CounterSeries(
+            "workpools_leases_ended",
             "Claim-mode leases ended, by reason: completed, given_back, expired, not_confirmed.",
             ["reason"],
-            registry=r,
+            initial=[(reason,) for reason in ("completed", "given_back", "expired", "not_confirmed")],
+        )
+        r.register(
+            SeriesCollector(
+                self.dispatch, self.start, self.runs_handed, self.requests, self.request_seconds, self.leases_ended
+            )
         )
         self.heartbeats = Counter(
             "workpools_heartbeats_total",
@@ -117,32 +112,22 @@ class Metrics:
         )
         self.info = Gauge("workpools_replica_info", "This replica (value 1).", ["replica"], registry=r)
         self.info.labels(replica).set(1)
-        for reason in ("completed", "given_back", "expired", "not_confirmed"):
-            self.leases_ended.labels(reason)
         for outcome in ("received", "recorded", "shed"):
             self.heartbeats.labels(outcome)
         for outcome in ("reclaimed", "dead_lettered"):
             self.recovered.labels(outcome)
         self.messages = MessageMetrics("workpools")
         r.register(self.messages)
-        self._per_request: dict[tuple[str, str], tuple[Any, Any]] = {}
-        self._per_pool: dict[tuple[str, str], tuple[Any, Any]] = {}
         self.window = LatencyWindow()
         """Dispatch latencies since the last status-page flush (`observability.latency`)."""
 
     def count_request(self, op: str, status: str, seconds: float) -> None:
-        """One request answered: its count and duration (label children cached: a third of the cost)."""
-        children = self._per_request.get((op, status))
-        if children is None:
-            children = self._per_request[(op, status)] = (
-                self.requests.labels(op, status),
-                self.request_seconds.labels(op),
-            )
-        children[0].inc()
-        children[1].observe(seconds)
+        """One request answered: its count and duration."""
+        self.requests.inc((op, status))
+        self.request_seconds.child((op,)).observe(seconds)
 
-    def broker_middleware(self) -> type[CountMessages]:
-        """FastStream's message metrics (`faststream_*`), in this registry
+    def message_middleware(self) -> type[CountMessages]:
+        """FastStream's message metrics (`faststream_*`) of the non-request subscribers, in this registry
         (`observability.message_metrics`)."""
         return self.messages.middleware()
 
@@ -155,34 +140,20 @@ class Metrics:
         handler(**facts)
 
     def _on_runs_handed(self, pool: str, claim: bool, now: datetime, due: Iterable[datetime | None]) -> None:
-        histogram, counter = self._handed_children(pool, "claim" if claim else "poll")
+        key = (pool, "claim" if claim else "poll")
         waits = [max(0.0, (now - at).total_seconds()) for at in due if at is not None]
-        for wait in waits:
-            histogram.observe(wait)
-        counter.inc(len(waits))
+        self.dispatch.child(key).observe_many(waits)
+        self.runs_handed.inc(key, len(waits))
         self.window.add("handed", waits)
-
-    def _handed_children(self, pool: str, mode: str) -> tuple[Any, Any]:
-        """The dispatch histogram's and the handed counter's children of (pool, mode), cached
-        (a `.labels()` lookup costs more than the observation itself)."""
-        children = self._per_pool.get((pool, mode))
-        if children is None:
-            if len(self._per_pool) >= MAX_CACHED_POOLS:
-                self._per_pool.clear()  # deleted pools' children are not kept forever
-            children = self._per_pool[(pool, mode)] = (
-                self.dispatch.labels(pool, mode),
-                self.runs_handed.labels(pool, mode),
-            )
-        return children
 
     def _on_run_started(self, pool: str | None, due: datetime | None, now: datetime) -> None:
         if due is not None:
             wait = max(0.0, (now - due).total_seconds())
-            self.start.labels(pool or "").observe(wait)
+            self.start.child((pool or "",)).observe(wait)
             self.window.add("started", [wait])
 
     def _on_lease_ended(self, pool: str | None, reason: str) -> None:
-        self.leases_ended.labels(reason).inc()
+        self.leases_ended.inc((reason,))
 
     def _on_heartbeats(self, received: int, recorded: int) -> None:
         self.heartbeats.labels("received").inc(received)

@@ -62,9 +62,10 @@ class Observability:
         """Metrics are collected only where they can be read: with the HTTP port enabled."""
         return self.settings.http_enabled
 
-    def broker_middlewares(self) -> list[Any]:
-        """FastStream's message metrics, in this replica's registry."""
-        return [self.metrics.broker_middleware()] if self.collecting else []
+    def message_middlewares(self) -> list[Any]:
+        """FastStream's message metrics, in this replica's registry, for the subscribers other than
+        the request streams' (the request gate counts requests, `observability.requests`)."""
+        return [self.metrics.message_middleware()] if self.collecting else []
 
     def request_recorder(self) -> RequestRecorder:
         """Request log lines, and request metrics when collected (the request gate records each

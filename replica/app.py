@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from faststream import FastStream
 from faststream.redis import RedisBroker, RedisRouter, StreamSub
@@ -29,7 +28,7 @@ from schemas.scheduling import ReadyMark
 from schemas.settings import Settings
 from services.db import Database, DbTimeouts, Tx
 from services.foreman import ForemanRules
-from transport.envelope import JSONEnvelope, decode_body, replica_header
+from transport.envelope import JSONEnvelope, decode_body
 
 log = logging.getLogger("workpools")
 
@@ -58,12 +57,12 @@ def foreman_rules(settings: Settings) -> ForemanRules:
     )
 
 
-def make_broker(settings: Settings, streams: int, *middlewares: Any) -> RedisBroker:
-    """The replica's broker: the JSON envelope, replies stamped with the replica's name."""
+def make_broker(settings: Settings, streams: int) -> RedisBroker:
+    """The replica's broker: the JSON envelope (replies are stamped with the replica's name by the
+    request gate, `replica.request_gate`)."""
     return RedisBroker(
         settings.redis_url,
         message_format=JSONEnvelope,
-        middlewares=[replica_header(settings.consumer_name), *middlewares],
         retry=_retry(),
         log_level=logging.DEBUG,
         client_name=f"workpools-{settings.consumer_name}",
@@ -84,7 +83,7 @@ def build_app(
     db = db or Database(
         settings.database_url, pool_size=settings.db_pool_size, timeouts=DbTimeouts.from_settings(settings)
     )
-    broker = make_broker(settings, len(channels.all_rpc_streams()), *observability.broker_middlewares())
+    broker = make_broker(settings, len(channels.all_rpc_streams()))
     redis = Redis.from_url(
         settings.redis_url,
         retry=_retry(),
@@ -119,7 +118,7 @@ def build_app(
     operations.register(rpc, channels, settings, Deps(db, ready.publish))
 
     # Background consumers: a failure leaves the message pending, for the reclaimer.
-    background = RedisRouter()
+    background = RedisRouter(middlewares=observability.message_middlewares())
     seen = worker_channel.SeenMessages(redis, channels)
     readiness.register(background, channels, settings, db)
     waiters = worker_polls.Waiters()

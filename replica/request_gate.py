@@ -13,7 +13,9 @@ of a router for every message, so six of them cost more than the rules they carr
   4. a body over the size limit: 422 before it is parsed (`handlers.errors`);
   5. the handler, cancelled and answered 503 after the request timeout (`replica.request_timeout`);
   6. any exception: its reply from the error table (`handlers.errors`), so every request is answered;
-  7. counted and logged with its status (`observability.requests`): `expired` for 2 and 3.
+  7. the reply stamped with the replica's name (header `replica`);
+  8. counted (with FastStream's message metrics of its stream) and logged with its status
+     (`observability.requests`): `expired` for 2 and 3.
 """
 
 from __future__ import annotations
@@ -37,29 +39,34 @@ from schemas.channels import Channels
 
 class RequestGate(BaseMiddleware):
     recorder: RequestRecorder
+    replica: str
     channels: Channels
     timeout_seconds: float
     max_bytes: int
 
     async def consume_scope(self, call_next: Any, msg: Any) -> Any:
         headers = msg.headers
-        op = str(msg.raw_message.get("channel", "")).rsplit(".", 1)[-1]
+        stream = str(msg.raw_message.get("channel", ""))
+        op = stream.rsplit(".", 1)[-1]
         ids = {"operation": op, "correlation_id": msg.correlation_id}
         if request_id := headers.get("request_id"):
             ids["request_id"] = request_id
         ids_token = request_ids.set(ids)
         message_token = request_message.set(msg)
+        message = self.recorder.received(stream, len(msg.body))
         started = time.perf_counter()
         status = "500"
         try:
             response = await self._answer(call_next, msg, headers)
-            status = str((getattr(response, "headers", None) or {}).get("status", "200"))
+            reply_headers = response.headers
+            reply_headers["replica"] = self.replica
+            status = reply_headers.get("status", "200")
             return response
         except IgnoredException:  # AckMessage: refused or expired, acknowledged without a reply
             status = "expired"
             raise
         finally:
-            self.recorder.record(op, status, time.perf_counter() - started)
+            self.recorder.record(op, status, time.perf_counter() - started, message)
             request_message.reset(message_token)
             request_ids.reset(ids_token)
 
@@ -85,5 +92,11 @@ def request_gate(
     return type(
         "RequestGateOf",
         (RequestGate,),
-        {"recorder": recorder, "channels": channels, "timeout_seconds": timeout_seconds, "max_bytes": max_bytes},
+        {
+            "recorder": recorder,
+            "replica": recorder.replica,
+            "channels": channels,
+            "timeout_seconds": timeout_seconds,
+            "max_bytes": max_bytes,
+        },
     )

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from faststream import BaseMiddleware
 from faststream.redis import RedisResponse
 from faststream.redis.parser.binary import BinaryMessageFormatV1
 
@@ -64,17 +63,3 @@ def respond_json(status: int, data: bytes) -> RedisResponse:
     return RedisResponse(
         data, headers={"content-type": "application/json", "status": str(status)}, message_format=JSONEnvelope
     )
-
-
-class ReplicaHeader(BaseMiddleware):
-    """Stamps every reply with the answering replica's name (header `replica`)."""
-
-    replica = ""
-
-    async def publish_scope(self, call_next: Any, cmd: Any) -> Any:
-        cmd.headers = {**(cmd.headers or {}), "replica": self.replica}
-        return await call_next(cmd)
-
-
-def replica_header(replica: str) -> type[ReplicaHeader]:
-    return type("ReplicaHeaderFor", (ReplicaHeader,), {"replica": replica})

@@ -105,10 +105,17 @@ async def test_metrics_parse_and_move_when_runs_are_dispatched(replica, pools, o
     assert value(samples, "workpools_pool_ready", pool=pool) == 0  # no worker yet
     assert value(samples, "workpools_status_computed_by", replica=observed_settings.consumer_name) == 1
     assert value(samples, "workpools_foreman_holder") == 1
-    stream = Channels(observed_settings.prefix).rpc(Op.CREATE_FLOW_RUN)
-    assert (
-        value(samples, "faststream_received_messages_total", app_name="workpools", broker="redis", handler=stream) == 3
-    )
+    # FastStream's message metrics of a request stream, kept by the request gate
+    stream = {
+        "app_name": "workpools",
+        "broker": "redis",
+        "handler": Channels(observed_settings.prefix).rpc(Op.CREATE_FLOW_RUN),
+    }
+    assert value(samples, "faststream_received_messages_total", **stream) == 3
+    assert value(samples, "faststream_received_processed_messages_total", status="acked", **stream) == 3
+    assert value(samples, "faststream_received_processed_messages_duration_seconds_count", **stream) == 3
+    assert value(samples, "faststream_received_messages_size_bytes_count", **stream) == 3
+    assert value(samples, "faststream_received_messages_in_process", **stream) == 0
 
 
 async def test_claims_heartbeats_and_leases_show_in_metrics(replica, pools, observed_settings):
@@ -133,6 +140,8 @@ async def test_claims_heartbeats_and_leases_show_in_metrics(replica, pools, obse
         assert value(samples, "workpools_runs_handed_total", pool=pool, mode="claim") == 1
         assert value(samples, "workpools_heartbeats_total", outcome="received") == 1
         assert value(samples, "workpools_heartbeats_total", outcome="recorded") == 1
+        polls = {"app_name": "workpools", "broker": "redis", "handler": Channels(observed_settings.prefix).worker_polls}
+        assert value(samples, "faststream_received_messages_total", **polls) == 1  # the claim, a worker message
         assert value(samples, "workpools_pool_ready", pool=pool) == 1
 
         given_back = await pools.set_flow_run_state(
@@ -226,6 +235,6 @@ def test_json_log_lines_carry_the_request_ids_and_errors():
 def test_without_the_http_port_no_metrics_are_collected(settings):
     off = Observability(settings.model_copy(update={"http_enabled": False}))
     on = Observability(settings)
-    assert (off.collecting, off.broker_middlewares()) == (False, [])
+    assert (off.collecting, off.message_middlewares()) == (False, [])
     assert off.request_recorder().metrics is None  # log lines only
-    assert on.collecting and len(on.broker_middlewares()) == 1 and on.request_recorder().metrics is on.metrics
+    assert on.collecting and len(on.message_middlewares()) == 1 and on.request_recorder().metrics is on.metrics
