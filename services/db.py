@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -94,7 +96,7 @@ class Tx:
         driver = await self._driver()
         try:
             rows: list[asyncpg.Record] = await driver.fetch(statement.sql, *[params[name] for name in statement.names])
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+        except _RAW_FAILURES as exc:
             raise await self._driver_failed(exc) from exc
         return rows
 
@@ -103,7 +105,7 @@ class Tx:
         driver = await self._driver()
         try:
             await driver.execute(sql)
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+        except _RAW_FAILURES as exc:
             raise await self._driver_failed(exc) from exc
 
     async def _driver_failed(self, exc: BaseException) -> Exception:
@@ -126,9 +128,46 @@ class Tx:
             return self._raw
         adapted = (await self.conn.get_raw_connection()).dbapi_connection
         if adapted._transaction is None:  # type: ignore[union-attr]
-            await adapted._start_transaction()  # type: ignore[union-attr]
+            try:
+                await adapted._start_transaction()  # type: ignore[union-attr]
+            except Exception as exc:  # SQLAlchemy's adapter's error: the pooled connection is gone
+                await self.conn.invalidate(exc)
+                raise Unavailable("Service Unavailable") from exc
         self._raw = adapted.driver_connection  # type: ignore[union-attr]
         return self._raw
+
+
+class ReadTx(Tx):
+    """A request's reads (`Database.read`), in autocommit: each statement sees the latest commits
+    on its own. Hot-path statements (`fetch`) run on a connection of the read pool, asyncpg's
+    own, held until the block ends; SQLAlchemy statements (`execute`) on a SQLAlchemy connection
+    opened at the first of them. A pool read thus skips SQLAlchemy's connection checkout and
+    return (events, greenlet hand-overs, reset), which cost as much CPU as the rest of the read."""
+
+    def __init__(self, db: Database, stack: AsyncExitStack) -> None:
+        super().__init__(conn=None, now=db.clock())  # type: ignore[arg-type]  # opened by `execute`
+        self._db, self._stack = db, stack
+
+    async def execute(self, statement: Executable, params: ExecuteParams | None = None) -> CursorResult[Any]:
+        if self.conn is None:
+            self.conn = await self._stack.enter_async_context(self._db.reader.connect())
+        return await self.conn.execute(statement, params)
+
+    async def _driver(self) -> asyncpg.Connection:
+        if self._raw is None:
+            self._raw = await self._stack.enter_async_context(self._db.read_connection())
+        return self._raw
+
+    async def _driver_failed(self, exc: BaseException) -> Exception:
+        if _connection_lost(exc):
+            if self._raw is not None:
+                try:
+                    self._raw.terminate()  # not given to another read: the pool connects anew
+                except asyncpg.InterfaceError:
+                    pass  # asyncpg found it closed and took it back already
+            await self._db.read_connections_lost()
+            return Unavailable("Service Unavailable")
+        return translate_driver(exc) if isinstance(exc, asyncpg.PostgresError) else Unavailable("Service Unavailable")
 
 
 @dataclass(frozen=True)
@@ -206,12 +245,19 @@ def translate(exc: DBAPIError) -> Exception:
     return exc
 
 
+_RAW_FAILURES = (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError, OSError)
+"""How a statement run on asyncpg directly fails (`InternalClientError`: the server dropped the
+connection while asyncpg was starting the statement)."""
+
+
 def _connection_lost(exc: BaseException) -> bool:
     """The server went away (restart, shutdown, a dropped connection), as SQLAlchemy's adapter
     would have found for a statement it ran: connection (08), operator intervention (57), or
     the driver's own connection errors."""
     state = str(getattr(exc, "sqlstate", "") or "")
-    return state.startswith(("08", "57")) or isinstance(exc, (asyncpg.InterfaceError, OSError))
+    return state.startswith(("08", "57")) or isinstance(
+        exc, (asyncpg.InterfaceError, asyncpg.InternalClientError, OSError)
+    )
 
 
 def translate_driver(exc: asyncpg.PostgresError) -> Exception:
@@ -367,6 +413,9 @@ class Database:
         )
         """Background work's own connections: it never waits for a request's, nor a request for its."""
         self.reader = self.engine.execution_options(isolation_level="AUTOCOMMIT")
+        self._read_pool_size, self._pool_timeout = max(2, pool_size // 2), waiting
+        self._read_pool: asyncpg.Pool | None = None
+        self._read_pool_made = asyncio.Lock()
         self.after_commit: Callable[[Tx], Awaitable[None]] | None = None
         """Called after a commit that has something to announce (events, wakes)."""
         self.observe: Observer = _unobserved
@@ -436,15 +485,55 @@ class Database:
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[Tx]:
-        """Reads of a request only: autocommit, one round trip per statement (no BEGIN/COMMIT)."""
+        """Reads of a request only: autocommit, one round trip per statement (no BEGIN/COMMIT),
+        hot-path statements on the read pool (`ReadTx`)."""
         try:
-            async with self.reader.connect() as conn:
-                yield Tx(conn, self.clock())
+            async with AsyncExitStack() as stack:
+                yield ReadTx(self, stack)
         except TimedOut as exc:
             self._timed_out(exc, Kind.REQUEST)
             raise
         except _DRIVER_FAILURES as exc:
             raise self._failed(exc, Kind.REQUEST) from exc
+
+    @asynccontextmanager
+    async def read_connection(self) -> AsyncIterator[asyncpg.Connection]:
+        """A connection of the read pool: asyncpg's pool, half as many connections as the request
+        engine's pool (a read holds one for a statement), made when first needed, with the
+        request timeouts and SQLAlchemy's JSON codecs. Given back without a reset round trip: autocommit reads change no session state
+        (asyncpg still rolls back a transaction left open)."""
+        pool = self._read_pool or await self._make_read_pool()
+        try:
+            conn = await pool.acquire(timeout=self._pool_timeout)
+        except TimeoutError:
+            log.warning("no request database connection free in time; answering 503")
+            raise TimedOut("Service Unavailable", "no_connection") from None
+        try:
+            yield conn
+        finally:
+            await pool.release(conn)
+
+    async def read_connections_lost(self) -> None:
+        """A read found its connection gone (PostgreSQL restarted, failed over): the read pool's
+        other connections are suspect too, and are replaced when next taken, not tried one by one."""
+        if self._read_pool is not None:
+            await self._read_pool.expire_connections()
+
+    async def _make_read_pool(self) -> asyncpg.Pool:
+        async with self._read_pool_made:
+            if self._read_pool is None:
+                bounds = self.timeouts.request
+                self._read_pool = await asyncpg.create_pool(
+                    **connect_options(self.url),
+                    min_size=0,
+                    max_size=self._read_pool_size,
+                    init=_json_codecs,
+                    reset=_unchanged,
+                    timeout=self.timeouts.connect,
+                    command_timeout=bounds.client_timeout(),
+                    server_settings=bounds.server_settings(),
+                )
+            return self._read_pool
 
     @asynccontextmanager
     async def take_outbox(self, batch: int = 500, kind: Kind = Kind.REQUEST) -> AsyncIterator[list[dict[str, Any]]]:
@@ -463,6 +552,30 @@ class Database:
     async def dispose(self) -> None:
         await self.engine.dispose()
         await self.background.dispose()
+        if self._read_pool is not None:
+            pool, self._read_pool = self._read_pool, None
+            try:
+                await asyncio.wait_for(pool.close(), self.timeouts.connect)
+            except TimeoutError:  # a read still holds its connection: not waited for
+                pool.terminate()
+
+
+async def _json_codecs(conn: asyncpg.Connection) -> None:
+    """JSON and JSONB as SQLAlchemy's asyncpg dialect sets them on its connections: decoded with
+    `json.loads`, parameters given as JSON text."""
+    for name in ("json", "jsonb"):
+        await conn.set_type_codec(name, schema="pg_catalog", encoder=str, decoder=json.loads, format="text")
+
+
+async def _unchanged(conn: asyncpg.Connection) -> None:
+    """The read pool's reset: nothing (see `Database.read_connection`)."""
+
+
+def connect_options(url: str) -> dict[str, Any]:
+    """asyncpg's connect keywords for a database URL, as SQLAlchemy's asyncpg dialect passes them
+    (the URL's query, `?ssl=require` …, as keywords)."""
+    target = asyncpg_url(url)
+    return {**target.translate_connect_args(username="user"), **target.query}
 
 
 def _engine(url: str, bounds: Bounds, connect: float, pool_size: int, pool_timeout: float) -> AsyncEngine:
@@ -484,9 +597,7 @@ def _engine(url: str, bounds: Bounds, connect: float, pool_size: int, pool_timeo
 async def ensure_database(url: str) -> None:
     """Create the database named in `url` when it does not exist (safe when replicas race)."""
     target = asyncpg_url(url)
-    admin = target.set(database="postgres")
-    # the URL's query (`?ssl=require` …) as keywords, as SQLAlchemy's asyncpg dialect passes them
-    options = {**admin.translate_connect_args(username="user"), **admin.query}
+    options = {**connect_options(url), "database": "postgres"}
     try:
         conn = await asyncpg.connect(**options)
     except Exception as exc:

@@ -64,9 +64,9 @@ async def test_a_full_connection_pool_is_a_503(database_url):
             with pytest.raises(Unavailable):
                 async with db.transaction():
                     pass
-            with pytest.raises(Unavailable):
-                async with db.read():
-                    pass
+            with pytest.raises(Unavailable):  # a read's SQLAlchemy statement: the same pool
+                async with db.read() as tx:
+                    await tx.execute(text("SELECT 1"))
     finally:
         await db.dispose()
 
