@@ -250,13 +250,20 @@ _RAW_FAILURES = (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.Internal
 connection while asyncpg was starting the statement)."""
 
 
+_SERVER_GONE = ("57P01", "57P02", "57P03", "57P04", "57P05")
+"""Operator intervention that ends the session: shutdown (admin, crash), cannot connect now,
+database dropped, idle session timeout. Not `57014`, a statement cancelled by its timeout."""
+
+
 def _connection_lost(exc: BaseException) -> bool:
     """The server went away (restart, shutdown, a dropped connection), as SQLAlchemy's adapter
-    would have found for a statement it ran: connection (08), operator intervention (57), or
-    the driver's own connection errors."""
+    would have found for a statement it ran: connection errors (08), the operator intervention
+    that ends the session (`_SERVER_GONE`), or the driver's own connection errors."""
     state = str(getattr(exc, "sqlstate", "") or "")
-    return state.startswith(("08", "57")) or isinstance(
-        exc, (asyncpg.InterfaceError, asyncpg.InternalClientError, OSError)
+    return (
+        state.startswith("08")
+        or state in _SERVER_GONE
+        or isinstance(exc, (asyncpg.InterfaceError, asyncpg.InternalClientError, OSError))
     )
 
 

@@ -12,7 +12,7 @@ from sqlalchemy import text
 
 from schemas.work_pools import WorkPoolCreate
 from services import work_pools
-from services.db import Database, Statement
+from services.db import Database, DbTimeouts, Statement
 from services.errors import TimedOut, Unavailable
 from services.work_pools import READ_POOL
 from tests.factories import wait_until
@@ -81,7 +81,10 @@ async def _terminate(db: Database, pid: int) -> bool:
 async def _backend_running(db: Database, query: str) -> int | None:
     async with db.engine.connect() as other:
         found = await other.execute(
-            text("SELECT pid FROM pg_stat_activity WHERE query = :query AND state = 'active'"), {"query": query}
+            text(
+                "SELECT pid FROM pg_stat_activity WHERE query = :query AND state = 'active' AND datname = current_database()"
+            ),
+            {"query": query},
         )
         return found.scalar()
 
@@ -109,3 +112,21 @@ async def test_a_transaction_left_open_is_rolled_back_before_reuse(db):
     async with db.read_connection() as conn:
         assert await conn.fetchval("SELECT pg_backend_pid()") == pid
         assert not conn.is_in_transaction()
+
+
+async def test_a_statement_over_its_timeout_is_a_503_saying_so_and_keeps_its_connection(database_url):
+    db = Database(database_url, timeouts=DbTimeouts(statement=0.2))
+    try:
+        async with db.read() as tx:
+            pid = (await tx.fetchrow(BACKEND, {}))["pid"]
+        with pytest.raises(TimedOut) as refused:
+            async with db.read() as tx:
+                await tx.fetch(Statement.of("SELECT pg_sleep(2)"), {})
+        assert (refused.value.reason, str(refused.value)) == (
+            "statement",
+            "Service Unavailable (the database did not finish the statement in time)",
+        )
+        async with db.read() as tx:  # the server cancelled a statement, not the session
+            assert (await tx.fetchrow(BACKEND, {}))["pid"] == pid
+    finally:
+        await db.dispose()
