@@ -5,7 +5,9 @@ Redis connections pass through a fault-injecting proxy (`tests/chaos_proxy.py`):
 heartbeats and of poll answers is lost, some heartbeats and polls are delivered again 31 s or
 62 s later (past their lifetime, past the de-duplication window), a worker machine and a replica
 die, and claims are sent twice with one request id. Each run's command appends its start and end
-to a ledger. Afterwards: every run completed exactly once, no two executions of a run overlap,
+to a ledger. Afterwards: every run completed exactly once — except a run whose command finished
+on the killed machine before the machine could report it, which runs again (at most the dead
+worker's limit, `finished_unreported`) — no two executions of a run overlap,
 limits held (sampled all along and in the ledger), the dead worker's leases ended within the
 documented bound, and once quiet nothing is leased and no slot is held.
 """
@@ -16,6 +18,7 @@ import asyncio
 import itertools
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -74,7 +77,8 @@ LIVE_SLOTS = text(
     """
     SELECT q.name, count(*) AS active, count(*) FILTER (WHERE f.lease_owner = :dead) AS dead_workers
       FROM flow_run f JOIN work_queue q ON q.id = f.work_queue_id
-     WHERE f.state_type IN ('PENDING', 'RUNNING') OR f.lease_expires IS NOT NULL
+     WHERE (f.state_type IN ('PENDING', 'RUNNING') OR f.lease_expires IS NOT NULL)
+       AND q.work_pool_id = (SELECT id FROM work_pool WHERE name = 'chaos')
      GROUP BY q.name
     """
 )
@@ -128,6 +132,21 @@ def read_ledger(path: Path, cut_at: float) -> dict[str, list[tuple[float, float,
     for (run, _), started in opened.items():
         executions[run].append((started, cut_at, "cut"))
     return executions
+
+
+def finished_unreported(ledger: Path, dead_log: str) -> set[str]:
+    """Runs whose command ended on the killed machine but whose COMPLETED it never sent: the
+    machine died between the two. Nobody is left to report the work, so the lease runs out and the
+    run goes to another worker. No dispatcher can tell that work done from work lost; it is the
+    one case where a run executes twice, and it needs the kill to land in that gap."""
+    pids = set(re.findall(r"\(pid (\d+)\)", dead_log))
+    reported = set(re.findall(r"\(([0-9a-f-]{36})\): COMPLETED", dead_log))
+    ended = set()
+    for line in ledger.read_text().splitlines():
+        run, pid, what, _ = line.split()
+        if what == "end" and pid in pids:
+            ended.add(run)
+    return ended - reported
 
 
 async def test_exactly_once_through_lost_late_and_repeated_messages_and_dead_processes(settings, db, redis, tmp_path):
@@ -187,9 +206,13 @@ async def test_exactly_once_through_lost_late_and_repeated_messages_and_dead_pro
             await asyncio.sleep(0.2)  # pace of the replayer
 
     async def retry_claims(client: WorkPoolClient, until: float) -> None:
-        """Claims sent twice with one request id: the same batch both times, then given back."""
+        """Claims sent twice with one request id: the same batch both times, then given back. In
+        a pool of their own with one run, so that the workers' long polls do not take every run
+        first (then no claim would be retried), while replicas die around them."""
+        await client.create_work_pool({"name": "chaos-retry", "type": "process"})
+        await client.create_flow_run({"work_pool_name": "chaos-retry", "name": "retried"})
         async with WorkerClient(
-            settings.redis_url, settings.prefix, work_pool_name="chaos", worker_name="retrier"
+            settings.redis_url, settings.prefix, work_pool_name="chaos-retry", worker_name="retrier"
         ) as w:
             while time.monotonic() < until:
                 request_id = uuid.uuid4().hex
@@ -261,8 +284,9 @@ async def test_exactly_once_through_lost_late_and_repeated_messages_and_dead_pro
             quiet = await _leased_or_holding(db)
 
     executions = read_ledger(ledger, killed_at)
-    completed = Counter({run: sum(1 for *_, how in executions.get(str(run), []) if how == "end") for run in runs})
-    duplicates = sorted(run for run, count in completed.items() if count > 1)
+    completed = Counter({str(run): sum(1 for *_, how in executions.get(str(run), []) if how == "end") for run in runs})
+    unreported = finished_unreported(ledger, next(w for w in workers if w.name == dead_name[0]).output())
+    duplicates = sorted(run for run, count in completed.items() if count > 1 and not (run in unreported and count == 2))
     overlaps = []
     for run, spans in executions.items():
         for (s1, e1, _), (s2, e2, _) in itertools.pairwise(sorted(spans)):
@@ -277,6 +301,7 @@ async def test_exactly_once_through_lost_late_and_repeated_messages_and_dead_pro
         "faults": dict(faults.counts),
         "runs stopped by self-fencing": fenced,
         "duplicates": len(duplicates),
+        "finished on the killed machine, not reported, run again": len(unreported),
         "overlaps": len(overlaps),
         "max in pool (ledger)": concurrency["pool"],
         "samples": len(samples),
@@ -284,7 +309,8 @@ async def test_exactly_once_through_lost_late_and_repeated_messages_and_dead_pro
     }
     print("chaos:", report)
     assert {run.state_type for run in finished} == {"COMPLETED"}, report
-    assert duplicates == [] and set(completed.values()) == {1}, report
+    assert duplicates == [] and set(completed.values()) <= {1, 2} and min(completed.values()) == 1, report
+    assert len(unreported) <= 3, report  # at most the dead worker's --limit of runs
     assert overlaps == [], report
     assert violations == [], (violations[:5], report)
     assert concurrency["pool"] <= POOL_LIMIT and concurrency["a"] <= QUEUE_LIMITS["a"], report
