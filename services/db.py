@@ -111,9 +111,12 @@ class Tx:
     async def _driver_failed(self, exc: BaseException) -> Exception:
         if _connection_lost(exc):
             # the connection is gone (PostgreSQL stopped or restarted): not reused, and a 503
-            await self.conn.invalidate(exc)
+            await self._drop_connection(exc)
             return Unavailable("Service Unavailable")
         return translate_driver(exc) if isinstance(exc, asyncpg.PostgresError) else Unavailable("Service Unavailable")
+
+    async def _drop_connection(self, exc: BaseException) -> None:
+        await self.conn.invalidate(exc)
 
     async def fetchrow(self, statement: Statement, params: Mapping[str, Any]) -> asyncpg.Record | None:
         rows = await self.fetch(statement, params)
@@ -158,16 +161,13 @@ class ReadTx(Tx):
             self._raw = await self._stack.enter_async_context(self._db.read_connection())
         return self._raw
 
-    async def _driver_failed(self, exc: BaseException) -> Exception:
-        if _connection_lost(exc):
-            if self._raw is not None:
-                try:
-                    self._raw.terminate()  # not given to another read: the pool connects anew
-                except asyncpg.InterfaceError:
-                    pass  # asyncpg found it closed and took it back already
-            await self._db.read_connections_lost()
-            return Unavailable("Service Unavailable")
-        return translate_driver(exc) if isinstance(exc, asyncpg.PostgresError) else Unavailable("Service Unavailable")
+    async def _drop_connection(self, exc: BaseException) -> None:
+        if self._raw is not None:
+            try:
+                self._raw.terminate()  # not given to another read: the pool connects anew
+            except asyncpg.InterfaceError:
+                pass  # asyncpg found it closed and took it back already
+        await self._db.read_connections_lost()
 
 
 @dataclass(frozen=True)
@@ -507,8 +507,9 @@ class Database:
     async def read_connection(self) -> AsyncIterator[asyncpg.Connection]:
         """A connection of the read pool: asyncpg's pool, half as many connections as the request
         engine's pool (a read holds one for a statement), made when first needed, with the
-        request timeouts and SQLAlchemy's JSON codecs. Given back without a reset round trip: autocommit reads change no session state
-        (asyncpg still rolls back a transaction left open)."""
+        request timeouts and SQLAlchemy's JSON codecs. Given back without a reset round trip:
+        autocommit reads change no session state (asyncpg still rolls back a transaction left
+        open)."""
         pool = self._read_pool or await self._make_read_pool()
         try:
             conn = await pool.acquire(timeout=self._pool_timeout)
