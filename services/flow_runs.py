@@ -177,12 +177,15 @@ async def set_flow_run_state(
         run = (await tx.execute(RUN_WITH_POOL.where(flow_run.c.id == flow_run_id))).mappings().first()
         if run is None:
             raise NotFound("Flow run not found.")
-        refused = fence(run, proposed, lease_token, tx.now)
+        # The row is locked now, perhaps after a wait: the lease is judged, and the change timed,
+        # at this moment (a renewal dated from before the wait could already have run out).
+        now = max(tx.now, db.clock())
+        refused = fence(run, proposed, lease_token, now)
         status, reason, new_type = (SetStateStatus.ABORT, refused, None) if refused else judge(run, proposed)
         pool_name, due, leased = run["pool_name"], run["next_scheduled_start_time"], run["lease_owner"] is not None
         if new_type is not None:
             name = proposed.name if new_type == proposed.type and proposed.name else DEFAULT_STATE_NAMES[new_type]
-            values = _transition(run, new_type, name, proposed, tx.now) | _lease_after(run, new_type, tx.now)
+            values = _transition(run, new_type, name, proposed, now) | _lease_after(run, new_type, now)
             if new_type not in TAKES_A_SLOT:
                 tx.wake(run["pool_name"])
             run = (

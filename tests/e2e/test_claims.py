@@ -233,7 +233,9 @@ async def test_a_lease_that_runs_out_while_its_holder_proposes_keeps_its_slot(cl
     """The holder's PENDING and the lease's end race: its slot is not handed out meanwhile.
 
     The holder's proposal is held up (a row lock) until its lease has run out; a claim in that
-    window must not count the run's slot as free, whichever of the proposal and the expiry wins."""
+    window must not count the run's slot as free. The proposal is judged when it has the row, so
+    it is refused as stale (a renewal dated from when it arrived would already have run out), and
+    the run goes to the next claim."""
     await client.create_work_pool({"name": "edge", "type": "process", "concurrency_limit": 1})
     run = await client.create_flow_run({"work_pool_name": "edge"})
     await client.create_flow_run({"work_pool_name": "edge"})  # wanted by the next claim
@@ -249,11 +251,18 @@ async def test_a_lease_that_runs_out_while_its_holder_proposes_keeps_its_slot(cl
         assert await claim(client, "edge", "w2") == []
         await blocker.rollback()
     result = await proposal
+    assert (result.status, result.details) == ("ABORT", {"reason": STALE_LEASE})
     assert await _live_slots(db, "edge") <= 1
-    if result.status == "ACCEPT":  # the proposal came first: the holder keeps its run and its slot
-        assert (await client.read_flow_run(run.id)).state_type == "PENDING"
-    else:  # the lease's end came first: the proposal is refused, the run goes back
-        assert result.details == {"reason": STALE_LEASE}
+
+    async def released() -> bool:
+        async with db.read() as tx:
+            owner = (await tx.execute(text("SELECT lease_owner FROM flow_run WHERE id = :id"), {"id": run.id})).scalar()
+        return owner is None
+
+    await wait_until(released, timeout=5)  # by the expiry sweep
+    [taken] = await claim(client, "edge", "w2", limit=2)  # the freed slot, and only it
+    assert taken.lease.owner == "w2" and taken.lease.token != held.lease.token
+    assert await _live_slots(db, "edge") == 1
 
 
 async def test_a_lease_past_its_end_holds_its_run_until_the_sweep_releases_it(settings, db, redis):
