@@ -1,5 +1,5 @@
-"""Where the time goes for one benchmark case of bench/rpc.py (default: read_work_pool at
-concurrency 32, 1 replica).
+"""Where the time goes for one benchmark case of bench/rpc.py, or a read-only poll of
+bench/targets.py (default: read_work_pool at concurrency 32, 1 replica).
 
     .venv/bin/python bench/profile_rpc.py [--case read_c32] [--replicas 1] [--seconds 15] [--py-spy]
 
@@ -44,14 +44,19 @@ from bench.profiling import (
     summarize,
 )
 from bench.replicas import ReplicaSet
-from bench.rpc import CASES, operation, setup
+from bench.rpc import CASES, Case, operation, setup
+from bench.seed import create_priority_pool, seed_scheduled_runs
 from bench.tables import fmt_float, print_table
 from client import WorkPoolClient
+
+POLL_CASE = Case("poll_c32", "get_scheduled_flow_runs", 32, 0, 300)
+"""bench/targets.py's poll: 10,000 scheduled runs over 5 queues of one pool, limit 10."""
+POLL_POOL, POLL_RUNS, POLL_LIMIT = "bench-poll", 10_000, 10
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--case", choices=[c.key for c in CASES], default="read_c32")
+    parser.add_argument("--case", choices=[c.key for c in (*CASES, POLL_CASE)], default="read_c32")
     parser.add_argument("--replicas", type=int, default=1)
     parser.add_argument("--seconds", type=float, default=15.0, help="length of the measured window")
     parser.add_argument("--warmup", type=int, default=None, help="warm-up requests (default: the case's)")
@@ -119,9 +124,18 @@ def leaves_table(title: str, summary, top: int) -> None:
     print_table(title, ["leaf frame (self time)", "category", "%"], rows, right_align=["%"])
 
 
+def poll_operation(client: WorkPoolClient):
+    async def op() -> None:
+        runs = await client.get_scheduled_flow_runs_for_work_pool(POLL_POOL, limit=POLL_LIMIT)
+        if len(runs) != POLL_LIMIT:
+            raise RuntimeError(f"poll returned {len(runs)} runs")
+
+    return op
+
+
 async def main() -> int:
     args = parse_args()
-    case = next(c for c in CASES if c.key == args.case)
+    case = next(c for c in (*CASES, POLL_CASE) if c.key == args.case)
     warmup = case.warmup if args.warmup is None else args.warmup
     out = args.out
     if out.exists():
@@ -146,8 +160,13 @@ async def main() -> int:
                 f"case {case.key}: {case.operation} at concurrency {case.concurrency}",
                 flush=True,
             )
-            queue_pools = await setup(client, args)
-            op = operation(case, client, queue_pools, args.workers)
+            if case is POLL_CASE:
+                await create_priority_pool(client, POLL_POOL, 5)
+                await seed_scheduled_runs(args.database_url, POLL_POOL, POLL_RUNS)
+                op = poll_operation(client)
+            else:
+                queue_pools = await setup(client, args)
+                op = operation(case, client, queue_pools, args.workers)
             await run_for(op, seconds=0.0, concurrency=case.concurrency, warmup=warmup)
 
             # Window 1: CPU accounting, CPU samplers, perf.

@@ -138,7 +138,7 @@ def build_app(
         settings.heartbeat_flush_seconds,
         tolerance=lambda interval: float(multiple * (interval or fallback)),
     )
-    relay = EventRelay(db, redis, channels.events, settings.events_maxlen)
+    relay = EventRelay(db, redis, channels.events, settings.events_maxlen, grace_seconds=settings.outbox_grace_seconds)
 
     async def announce(tx: Tx) -> None:
         """After a commit: publish its events, and wake the pollers waiting on its pools. A
@@ -146,7 +146,7 @@ def build_app(
         the sweep, and waiting polls look again when their wait or next wake ends."""
         try:
             if tx.events:
-                await relay.flush_committed()
+                await relay.publish(tx.events)
             if tx.wakes:
                 pipe = redis.pipeline(transaction=False)
                 for name in tx.wakes:
@@ -213,6 +213,7 @@ def build_app(
     async def stop_loops() -> None:
         await polls.stop()
         await loops.stop()
+        await relay.drain()
         if settings.foreman_enabled:
             await foreman_lease.release()
 

@@ -1,67 +1,84 @@
-"""Publishes committed events from the outbox table to the `{prefix}.events` stream."""
+"""Committed events onto the `{prefix}.events` stream.
+
+A change writes its events to the outbox table in its own transaction (`services.db`). After the
+commit, the committing replica appends them to the stream itself (`publish`), pipelined with the
+other commits of the same loop turn, before the request is answered; their outbox rows are deleted
+afterwards, many commits' in one statement, off the request path. The sweep (`sweep`) publishes
+what has been left in the outbox for longer than the grace: events whose replica could not append
+them (Redis failed after the commit) or died first.
+
+Publication is at least once: an event appended whose row could not be deleted (PostgreSQL lost
+just after the commit, the replica killed in between) is appended again by a sweep after the grace.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
+from collections.abc import Sequence
 
 from redis.asyncio import Redis
 
+from schemas.events import Event
 from services.db import Database, Kind
+from transport.pipelined import Entry, PipelinedAppends
 
 log = logging.getLogger("workpools.outbox")
 
+FORGET_LINGER_SECONDS = 0.05
+"""How long published events' rows wait to be deleted with others (far below any sweep's grace)."""
+
 
 class EventRelay:
-    """Moves events outbox -> stream. Each removal is rolled back if the XADDs fail, so an
-    event is published at least once; a replica that died mid-way leaves them to the sweep."""
+    def __init__(
+        self, db: Database, redis: Redis, stream: str, maxlen: int, batch: int = 500, grace_seconds: float = 5.0
+    ) -> None:
+        self.db, self.stream, self.maxlen, self.batch, self.grace = db, stream, maxlen, batch, grace_seconds
+        self._appends = PipelinedAppends(redis)
+        self._published: list[str] = []
+        self._forgetter: asyncio.Task[None] | None = None
 
-    def __init__(self, db: Database, redis: Redis, stream: str, maxlen: int, batch: int = 500) -> None:
-        self.db, self.redis, self.stream, self.maxlen, self.batch = db, redis, stream, maxlen, batch
-        self._one_at_a_time = asyncio.Lock()
-        self._asked = 0  # flushes asked for (one per commit with events)
-        self._covered = 0  # asks that a finished flush covered (it started after they were made)
+    async def publish(self, events: Sequence[Event]) -> None:
+        """Append a committed transaction's events; returns once they are in the stream. Their
+        outbox rows are deleted soon after."""
+        await self._appends.append([self._entry(str(e.id), e.model_dump_json()) for e in events])
+        self._published.extend(str(e.id) for e in events)
+        if self._forgetter is None or self._forgetter.done():
+            self._forgetter = asyncio.create_task(self._forget())
 
-    async def flush_committed(self) -> None:
-        """Publish the events of a transaction that has just committed; return once they are
-        published. Concurrent commits share flushes: one flush runs at a time, and a commit
-        whose events a flush started after it has taken does not run another (a flush is a
-        database transaction and a Redis round trip; at 32 concurrent creates, most found
-        nothing left to take)."""
-        self._asked += 1
-        mine = self._asked
-        async with self._one_at_a_time:
-            if self._covered >= mine:
-                return
-            asked = self._asked
-            await self.flush()
-            self._covered = asked
+    async def _forget(self) -> None:
+        """Delete the rows of the events published so far, after a short linger that gathers
+        those of the commits meanwhile in the same statement (commits of one pool come one at a
+        time: without it, a statement per commit). A failure leaves them to a sweep (published
+        twice: at least once)."""
+        while self._published:
+            await asyncio.sleep(FORGET_LINGER_SECONDS)
+            ids, self._published = self._published, []
+            try:
+                await self.db.forget_events(ids)
+            except Exception:
+                log.warning(
+                    "could not delete %d published events from the outbox; a sweep will publish them again",
+                    len(ids),
+                    exc_info=True,
+                )
+
+    async def drain(self) -> None:
+        """Wait for the deletion of the rows of events published so far (at shutdown: so that a
+        sweep elsewhere does not publish them again)."""
+        if self._forgetter is not None:
+            await self._forgetter
 
     async def sweep(self) -> int:
-        """The periodic sweep: a flush that takes its turn with the flushes after commits. A sweep
-        running beside them would take (SKIP LOCKED) the rows of a commit whose own flush then
-        finds nothing and returns before those events are published: the commit's reply could
-        then go out before its events, and the caller's next change be published ahead of them."""
-        async with self._one_at_a_time:
-            return await self.flush(Kind.BACKGROUND)
-
-    async def flush(self, kind: Kind = Kind.REQUEST) -> int:
-        """Publish what the outbox holds, in batches: after a commit, on the request's
-        connections and timeouts; for the sweep, on background work's."""
+        """Publish, in batches, the events left in the outbox for longer than the grace."""
         published = 0
         while True:
-            async with self.db.take_outbox(self.batch, kind) as events:
-                if events:
-                    pipe = self.redis.pipeline(transaction=False)
-                    for event in events:
-                        pipe.xadd(
-                            self.stream,
-                            {"id": event["id"], "event": json.dumps(event)},
-                            maxlen=self.maxlen,
-                            approximate=True,
-                        )
-                    await pipe.execute()
+            async with self.db.take_outbox(self.batch, Kind.BACKGROUND, older_than=self.grace) as events:
+                await self._appends.append([self._entry(event["id"], json.dumps(event)) for event in events])
             published += len(events)
             if len(events) < self.batch:
                 return published
+
+    def _entry(self, event_id: str, event: str) -> Entry:
+        return Entry(self.stream, {"id": event_id, "event": event}, self.maxlen)

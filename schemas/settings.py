@@ -95,6 +95,9 @@ class Settings(BaseSettings):
     """Larger requests and worker messages are refused (422) or dropped."""
     outbox_sweep_seconds: float = 2.0
     """How often each replica publishes events left in the outbox by a replica that died."""
+    outbox_grace_seconds: float = 5.0
+    """The sweep publishes only events left in the outbox for this long: until then they are
+    their committing replica's to publish (and their rows to delete)."""
     http_enabled: bool = True
     """Serve the HTTP port: metrics, health probes and the status page (`observability/`)."""
     http_host: str = "127.0.0.1"

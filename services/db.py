@@ -215,10 +215,14 @@ def with_outbox(sql: str) -> Statement:
 TAKE_EVENTS = Statement.of(
     """
     DELETE FROM event_outbox
-     WHERE seq IN (SELECT seq FROM event_outbox ORDER BY seq LIMIT :batch FOR UPDATE SKIP LOCKED)
+     WHERE seq IN (SELECT seq FROM event_outbox
+                    WHERE created <= clock_timestamp() - make_interval(secs => CAST(:older_than AS float8))
+                    ORDER BY seq LIMIT :batch FOR UPDATE SKIP LOCKED)
     RETURNING seq, event
     """
 )
+FORGET_EVENTS = Statement.of("DELETE FROM event_outbox WHERE event ->> 'id' = ANY(CAST(:ids AS text[]))")
+"""Rows of events their committing replica has published itself."""
 _EVENTS: TypeAdapter[list[Event]] = TypeAdapter(list[Event])
 
 
@@ -544,18 +548,27 @@ class Database:
             return self._read_pool
 
     @asynccontextmanager
-    async def take_outbox(self, batch: int = 500, kind: Kind = Kind.REQUEST) -> AsyncIterator[list[dict[str, Any]]]:
-        """Remove up to `batch` events from the outbox, oldest first; restored if the block fails.
-        Rows another transaction holds are skipped, never waited for."""
+    async def take_outbox(
+        self, batch: int = 500, kind: Kind = Kind.BACKGROUND, older_than: float = 0.0
+    ) -> AsyncIterator[list[dict[str, Any]]]:
+        """Remove up to `batch` events from the outbox, oldest first, of rows written at least
+        `older_than` seconds ago; restored if the block fails. Rows another transaction holds
+        are skipped, never waited for."""
         try:
             async with self._engine_for(kind).begin() as conn:
-                rows = await Tx(conn, self.clock()).fetch(TAKE_EVENTS, {"batch": batch})
+                rows = await Tx(conn, self.clock()).fetch(TAKE_EVENTS, {"batch": batch, "older_than": older_than})
                 yield [row["event"] for row in sorted(rows, key=lambda r: r["seq"])]
         except TimedOut as exc:
             self._timed_out(exc, kind)
             raise
         except (DBAPIError, PoolTimeout) as exc:  # not the block's own (Redis) failures
             raise self._failed(exc, kind) from exc
+
+    async def forget_events(self, ids: Sequence[str]) -> None:
+        """Delete the outbox rows of these events (published by their committing replica): one
+        autocommit statement on the read pool, no transaction around it."""
+        async with self.read() as tx:
+            await tx.fetch(FORGET_EVENTS, {"ids": list(ids)})
 
     async def dispose(self) -> None:
         await self.engine.dispose()

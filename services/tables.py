@@ -178,4 +178,7 @@ event_outbox = Table(
     metadata,
     Column("seq", BigInteger, Identity(), primary_key=True),
     Column("event", JSONB, nullable=False),
+    Column("created", DateTime(timezone=True), nullable=False, server_default=text("clock_timestamp()")),
+    Index("ix_event_outbox__event_id", text("(event ->> 'id')")),
 )
+"""Events of committed changes not yet known to be on the stream (replica/outbox.py)."""

@@ -1,43 +1,92 @@
-"""The outbox relay: a commit's flush returns only once its events are on the stream, even while
-the periodic sweep is running beside it (real PostgreSQL and Redis)."""
+"""The outbox relay (real PostgreSQL and Redis): a commit's events are on the stream when the
+commit's caller goes on, their rows deleted after; the sweep publishes only what was left past
+the grace; an event whose row could not be deleted is published again (at least once)."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 
 from redis.asyncio import Redis
+from sqlalchemy import func, select
 
 from replica.outbox import EventRelay
 from schemas.channels import Channels
 from schemas.work_pools import WorkPoolCreate
 from services import work_pools
+from services.db import Database, Tx
+from services.tables import event_outbox
+from tests.factories import wait_until
+
+POOL_EVENTS = 3  # a pool's: created, its default queue created, pool not-ready
 
 
-async def test_a_flush_after_a_commit_waits_for_a_sweep_that_took_its_events(db, redis: Redis, prefix: str) -> None:
+def relay_after_commit(db: Database, relay: EventRelay) -> None:
+    async def announce(tx: Tx) -> None:
+        await relay.publish(tx.events)
+
+    db.after_commit = announce
+
+
+async def test_a_commit_appends_its_own_events_before_it_returns_and_deletes_their_rows(db, redis: Redis, prefix):
     stream = Channels(prefix).events
-    relay = EventRelay(db, redis, stream, maxlen=10_000)
-    seen_at_return: list[int] = []
-    expected = 0
-    for round_ in range(20):
-        # events in the outbox (no relay hooked to the commit: they wait for a flush)
-        await work_pools.create_work_pool(db, WorkPoolCreate(name=f"pool-{round_}", type="process"))
-        expected = await _outbox_size(db) + await redis.xlen(stream)
+    relay = EventRelay(db, redis, stream, maxlen=10_000, grace_seconds=60)
+    relay_after_commit(db, relay)
+    names = [f"pool-{k}" for k in range(20)]
 
-        async def committed() -> None:
-            await relay.flush_committed()
-            seen_at_return.append(await redis.xlen(stream))
+    async def create(name: str) -> int:
+        await work_pools.create_work_pool(db, WorkPoolCreate(name=name, type="process"))
+        return await redis.xlen(stream)
 
-        # the sweep starts first and takes the rows; the commit's flush must not return before
-        # the sweep has published them
-        await asyncio.gather(relay.sweep(), committed())
-        assert seen_at_return[-1] == expected, f"round {round_}: returned before its events were published"
-    assert expected == 20 * 3  # each pool: created, its default queue created, pool not-ready
+    seen = await asyncio.gather(*(create(name) for name in names))  # concurrent commits share appends
+    assert min(seen) >= POOL_EVENTS and max(seen) == len(names) * POOL_EVENTS
+    await relay.drain()
+    assert await _outbox_size(db) == 0
+    assert await relay.sweep() == 0
+    published = await _published(redis, stream)
+    assert len(published) == len(set(published)) == len(names) * POOL_EVENTS
+    created = {e["resource"]["prefect.resource.name"] for e in published.values() if e["event"].endswith("created")}
+    assert set(names) <= created
 
 
-async def _outbox_size(db) -> int:
-    from sqlalchemy import func, select
+async def test_the_sweep_publishes_only_events_left_past_the_grace(db, redis: Redis, prefix):
+    stream = Channels(prefix).events
+    relay = EventRelay(db, redis, stream, maxlen=10_000, grace_seconds=1.0)
+    # no relay after the commit: the events stay in the outbox, as a replica that died leaves them
+    await work_pools.create_work_pool(db, WorkPoolCreate(name="left", type="process"))
+    assert await relay.sweep() == 0  # fresh: still their own replica's to publish
+    assert await redis.xlen(stream) == 0
 
-    from services.tables import event_outbox
+    swept = await wait_until(relay.sweep, timeout=5)
+    assert swept == POOL_EVENTS and await redis.xlen(stream) == POOL_EVENTS
+    assert await _outbox_size(db) == 0
 
+
+async def test_an_event_whose_row_could_not_be_deleted_is_published_again(db, redis: Redis, prefix):
+    stream = Channels(prefix).events
+    relay = EventRelay(db, redis, stream, maxlen=10_000, grace_seconds=0.5)
+    relay_after_commit(db, relay)
+
+    async def lost(ids):
+        raise ConnectionError("PostgreSQL went away after the commit")
+
+    db.forget_events = lost  # type: ignore[method-assign]
+    await work_pools.create_work_pool(db, WorkPoolCreate(name="twice", type="process"))
+    await relay.drain()
+    first = await _published(redis, stream)
+    assert len(first) == POOL_EVENTS and await _outbox_size(db) == POOL_EVENTS
+
+    assert await wait_until(relay.sweep, timeout=5) == POOL_EVENTS
+    entries = await redis.xrange(stream)
+    assert len(entries) == 2 * POOL_EVENTS  # at least once: each event twice, same id
+    assert sorted(fields[b"id"].decode() for _, fields in entries) == sorted(list(first) * 2)
+    assert await _outbox_size(db) == 0
+
+
+async def _published(redis: Redis, stream: str) -> dict[str, dict]:
+    return {fields[b"id"].decode(): json.loads(fields[b"event"]) for _, fields in await redis.xrange(stream)}
+
+
+async def _outbox_size(db: Database) -> int:
     async with db.transaction() as tx:
         return int((await tx.execute(select(func.count()).select_from(event_outbox))).scalar_one())
