@@ -111,7 +111,7 @@ def settings(redis_url: str, database_url: str, prefix: str) -> Settings:
         prefix=prefix,
         consumer_name=f"test-{uuid.uuid4().hex[:6]}",
         outbox_sweep_seconds=0.2,
-        outbox_grace_seconds=1.0,
+        outbox_grace_seconds=2.0,
     )
 
 
