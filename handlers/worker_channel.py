@@ -15,7 +15,7 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -200,7 +200,7 @@ class HeartbeatIngest:
         self.refused = 0
         """Heartbeats refused for being older than their lifetime."""
         self.namespace = ReplyNamespace(channels)
-        self._buffer: list[tuple[float, bytes, str | None]] = []
+        self._buffer: list[tuple[datetime, bytes, str | None]] = []
         self._full = asyncio.Event()
         self._shed_logged = 0.0
 
@@ -233,7 +233,7 @@ class HeartbeatIngest:
                 self._shed_logged = now
                 log.warning("heartbeat buffer full (%d): %d heartbeats shed so far", self.max_buffer, self.shed)
             return
-        self._buffer.append((time.time(), raw, user))
+        self._buffer.append((self.db.clock(), raw, user))  # the leases it renews run from here
         if len(self._buffer) >= self.max_batch:
             self._full.set()
 
@@ -252,10 +252,10 @@ class HeartbeatIngest:
             finally:
                 await asyncio.shield(pubsub.aclose())
 
-    async def flush(self, batch: list[tuple[float, bytes, str | None]]) -> int:
+    async def flush(self, batch: list[tuple[datetime, bytes, str | None]]) -> int:
         """Record the heartbeats this replica sees first (each stamped with when it was
         received); returns how many workers it recorded."""
-        parsed: list[tuple[float, bytes, HeartbeatMessage | ValidationError, str | None]] = []
+        parsed: list[tuple[datetime, bytes, HeartbeatMessage | ValidationError, str | None]] = []
         keys: list[str] = []
         for received, raw, user in batch:
             try:
@@ -294,12 +294,11 @@ class HeartbeatIngest:
             tokens = message.lease_tokens
             if earlier is not None and earlier.lease_tokens is not None and tokens is None:
                 tokens = earlier.lease_tokens
-            seen_at = datetime.fromtimestamp(received, UTC)
             latest[key] = Beat(
                 message.work_pool_name,
                 message.worker_name,
                 interval,
-                seen_at,
+                received,
                 tuple(tokens) if tokens is not None else None,
                 self.tolerance(interval),
             )

@@ -97,9 +97,12 @@ async def record_heartbeats(
         )
         plain = [b for b in known if b.lease_tokens is None]
         naming = [b for b in known if b.lease_tokens is not None]
-        await leases.renew(tx, pool["id"], [(b.worker_name, b.tolerance_seconds) for b in plain])
+        await leases.renew(tx, pool["id"], [(b.worker_name, b.tolerance_seconds, b.seen_at or tx.now) for b in plain])
         renewed = await leases.renew_named(
-            tx, pool["id"], [(b.worker_name, b.lease_tokens or (), b.tolerance_seconds) for b in naming], grace_seconds
+            tx,
+            pool["id"],
+            [(b.worker_name, b.lease_tokens or (), b.tolerance_seconds, b.seen_at or tx.now) for b in naming],
+            grace_seconds,
         )
         if pool["status"] == WorkPoolStatus.NOT_READY:
             values, announced = events.pool_status_change(pool, WorkPoolStatus.READY, tx.now)

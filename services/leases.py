@@ -55,12 +55,19 @@ LEASE_GRACE_SECONDS = 5.0
 """A lease its holder's heartbeats stop naming is released once it is this old (a claim younger
 than this may still be on its way to the worker)."""
 
+# A renewal runs from when its heartbeat was received (`seen`), not from when it is written: a
+# heartbeat that waited (a batch held up behind a slow write) renews no further than it would have
+# on time, so a dead worker's leases never outlive its last heartbeat by more than their length.
+# It never shortens a lease that a later heartbeat renewed further.
 RENEW_ALL = text(
     """
     UPDATE flow_run f
        SET lease_seconds = greatest(f.lease_seconds, w.tolerance),
-           lease_expires = :now + greatest(f.lease_seconds, w.tolerance) * interval '1 second'
-      FROM work_queue q, unnest(CAST(:names AS text[]), CAST(:tolerances AS float8[])) AS w(name, tolerance)
+           lease_expires = greatest(f.lease_expires,
+                                    w.seen + greatest(f.lease_seconds, w.tolerance) * interval '1 second')
+      FROM work_queue q,
+           unnest(CAST(:names AS text[]), CAST(:tolerances AS float8[]), CAST(:seen AS timestamptz[]))
+               AS w(name, tolerance, seen)
      WHERE f.lease_owner = w.name AND f.lease_expires > :now
        AND q.id = f.work_queue_id AND q.work_pool_id = :pool_id
     """
@@ -71,10 +78,12 @@ RENEW_NAMED = text(
     """
     UPDATE flow_run f
        SET lease_seconds = greatest(f.lease_seconds, n.tolerance),
-           lease_expires = :now + greatest(f.lease_seconds, n.tolerance) * interval '1 second'
+           lease_expires = greatest(f.lease_expires,
+                                    n.seen + greatest(f.lease_seconds, n.tolerance) * interval '1 second')
       FROM work_queue q,
-           unnest(CAST(:names AS text[]), CAST(:tokens AS bigint[]), CAST(:tolerances AS float8[]))
-               AS n(name, token, tolerance)
+           unnest(CAST(:names AS text[]), CAST(:tokens AS bigint[]), CAST(:tolerances AS float8[]),
+                  CAST(:seen AS timestamptz[]))
+               AS n(name, token, tolerance, seen)
      WHERE f.lease_owner = n.name AND f.lease_token = n.token AND f.lease_expires > :now
        AND q.id = f.work_queue_id AND q.work_pool_id = :pool_id
  RETURNING f.lease_owner AS owner, f.lease_token AS token,
@@ -98,17 +107,18 @@ END_UNNAMED = text(
 claimed) more than the grace ago: they end now; the next expiry sweep gives the runs back."""
 
 
-async def renew(tx: Tx, pool_id: UUID, holders: Sequence[tuple[str, float | None]]) -> None:
+async def renew(tx: Tx, pool_id: UUID, holders: Sequence[tuple[str, float | None, datetime]]) -> None:
     """Heartbeats without tokens renew every live lease of their workers, for at least their
-    tolerance (worker name, seconds)."""
+    tolerance (worker name, seconds, when the heartbeat was received)."""
     if holders:
         await tx.execute(
             RENEW_ALL,
             {
                 "now": tx.now,
                 "pool_id": pool_id,
-                "names": [name for name, _ in holders],
-                "tolerances": [float(tolerance or 0) for _, tolerance in holders],
+                "names": [name for name, _, _ in holders],
+                "tolerances": [float(tolerance or 0) for _, tolerance, _ in holders],
+                "seen": [seen for _, _, seen in holders],
             },
         )
 
@@ -116,23 +126,31 @@ async def renew(tx: Tx, pool_id: UUID, holders: Sequence[tuple[str, float | None
 async def renew_named(
     tx: Tx,
     pool_id: UUID,
-    holders: Sequence[tuple[str, Sequence[int], float | None]],
+    holders: Sequence[tuple[str, Sequence[int], float | None, datetime]],
     grace_seconds: float = LEASE_GRACE_SECONDS,
 ) -> dict[str, dict[int, float]]:
-    """Heartbeats that name their leases (worker name, tokens, tolerance): exactly those are
-    renewed; the workers' other leases older than the grace end now. Returns, per worker, the
-    leases renewed and the seconds each has left."""
+    """Heartbeats that name their leases (worker name, tokens, tolerance, when received): exactly
+    those are renewed; the workers' other leases older than the grace end now. Returns, per
+    worker, the leases renewed and the seconds each has left from now."""
     if not holders:
         return {}
-    names, tokens, tolerances = [], [], []
-    for name, held, tolerance in holders:
+    names, tokens, tolerances, seen = [], [], [], []
+    for name, held, tolerance, seen_at in holders:
         for token in held:
             names.append(name)
             tokens.append(token)
             tolerances.append(float(tolerance or 0))
-    renewed: dict[str, dict[int, float]] = {name: {} for name, _, _ in holders}
+            seen.append(seen_at)
+    renewed: dict[str, dict[int, float]] = {name: {} for name, _, _, _ in holders}
     if tokens:
-        params = {"now": tx.now, "pool_id": pool_id, "names": names, "tokens": tokens, "tolerances": tolerances}
+        params = {
+            "now": tx.now,
+            "pool_id": pool_id,
+            "names": names,
+            "tokens": tokens,
+            "tolerances": tolerances,
+            "seen": seen,
+        }
         for row in (await tx.execute(RENEW_NAMED, params)).mappings():
             renewed[row["owner"]][row["token"]] = float(row["seconds_left"])
     await tx.execute(

@@ -8,6 +8,7 @@ import logging
 import time
 import uuid
 from datetime import UTC, datetime
+from types import SimpleNamespace
 from urllib.parse import urlparse
 
 import pytest
@@ -22,7 +23,7 @@ from services import scheduling
 from services.tables import flow_run, request_log
 from services.tables import worker as worker_table
 from tests.chaos_proxy import ChaosProxy, Faults
-from tests.factories import wait_until
+from tests.factories import Clock, wait_until
 
 
 def worker(settings, pool: str, name: str = "w1", **kwargs) -> WorkerClient:
@@ -381,7 +382,8 @@ async def test_a_pool_row_held_elsewhere_stalls_only_its_own_workers_heartbeats(
 
 
 def test_a_full_heartbeat_buffer_sheds_new_beats_and_counts_them(caplog):
-    ingest = HeartbeatIngest(None, Channels("t"), None, None, max_buffer=3)  # type: ignore[arg-type]
+    database = SimpleNamespace(clock=Clock())  # all the ingest asks of it before a flush
+    ingest = HeartbeatIngest(None, Channels("t"), database, None, max_buffer=3)  # type: ignore[arg-type]
     for i in range(5):
         ingest.received(json.dumps({"work_pool_name": "p", "worker_name": f"w{i}"}).encode())
     assert (len(ingest._buffer), ingest.shed) == (3, 2)

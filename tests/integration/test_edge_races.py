@@ -9,9 +9,11 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import text
 
 from schemas.deployments import DeploymentCreate
-from schemas.scheduling import ReadyMark
+from schemas.flow_runs import FlowRunCreate
+from schemas.scheduling import ClaimOptions, ReadyMark
 from schemas.work_pools import WorkPoolCreate
-from services import deployments, foreman, readiness, work_pools, workers
+from services import deployments, flow_runs, foreman, readiness, scheduling, work_pools, workers
+from services.heartbeats import Beat, record_heartbeats
 from tests.factories import wait_until
 from tests.integration.test_foreman import outbox_events
 
@@ -96,3 +98,54 @@ async def _statuses(db) -> dict[str, str]:
 
 async def _ready_events(db) -> list[str]:
     return [e["resource"]["prefect.resource.name"] for e in await outbox_events(db, "prefect.deployment.ready")]
+
+
+async def test_a_heartbeat_written_late_renews_from_when_it_was_received(db):
+    """A batch of heartbeats held up (a slow write, a starved loop) renews its workers' leases
+    from when each heartbeat came in: a worker that died meanwhile does not get a lease running
+    from the late write, and a lease a later heartbeat renewed further is not shortened."""
+    await work_pools.create_work_pool(db, WorkPoolCreate(name="late", type="process"))
+    runs = [await flow_runs.create_flow_run(db, FlowRunCreate(work_pool_name="late")) for _ in range(2)]
+    claim = ClaimOptions(claim=True, worker_name="w", lease_seconds=4)
+    held, _ = await scheduling.get_scheduled_flow_runs(db, "late", limit=2, claim=claim)
+    assert {item.flow_run.id for item in held} == {run.id for run in runs}
+    [first, _] = held
+    async with db.engine.begin() as conn:  # as if claimed 3 s ago: 1 s of the lease left
+        await conn.execute(text("UPDATE flow_run SET lease_expires = lease_expires - interval '3 seconds'"))
+
+    # a plain heartbeat received 0.5 s after the claim, written only now: its leases run from
+    # then (to 1.5 s from now), not from the write (4 s from now)
+    seen = datetime.now(UTC) - timedelta(seconds=2.5)
+    await record_heartbeats(db, [Beat("late", "w", 1, seen_at=seen, tolerance_seconds=3.0)])
+    renewed = await _lease_ends(db)
+    assert len(renewed) == 2
+    for ends in renewed.values():
+        assert abs((ends - (seen + timedelta(seconds=4))).total_seconds()) < 0.001, (ends, seen)
+
+    # a fresh heartbeat naming one lease, then an older one written after it: the older one does
+    # not shorten what the fresh one renewed
+    fresh = datetime.now(UTC)
+    await record_heartbeats(
+        db, [Beat("late", "w", 1, seen_at=fresh, lease_tokens=(first.lease.token,), tolerance_seconds=3.0)]
+    )
+    await record_heartbeats(
+        db,
+        [
+            Beat(
+                "late",
+                "w",
+                1,
+                seen_at=fresh - timedelta(seconds=2),
+                lease_tokens=(first.lease.token,),
+                tolerance_seconds=3.0,
+            )
+        ],
+    )
+    ends = (await _lease_ends(db))[first.lease.token]
+    assert abs((ends - (fresh + timedelta(seconds=4))).total_seconds()) < 0.01
+
+
+async def _lease_ends(db) -> dict[int, datetime]:
+    async with db.read() as tx:
+        rows = await tx.execute(text("SELECT lease_token, lease_expires FROM flow_run WHERE lease_owner = 'w'"))
+        return {row.lease_token: row.lease_expires for row in rows}
