@@ -531,10 +531,18 @@ def test_big_schemas_are_refused():
 )
 def test_costly_validations_are_cut_off_by_the_budget(attack):
     message = _refused(_variables({"x": attack}))
-    assert message in (
+    cut_off = (
         "Invalid schema: validating its defaults takes more than 5000 steps; simplify the schema",
         "Invalid schema: validating its defaults takes more than 50 ms; simplify the schema",
     )
+    # On a fast machine the long string's 400 failed branches may finish inside the CPU backstop:
+    # then the default is refused for what it is. Either way the request is refused in bounded time.
+    finished = "Validation failed for work pool's job variable defaults: Validation failed for field 'x'."
+    assert message in cut_off or (
+        attack["default"] == "a" * 50_000
+        and message.startswith(finished)
+        and message.endswith("is not valid under any of the given schemas")
+    ), message
     assert _cpu_ms(_variables({"x": attack})) < MAX_VALIDATION_CPU_SECONDS * 1000 + QUICK_MS
 
 
