@@ -15,7 +15,7 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -75,6 +75,14 @@ def staleness(message: WorkerMessage, now: float, lifetime: float = MESSAGE_LIFE
     if abs(age) <= lifetime:
         return None
     return f"Message sent {age:.1f} s ago (clocks included): older than {lifetime:.0f} s, refused."
+
+
+def sent_time(received: datetime, received_unix: float, sent_at: float) -> datetime:
+    """When a heartbeat was sent, on the replica's clock: its receipt moved back by how long it
+    took to arrive (by the sender's `sent_at`; a sender ahead of this clock counts as no delay).
+    The leases it renews run from here, so a heartbeat that arrived or was written late renews
+    no further than it would have on time (`services.leases`)."""
+    return received - timedelta(seconds=max(0.0, received_unix - sent_at))
 
 
 def plain(value: Any) -> Any:
@@ -200,7 +208,7 @@ class HeartbeatIngest:
         self.refused = 0
         """Heartbeats refused for being older than their lifetime."""
         self.namespace = ReplyNamespace(channels)
-        self._buffer: list[tuple[datetime, bytes, str | None]] = []
+        self._buffer: list[tuple[datetime, float, bytes, str | None]] = []
         self._full = asyncio.Event()
         self._shed_logged = 0.0
 
@@ -233,7 +241,7 @@ class HeartbeatIngest:
                 self._shed_logged = now
                 log.warning("heartbeat buffer full (%d): %d heartbeats shed so far", self.max_buffer, self.shed)
             return
-        self._buffer.append((self.db.clock(), raw, user))  # the leases it renews run from here
+        self._buffer.append((self.db.clock(), time.time(), raw, user))
         if len(self._buffer) >= self.max_batch:
             self._full.set()
 
@@ -252,16 +260,18 @@ class HeartbeatIngest:
             finally:
                 await asyncio.shield(pubsub.aclose())
 
-    async def flush(self, batch: list[tuple[datetime, bytes, str | None]]) -> int:
-        """Record the heartbeats this replica sees first (each stamped with when it was
-        received); returns how many workers it recorded."""
+    async def flush(self, batch: list[tuple[datetime, float, bytes, str | None]]) -> int:
+        """Record the heartbeats this replica sees first (each dated when it was sent, by
+        `sent_time`, or else when it was received); returns how many workers it recorded."""
         parsed: list[tuple[datetime, bytes, HeartbeatMessage | ValidationError, str | None]] = []
         keys: list[str] = []
-        for received, raw, user in batch:
+        for received, received_unix, raw, user in batch:
             try:
                 message: HeartbeatMessage | ValidationError = HeartbeatMessage.model_validate_json(raw)
             except ValidationError as exc:
                 message = exc
+            if isinstance(message, HeartbeatMessage) and message.sent_at is not None:
+                received = sent_time(received, received_unix, message.sent_at)
             parsed.append((received, raw, message, user))
             keys.append(message_key("beat", raw, message if isinstance(message, HeartbeatMessage) else None))
         now = time.time()

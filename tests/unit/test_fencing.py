@@ -1,9 +1,11 @@
-"""Claim-mode fencing (docs/claims.md), without a database: who may change a leased run."""
+"""Claim-mode fencing (docs/claims.md), without a database: who may change a leased run, and
+from when a heartbeat renews its leases."""
 
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from handlers.worker_channel import sent_time
 from schemas.common import StateType
 from schemas.flow_runs import StateCreate
 from services.flow_runs import LEASED, STALE_LEASE, fence
@@ -55,3 +57,15 @@ def test_without_a_token_nobody_starts_a_leased_run(proposed, expected):
 def test_an_unleased_run_is_not_fenced_without_a_token():
     for proposed in StateType:
         assert fence(UNLEASED, StateCreate(type=proposed), None, NOW) is None
+
+
+@pytest.mark.parametrize(
+    ("received_unix", "sent_at", "expected"),
+    [
+        (1_000.0, 999.75, NOW - timedelta(seconds=0.25)),  # 250 ms on its way
+        (1_000.0, 976.0, NOW - timedelta(seconds=24)),  # held up 24 s: renews as if on time
+        (1_000.0, 1_003.0, NOW),  # the sender's clock is ahead: no delay, never later than receipt
+    ],
+)
+def test_a_heartbeat_is_dated_when_it_was_sent_on_the_replicas_clock(received_unix, sent_at, expected):
+    assert sent_time(NOW, received_unix, sent_at) == expected
