@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from redis.asyncio import Redis
 
 from schemas.events import Event
-from services.db import Database, Kind
+from services.db import Database
 from transport.pipelined import Entry, PipelinedAppends
 
 log = logging.getLogger("workpools.outbox")
@@ -42,8 +42,9 @@ class EventRelay:
     async def publish(self, events: Sequence[Event]) -> None:
         """Append a committed transaction's events; returns once they are in the stream. Their
         outbox rows are deleted soon after."""
-        await self._appends.append([self._entry(str(e.id), e.model_dump_json()) for e in events])
-        self._published.extend(str(e.id) for e in events)
+        ids = [str(event.id) for event in events]
+        await self._appends.append([self._entry(i, e.model_dump_json()) for i, e in zip(ids, events, strict=True)])
+        self._published.extend(ids)
         if self._forgetter is None or self._forgetter.done():
             self._forgetter = asyncio.create_task(self._forget())
 
@@ -74,7 +75,7 @@ class EventRelay:
         """Publish, in batches, the events left in the outbox for longer than the grace."""
         published = 0
         while True:
-            async with self.db.take_outbox(self.batch, Kind.BACKGROUND, older_than=self.grace) as events:
+            async with self.db.take_outbox(self.batch, older_than=self.grace) as events:
                 await self._appends.append([self._entry(event["id"], json.dumps(event)) for event in events])
             published += len(events)
             if len(events) < self.batch:

@@ -548,21 +548,19 @@ class Database:
             return self._read_pool
 
     @asynccontextmanager
-    async def take_outbox(
-        self, batch: int = 500, kind: Kind = Kind.BACKGROUND, older_than: float = 0.0
-    ) -> AsyncIterator[list[dict[str, Any]]]:
+    async def take_outbox(self, batch: int = 500, older_than: float = 0.0) -> AsyncIterator[list[dict[str, Any]]]:
         """Remove up to `batch` events from the outbox, oldest first, of rows written at least
-        `older_than` seconds ago; restored if the block fails. Rows another transaction holds
-        are skipped, never waited for."""
+        `older_than` seconds ago, on background work's connections (the sweep's); restored if
+        the block fails. Rows another transaction holds are skipped, never waited for."""
         try:
-            async with self._engine_for(kind).begin() as conn:
+            async with self.background.begin() as conn:
                 rows = await Tx(conn, self.clock()).fetch(TAKE_EVENTS, {"batch": batch, "older_than": older_than})
                 yield [row["event"] for row in sorted(rows, key=lambda r: r["seq"])]
         except TimedOut as exc:
-            self._timed_out(exc, kind)
+            self._timed_out(exc, Kind.BACKGROUND)
             raise
         except (DBAPIError, PoolTimeout) as exc:  # not the block's own (Redis) failures
-            raise self._failed(exc, kind) from exc
+            raise self._failed(exc, Kind.BACKGROUND) from exc
 
     async def forget_events(self, ids: Sequence[str]) -> None:
         """Delete the outbox rows of these events (published by their committing replica): one

@@ -28,7 +28,8 @@ class Beat:
     worker_name: str
     heartbeat_interval_seconds: int | None = None
     seen_at: datetime | None = None
-    """When the heartbeat was received (the transaction's time when not given)."""
+    """When the heartbeat was sent, on this clock (`worker_channel.sent_time`; the transaction's
+    time when not given): its renewals run from here."""
     lease_tokens: tuple[int, ...] | None = None
     """The leases the worker holds (renewed; its others are released after the grace);
     None: every live lease of the worker is renewed (the Prefect-compatible heartbeat)."""

@@ -55,8 +55,8 @@ LEASE_GRACE_SECONDS = 5.0
 """A lease its holder's heartbeats stop naming is released once it is this old (a claim younger
 than this may still be on its way to the worker)."""
 
-# A renewal runs from when its heartbeat was received (`seen`), not from when it is written: a
-# heartbeat that waited (a batch held up behind a slow write) renews no further than it would have
+# A renewal runs from when its heartbeat was sent (`seen`, on the replica's clock), not from when
+# it is written: a heartbeat that waited (on its way, or in a batch behind a slow write) renews no further than it would have
 # on time, so a dead worker's leases never outlive its last heartbeat by more than their length.
 # It never shortens a lease that a later heartbeat renewed further.
 RENEW_ALL = text(
@@ -109,7 +109,7 @@ claimed) more than the grace ago: they end now; the next expiry sweep gives the 
 
 async def renew(tx: Tx, pool_id: UUID, holders: Sequence[tuple[str, float | None, datetime]]) -> None:
     """Heartbeats without tokens renew every live lease of their workers, for at least their
-    tolerance (worker name, seconds, when the heartbeat was received)."""
+    tolerance (worker name, seconds, when the heartbeat was sent)."""
     if holders:
         await tx.execute(
             RENEW_ALL,
@@ -129,7 +129,7 @@ async def renew_named(
     holders: Sequence[tuple[str, Sequence[int], float | None, datetime]],
     grace_seconds: float = LEASE_GRACE_SECONDS,
 ) -> dict[str, dict[int, float]]:
-    """Heartbeats that name their leases (worker name, tokens, tolerance, when received): exactly
+    """Heartbeats that name their leases (worker name, tokens, tolerance, when sent): exactly
     those are renewed; the workers' other leases older than the grace end now. Returns, per
     worker, the leases renewed and the seconds each has left from now."""
     if not holders:
