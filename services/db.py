@@ -9,18 +9,20 @@ import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
 import asyncpg
 from pydantic import TypeAdapter
-from sqlalchemy.engine import URL, CursorResult, RowMapping, make_url
+from sqlalchemy.engine import URL, Connection, CursorResult, RowMapping, make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import PoolProxiedConnection
 from sqlalchemy.sql.base import Executable
+from sqlalchemy.util import greenlet_spawn
 
 from schemas.events import Event
 from schemas.settings import Settings
@@ -59,17 +61,25 @@ def _unobserved(what: str, **facts: Any) -> None:
     return None
 
 
-@dataclass
 class Tx:
-    """One open transaction: its connection, the time it runs at, and what it announces after
-    its commit: events (through the outbox) and pools whose waiting pollers should look again."""
+    """One open transaction: the time it runs at, what it announces after its commit (events,
+    through the outbox, and pools whose waiting pollers should look again), and its connection.
 
-    conn: AsyncConnection
-    now: datetime
-    events: list[Event] = field(default_factory=list)
-    wakes: set[str] = field(default_factory=set)
-    _raw: asyncpg.Connection | None = field(default=None, repr=False)
-    _written: int = field(default=0, repr=False)
+    The connection is checked out of SQLAlchemy's pool as it is (`AsyncEngine.raw_connection`):
+    the transaction is begun, committed and rolled back on asyncpg directly, and SQLAlchemy's
+    `Connection` is made only for a transaction that runs a SQLAlchemy statement (`execute`).
+    SQLAlchemy's begin and commit around every write (a `Connection`, its transaction object,
+    events, a greenlet hand-over per step) cost as much CPU as the write's own statements."""
+
+    def __init__(self, now: datetime, engine: AsyncEngine | None = None, pooled: PoolProxiedConnection | None = None):
+        self.now = now
+        self.events: list[Event] = []
+        self.wakes: set[str] = set()
+        self.conn: AsyncConnection | None = None
+        """SQLAlchemy's connection over this transaction's, made by the first `execute`."""
+        self._engine, self._pooled = engine, pooled
+        self._raw: asyncpg.Connection | None = None
+        self._written = 0
 
     def emit(self, event: Event) -> None:
         self.events.append(event)
@@ -89,6 +99,10 @@ class Tx:
             self.wakes.add(work_pool_name)
 
     async def execute(self, statement: Executable, params: ExecuteParams | None = None) -> CursorResult[Any]:
+        if self.conn is None:
+            assert self._engine is not None and self._pooled is not None
+            await self._driver()  # begun here, so SQLAlchemy's statements and ours share it
+            self.conn = AsyncConnection(self._engine, Connection(self._engine.sync_engine, connection=self._pooled))
         return await self.conn.execute(statement, params)
 
     async def fetch(self, statement: Statement, params: Mapping[str, Any]) -> list[asyncpg.Record]:
@@ -116,28 +130,55 @@ class Tx:
         return translate_driver(exc) if isinstance(exc, asyncpg.PostgresError) else Unavailable("Service Unavailable")
 
     async def _drop_connection(self, exc: BaseException) -> None:
-        await self.conn.invalidate(exc)
+        if self.conn is not None:
+            await self.conn.invalidate(exc)
+        elif self._pooled is not None and self._pooled.is_valid:
+            self._pooled.invalidate(exc)  # outside a greenlet the adapter closes it without waiting
 
     async def fetchrow(self, statement: Statement, params: Mapping[str, Any]) -> asyncpg.Record | None:
         rows = await self.fetch(statement, params)
         return rows[0] if rows else None
 
     async def _driver(self) -> asyncpg.Connection:
-        """The asyncpg connection under SQLAlchemy's, inside this transaction: SQLAlchemy's
-        adapter begins a transaction lazily, at its first statement, so begin it here if no
-        statement has yet (nothing to begin in autocommit). Found once per transaction: asking
-        SQLAlchemy for it is a greenlet hand-over, a tenth of a millisecond of CPU each time."""
-        if self._raw is not None:  # found (and begun) by an earlier statement of this transaction
+        """The asyncpg connection, inside this transaction: begun at its first statement (an
+        empty transaction costs no round trip), through SQLAlchemy's adapter so that a
+        SQLAlchemy statement (`execute`) runs in it too."""
+        if self._raw is not None:  # begun by an earlier statement of this transaction
             return self._raw
-        adapted = (await self.conn.get_raw_connection()).dbapi_connection
-        if adapted._transaction is None:  # type: ignore[union-attr]
-            try:
-                await adapted._start_transaction()  # type: ignore[union-attr]
-            except Exception as exc:  # SQLAlchemy's adapter's error: the pooled connection is gone
-                await self.conn.invalidate(exc)
-                raise Unavailable("Service Unavailable") from exc
+        assert self._pooled is not None
+        adapted = self._pooled.dbapi_connection
+        try:
+            await adapted._start_transaction()  # type: ignore[union-attr]
+        except Exception as exc:  # SQLAlchemy's adapter's error: the pooled connection is gone
+            await self._drop_connection(exc)
+            raise Unavailable("Service Unavailable") from exc
         self._raw = adapted.driver_connection  # type: ignore[union-attr]
         return self._raw
+
+    async def _end(self, commit: bool) -> None:
+        """Commit (or roll back) the transaction begun by `_driver`, if one was."""
+        adapted = self._pooled.dbapi_connection if self._pooled is not None else None
+        begun = getattr(adapted, "_transaction", None)
+        if begun is None:
+            return
+        adapted._transaction = None  # type: ignore[union-attr]  # done, whether or not the call succeeds
+        try:
+            await (begun.commit() if commit else begun.rollback())
+        except _RAW_FAILURES as exc:
+            if commit:
+                raise await self._driver_failed(exc) from exc
+            await self._drop_connection(exc)  # a rollback that failed: the connection is not reused
+        except BaseException as exc:  # cancelled mid-way: the connection's state is unknown
+            await self._drop_connection(exc)
+            raise
+
+    async def _release(self) -> None:
+        """Give the connection back to its pool, in a greenlet: the pool closes a connection it
+        has no room for, and closing awaits."""
+        if self.conn is not None:
+            await self.conn.close()  # SQLAlchemy's connection gives the pooled one back
+        elif self._pooled is not None:
+            await greenlet_spawn(self._pooled.close)
 
 
 class ReadTx(Tx):
@@ -148,7 +189,7 @@ class ReadTx(Tx):
     return (events, greenlet hand-overs, reset), which cost as much CPU as the rest of the read."""
 
     def __init__(self, db: Database, stack: AsyncExitStack) -> None:
-        super().__init__(conn=None, now=db.clock())  # type: ignore[arg-type]  # opened by `execute`
+        super().__init__(db.clock())
         self._db, self._stack = db, stack
 
     async def execute(self, statement: Executable, params: ExecuteParams | None = None) -> CursorResult[Any]:
@@ -459,9 +500,9 @@ class Database:
         if ambient is not None:
             yield ambient
             return
+        engine = self._engine_for(kind)
         try:
-            async with self._engine_for(kind).begin() as conn:
-                tx = Tx(conn, now or self.clock())
+            async with self._begun(engine, now or self.clock()) as tx:
                 if kind is Kind.HEARTBEAT and self._heartbeat_settings:
                     await tx.run_script(self._heartbeat_settings)
                 yield tx
@@ -477,6 +518,21 @@ class Database:
                 await self.after_commit(tx)
             except Exception:  # committed is committed: the outbox sweep publishes what is left
                 log.warning("after-commit step failed; left to the outbox sweep", exc_info=True)
+
+    @asynccontextmanager
+    async def _begun(self, engine: AsyncEngine, now: datetime) -> AsyncIterator[Tx]:
+        """A transaction on a connection of `engine`'s pool (see `Tx`): committed when the block
+        ends, rolled back when it fails, and the connection given back either way."""
+        tx = Tx(now, engine, await engine.raw_connection())
+        try:
+            try:
+                yield tx
+            except BaseException:
+                await tx._end(commit=False)
+                raise
+            await tx._end(commit=True)
+        finally:
+            await tx._release()
 
     def _engine_for(self, kind: Kind) -> AsyncEngine:
         if kind is Kind.MIGRATION:
@@ -553,8 +609,8 @@ class Database:
         `older_than` seconds ago, on background work's connections (the sweep's); restored if
         the block fails. Rows another transaction holds are skipped, never waited for."""
         try:
-            async with self.background.begin() as conn:
-                rows = await Tx(conn, self.clock()).fetch(TAKE_EVENTS, {"batch": batch, "older_than": older_than})
+            async with self._begun(self.background, self.clock()) as tx:
+                rows = await tx.fetch(TAKE_EVENTS, {"batch": batch, "older_than": older_than})
                 yield [row["event"] for row in sorted(rows, key=lambda r: r["seq"])]
         except TimedOut as exc:
             self._timed_out(exc, Kind.BACKGROUND)
