@@ -184,6 +184,9 @@ class ProcessWorker:
                 try:
                     await self._poll_until_stopped()
                 finally:
+                    # the loops end by the flag too: on Python 3.11 a cancel that lands as a
+                    # redis-py call completes can be lost (asyncio.wait_for), and beats go on
+                    self._stopping.set()
                     heartbeats.cancel()
                     if fencing is not None:
                         fencing.cancel()

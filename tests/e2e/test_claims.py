@@ -388,8 +388,10 @@ async def test_randomized_race_of_32_workers_over_3_replicas(client, settings, d
                 done.set()
         return True
 
-    async def heartbeats(w: WorkerClient) -> None:
-        while True:
+    async def heartbeats(w: WorkerClient, stopped: asyncio.Event) -> None:
+        # stopped by the flag as well as by cancel: on Python 3.11 a cancel that lands as a
+        # publish completes is lost inside redis-py (asyncio.wait_for), and the beats go on
+        while not stopped.is_set():
             await w.heartbeat()
             await asyncio.sleep(0.5)  # the worker's heartbeat pace
 
@@ -430,7 +432,8 @@ async def test_randomized_race_of_32_workers_over_3_replicas(client, settings, d
         # The first three crash on their first claim; the others with 10 % chance per run, up
         # to six crashes in all (each costs a lease period before its runs move on).
         async with worker(settings, "race", name, heartbeat_interval_seconds=1) as w:
-            beating = asyncio.create_task(heartbeats(w))
+            stopped = asyncio.Event()
+            beating = asyncio.create_task(heartbeats(w, stopped))
             try:
                 while not done.is_set():
                     items = await claim_as_a_worker_does(w, limit=rng.randint(1, 3))
@@ -452,6 +455,7 @@ async def test_randomized_race_of_32_workers_over_3_replicas(client, settings, d
                         await asyncio.sleep(rng.uniform(0, 0.03))  # the run's "work"
                         await propose(item, "COMPLETED")
             finally:
+                stopped.set()
                 beating.cancel()
 
     checker = asyncio.create_task(check_limits())
