@@ -10,6 +10,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from services.errors import Unavailable
+
 
 class Clock:
     """A controllable clock: real time unless frozen; `advance()` moves it forward."""
@@ -53,3 +55,17 @@ async def wait_until(predicate: Callable[[], Any], timeout: float = 5.0, interva
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout} s")
         await asyncio.sleep(interval)
+
+
+async def pids_after_a_drop(begin: Callable[[], Any], backend: Any) -> list[Any]:
+    """Two tries of `backend` (a statement returning `pid`) in blocks `begin()` opens, after
+    PostgreSQL dropped a connection: each the backend pid, or the text of a 503. asyncpg may not
+    have read the server's goodbye yet, so the first may be a 503 and the second must not."""
+    answers: list[Any] = []
+    for _ in range(2):
+        try:
+            async with begin() as tx:
+                answers.append((await tx.fetchrow(backend, {}))["pid"])
+        except Unavailable as exc:
+            answers.append(str(exc))
+    return answers

@@ -12,8 +12,7 @@ import pytest
 from sqlalchemy import text
 
 from services.db import Database, Statement
-from services.errors import Unavailable
-from tests.factories import wait_until
+from tests.factories import pids_after_a_drop, wait_until
 
 BACKEND = Statement.of("SELECT pg_backend_pid() AS pid, txid_current_if_assigned() AS xid")
 MARK = Statement.of("INSERT INTO tx_probe (label) VALUES (:label)")
@@ -125,12 +124,6 @@ async def test_a_connection_postgresql_dropped_is_a_503_and_is_replaced(probe):
         pid = (await tx.fetchrow(BACKEND, {}))["pid"]
     async with probe.read() as tx:  # the read pool: not the connection it ends
         assert (await tx.fetchrow(TERMINATE, {"pid": pid}))["ended"] is True
-    answers: list[object] = []
-    for _ in range(2):  # asyncpg may not have read the server's goodbye yet: then one 503
-        try:
-            async with probe.transaction() as tx:
-                answers.append((await tx.fetchrow(BACKEND, {}))["pid"])
-        except Unavailable as exc:
-            answers.append(str(exc))
+    answers = await pids_after_a_drop(probe.transaction, BACKEND)
     assert answers[-1] != pid and isinstance(answers[-1], int)
     assert answers[0] in ("Service Unavailable", answers[-1])
