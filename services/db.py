@@ -502,7 +502,7 @@ class Database:
             return
         engine = self._engine_for(kind)
         try:
-            async with self._begun(engine, now or self.clock()) as tx:
+            async with self._begun(engine, now) as tx:
                 if kind is Kind.HEARTBEAT and self._heartbeat_settings:
                     await tx.run_script(self._heartbeat_settings)
                 yield tx
@@ -520,10 +520,13 @@ class Database:
                 log.warning("after-commit step failed; left to the outbox sweep", exc_info=True)
 
     @asynccontextmanager
-    async def _begun(self, engine: AsyncEngine, now: datetime) -> AsyncIterator[Tx]:
-        """A transaction on a connection of `engine`'s pool (see `Tx`): committed when the block
-        ends, rolled back when it fails, and the connection given back either way."""
-        tx = Tx(now, engine, await engine.raw_connection())
+    async def _begun(self, engine: AsyncEngine, now: datetime | None = None) -> AsyncIterator[Tx]:
+        """A transaction on a connection of `engine`'s pool (see `Tx`), at `now` or the time the
+        connection was given (not before: a wait for a free one does not date it earlier):
+        committed when the block ends, rolled back when it fails, the connection given back
+        either way."""
+        pooled = await engine.raw_connection()
+        tx = Tx(now or self.clock(), engine, pooled)
         try:
             try:
                 yield tx
@@ -609,7 +612,7 @@ class Database:
         `older_than` seconds ago, on background work's connections (the sweep's); restored if
         the block fails. Rows another transaction holds are skipped, never waited for."""
         try:
-            async with self._begun(self.background, self.clock()) as tx:
+            async with self._begun(self.background) as tx:
                 rows = await tx.fetch(TAKE_EVENTS, {"batch": batch, "older_than": older_than})
                 yield [row["event"] for row in sorted(rows, key=lambda r: r["seq"])]
         except TimedOut as exc:
