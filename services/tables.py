@@ -72,6 +72,9 @@ work_pool = _entity(
     Column("storage_configuration", JSONB, nullable=False),
     _timestamp("last_transitioned_status_at"),
     Column("last_status_event_id", Uuid),
+    # The priority the next queue created without one gets, while the pool's priorities are
+    # exactly 1..n; NULL when unknown (docs/priorities.md#concurrency).
+    Column("next_priority", Integer),
 )
 
 work_queue = _entity(

@@ -52,10 +52,6 @@ READ_POOL = Statement.of(
 )
 """A pool with its ACTIVE_SLOTS, for the hot path of reads (services.db.Statement)."""
 
-POOL_FOR_CHANGE = Statement.of("SELECT id, name, type FROM work_pool WHERE name = :name FOR NO KEY UPDATE")
-"""`pool_by_name(lock="for_change")` for the hot path of queue creates: the columns a queue's
-events name (not the pool's job template, decoded for nothing)."""
-
 
 def is_reserved(name: str) -> bool:
     return name.lower().startswith("prefect")
@@ -85,15 +81,6 @@ async def pool_by_name(tx: Tx, name: str, *, lock: PoolLock | None = None) -> Ro
     return row
 
 
-async def pool_for_change(tx: Tx, name: str) -> dict[str, Any]:
-    """The pool's id, name and type, its row locked as `pool_by_name(tx, name, lock="for_change")`
-    locks it, on asyncpg directly (services.db.Statement)."""
-    row = await tx.fetchrow(POOL_FOR_CHANGE, {"name": name})
-    if row is None:
-        raise pool_not_found(name)
-    return dict(row)
-
-
 async def create_work_pool(db: Database, data: WorkPoolCreate) -> WorkPool:
     if is_reserved(data.name):
         raise Forbidden(RESERVED)
@@ -111,6 +98,7 @@ async def create_work_pool(db: Database, data: WorkPoolCreate) -> WorkPool:
             "updated": now,
             "status": WorkPoolStatus.PAUSED if paused else WorkPoolStatus.NOT_READY,
             "default_queue_id": queue_id,
+            "next_priority": 2,  # after the default queue's 1 (docs/priorities.md#concurrency)
         }
         inserted = await tx.execute(
             pg_insert(work_pool).values(values).on_conflict_do_nothing(index_elements=["name"]).returning(work_pool)

@@ -18,7 +18,7 @@ from services.errors import AlreadyExists, Conflict, pool_not_found, queue_not_f
 from services.filters import check_limit, queue_condition
 from services.priorities import rebalance
 from services.tables import flow_run, work_pool, work_queue
-from services.work_pools import ACTIVE_STATES, pool_by_name, pool_for_change
+from services.work_pools import ACTIVE_STATES, pool_by_name
 
 RECENTLY_POLLED = timedelta(seconds=60)
 UPDATE_EVENT_FIELDS = ("name", "description", "concurrency_limit", "priority")
@@ -84,60 +84,120 @@ async def _apply_rebalance(tx: Tx, pool_id: UUID, target: UUID) -> None:
         await tx.execute(
             update(work_queue).where(work_queue.c.id == queue_id).values(priority=priority, updated=tx.now)
         )
+    # priorities may have moved apart: the pool's next create finds its first free one again
+    await tx.execute(update(work_pool).where(work_pool.c.id == pool_id).values(next_priority=None))
 
 
-INSERT_QUEUE = Statement.of(
-    """
+_NEW_QUEUE_COLUMNS = """
     INSERT INTO work_queue (id, created, updated, work_pool_id, name, description, is_paused,
                             concurrency_limit, priority, filter, status)
-    SELECT CAST(:id AS uuid), CAST(:now AS timestamptz), CAST(:now AS timestamptz), CAST(:pool_id AS uuid),
-           CAST(:name AS text), CAST(:description AS text), CAST(:is_paused AS boolean),
-           CAST(:concurrency_limit AS integer),
-           coalesce(CAST(:priority AS integer), CASE
-               WHEN taken.n = taken.top THEN taken.top + 1
-               WHEN NOT EXISTS (SELECT 1 FROM work_queue one WHERE one.work_pool_id = :pool_id AND one.priority = 1)
-                   THEN 1
-               ELSE (SELECT q.priority + 1 FROM work_queue q
-                      WHERE q.work_pool_id = :pool_id
-                        AND NOT EXISTS (SELECT 1 FROM work_queue n
-                                         WHERE n.work_pool_id = :pool_id AND n.priority = q.priority + 1)
-                      ORDER BY q.priority LIMIT 1)
-           END),
-           CAST(:filter AS jsonb), CAST(:status AS text)
-      FROM (SELECT count(*) AS n, coalesce(max(priority), 0) AS top
-              FROM work_queue WHERE work_pool_id = :pool_id) AS taken
-    ON CONFLICT (work_pool_id, name) DO NOTHING
-    RETURNING *
+"""
+_NEW_QUEUE_VALUES = """
+    CAST(:id AS uuid), CAST(:now AS timestamptz), CAST(:now AS timestamptz), {pool_id},
+    CAST(:name AS text), CAST(:description AS text), CAST(:is_paused AS boolean),
+    CAST(:concurrency_limit AS integer), {priority}, CAST(:filter AS jsonb), CAST(:status AS text)
+"""
+
+CREATE_QUEUE = Statement.of(
+    f"""
+    WITH pool AS (
+        SELECT id, name, type, next_priority FROM work_pool WHERE name = :pool_name FOR NO KEY UPDATE
+    ), known AS (
+        SELECT pool.id, pool.next_priority AS priority FROM pool
+         WHERE CAST(:priority AS integer) IS NULL AND pool.next_priority IS NOT NULL
+           AND NOT EXISTS (SELECT 1 FROM work_queue q
+                            WHERE q.work_pool_id = pool.id AND q.priority >= pool.next_priority)
+    ), created AS (
+        {_NEW_QUEUE_COLUMNS}
+        SELECT {_NEW_QUEUE_VALUES.format(pool_id="known.id", priority="known.priority")}
+          FROM known
+        ON CONFLICT (work_pool_id, name) DO NOTHING
+        RETURNING *
+    ), counted AS (
+        UPDATE work_pool SET next_priority = created.priority + 1 FROM created
+         WHERE work_pool.id = created.work_pool_id
+    )
+    SELECT pool.id AS pool_id, pool.name AS pool_name, pool.type AS pool_type,
+           EXISTS (SELECT 1 FROM known) AS known, created.*
+      FROM pool LEFT JOIN created ON true
+    """
+)
+"""A queue create in one round trip, when its pool knows the priority it gets: locks the pool
+row (FOR NO KEY UPDATE, as `pool_by_name(lock="for_change")`) and inserts the queue with the
+pool's `next_priority`, which it advances. The lock returns the row as the last change to the
+pool committed it, so a create that waited for another sees its `next_priority`.
+
+`next_priority` is known while the pool's priorities are exactly 1..n: it is n + 1, and no queue
+has a priority at or above it (checked here, so queues written by other means are never given a
+taken priority). Otherwise (`known` false: a gap, an unknown count, a priority asked for) the
+queue is not inserted here, and `INSERT_QUEUE` does it with the pool row locked."""
+
+_FIRST_FREE = """
+    coalesce(CAST(:priority AS integer), CASE
+        WHEN taken.n = taken.top THEN taken.top + 1
+        WHEN NOT EXISTS (SELECT 1 FROM work_queue one WHERE one.work_pool_id = :pool_id AND one.priority = 1)
+            THEN 1
+        ELSE (SELECT q.priority + 1 FROM work_queue q
+               WHERE q.work_pool_id = :pool_id
+                 AND NOT EXISTS (SELECT 1 FROM work_queue n
+                                  WHERE n.work_pool_id = :pool_id AND n.priority = q.priority + 1)
+               ORDER BY q.priority LIMIT 1)
+    END)
+"""
+"""A queue's priority: the one asked for, else its pool's first free one
+(`priorities.first_free_priority`), from `taken`: the count and maximum of the pool's priorities."""
+
+INSERT_QUEUE = Statement.of(
+    f"""
+    WITH taken AS (
+        SELECT count(*) AS n, coalesce(max(priority), 0) AS top FROM work_queue WHERE work_pool_id = :pool_id
+    ), created AS (
+        {_NEW_QUEUE_COLUMNS}
+        SELECT {_NEW_QUEUE_VALUES.format(pool_id="CAST(:pool_id AS uuid)", priority=_FIRST_FREE)}
+          FROM taken
+        ON CONFLICT (work_pool_id, name) DO NOTHING
+        RETURNING *
+    ), counted AS (
+        UPDATE work_pool
+           SET next_priority = CASE WHEN CAST(:priority AS integer) IS NULL
+                                     AND taken.n + 1 = greatest(taken.top, created.priority) THEN taken.n + 2 END
+          FROM created, taken
+         WHERE work_pool.id = created.work_pool_id
+    )
+    SELECT * FROM created
     """
 )
 """A new queue, its priority given or the pool's first free one (`priorities.first_free_priority`,
 found in the database: a pool without gaps — priorities 1..n — answers from its count and
-maximum, so a create does not read every queue of the pool). Run with the pool row locked, in a
-statement after the lock's, so it sees every queue committed before the lock was granted."""
+maximum). Run with the pool row locked, in a statement after the lock's, so it sees every queue
+committed before the lock was granted. It sets the pool's `next_priority`: n + 2 when the pool
+is then gapless, else unknown (a priority asked for is re-balanced next: unknown too)."""
 
 
 async def create_work_queue(db: Database, work_pool_name: str, data: WorkQueueCreate) -> WorkQueue:
+    params = {
+        "id": uuid4(),
+        "pool_name": work_pool_name,
+        "name": data.name,
+        "description": data.description,
+        "is_paused": data.is_paused,
+        "concurrency_limit": data.concurrency_limit,
+        "priority": data.priority,
+        "filter": None if data.filter is None else data.filter.model_dump_json(),
+        # Prefect leaves a queue created paused NOT_READY; we start it PAUSED (docs/statuses.md#queue-status).
+        "status": WorkQueueStatus.PAUSED if data.is_paused else WorkQueueStatus.NOT_READY,
+    }
     async with db.transaction() as tx:
-        pool = await pool_for_change(tx, work_pool_name)
-        row = await tx.fetchrow(
-            INSERT_QUEUE,
-            {
-                "id": uuid4(),
-                "now": tx.now,
-                "pool_id": pool["id"],
-                "name": data.name,
-                "description": data.description,
-                "is_paused": data.is_paused,
-                "concurrency_limit": data.concurrency_limit,
-                "priority": data.priority,
-                "filter": None if data.filter is None else data.filter.model_dump_json(),
-                # Prefect leaves a queue created paused NOT_READY; we start it PAUSED (docs/statuses.md#queue-status).
-                "status": WorkQueueStatus.PAUSED if data.is_paused else WorkQueueStatus.NOT_READY,
-            },
-        )
+        params["now"] = tx.now
+        row = await tx.fetchrow(CREATE_QUEUE, params)
         if row is None:
+            raise pool_not_found(work_pool_name)
+        pool = {"id": row["pool_id"], "name": row["pool_name"], "type": row["pool_type"]}
+        if not row["known"]:
+            row = await tx.fetchrow(INSERT_QUEUE, {**params, "pool_id": pool["id"]})
+        if row is None or row["id"] is None:
             raise AlreadyExists(f"A work queue with this name already exists in work pool {work_pool_name!r}.")
-        queue = dict(row)
+        queue = {column: row[column] for column in work_queue.c.keys()}
         tx.emit(events.queue_event("created", queue, pool, tx.now))
         if data.priority is not None:
             await _apply_rebalance(tx, pool["id"], queue["id"])
@@ -217,3 +277,7 @@ async def delete_work_queue(db: Database, work_pool_name: str, name: str) -> Non
             raise Conflict("Can't delete a pool's default queue.")
         tx.emit(events.queue_event("deleted", queue, pool, tx.now))
         await tx.execute(delete(work_queue).where(work_queue.c.id == queue["id"]))
+        # the last queue of a gapless pool leaves it gapless; any other leaves a gap
+        gapless = work_pool.c.next_priority == queue["priority"] + 1
+        next_priority = case((gapless, queue["priority"]), else_=None)
+        await tx.execute(update(work_pool).where(work_pool.c.id == pool["id"]).values(next_priority=next_priority))
