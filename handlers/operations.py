@@ -10,6 +10,7 @@ from __future__ import annotations
 from types import ModuleType
 from typing import Any, get_type_hints
 
+from faststream import AckPolicy
 from faststream.redis import RedisResponse, RedisRouter
 
 from handlers import deployments, flow_runs, work_pools, work_queues, workers
@@ -71,6 +72,9 @@ def register(router: RedisRouter, channels: Channels, settings: Settings, deps: 
             stream=request_stream(channels, op, settings),
             max_workers=settings.rpc_concurrency,
             message_format=JSONEnvelope,
+            # the request gate publishes the reply and acknowledges (`replica.request_gate`)
+            no_reply=True,
+            ack_policy=AckPolicy.MANUAL,
             title=channels.rpc(op),
             description=operation.description,
         )(subscriber(operation, HANDLERS[op], deps))

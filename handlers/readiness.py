@@ -15,7 +15,7 @@ from schemas.settings import Settings
 from services import readiness
 from services.db import Database
 from transport.envelope import JSONEnvelope
-from transport.pipelined import Entry, PipelinedAppends
+from transport.pipelined import Entry, Pipelined
 from transport.streams import IDLE_BLOCK_MS
 
 HEADERS = {"content-type": "application/json"}
@@ -44,13 +44,13 @@ def register(router: RedisRouter, channels: Channels, settings: Settings, db: Da
 
 class ReadyMarkPublisher:
     """Publishes ready marks to `{prefix}.ready`, one stream entry per poll, many polls' marks in
-    one pipelined round trip (`PipelinedAppends`): a poll still answers after its mark is in the
+    one pipelined round trip (`transport.pipelined`): a poll still answers after its mark is in the
     stream, without FastStream's publish pipeline per mark (its middlewares, a deep copy of the
     stream settings), which cost a sixth of a replica's CPU per poll."""
 
     def __init__(self, redis: Redis, stream: str, maxlen: int) -> None:
         self.stream, self.maxlen = stream, maxlen
-        self._appends = PipelinedAppends(redis)
+        self._appends = Pipelined(redis)
 
     async def publish(self, mark: ReadyMark) -> None:
         data = wire.encode_raw(mark.model_dump_json().encode(), HEADERS)

@@ -29,6 +29,7 @@ from schemas.settings import Settings
 from services.db import Database, DbTimeouts, Tx
 from services.foreman import ForemanRules
 from transport.envelope import JSONEnvelope, decode_body
+from transport.pipelined import Pipelined
 
 log = logging.getLogger("workpools")
 
@@ -104,7 +105,11 @@ def build_app(
     # request gate); slow ones are kept from the reclaimers while this replica works on them;
     # writes run once per request id (in the subscribers, `handlers.operations`).
     gate = request_gate(
-        observability.request_recorder(), channels, settings.request_timeout_seconds, settings.max_message_bytes
+        observability.request_recorder(),
+        channels,
+        settings.request_timeout_seconds,
+        settings.max_message_bytes,
+        Pipelined(redis),
     )
     rpc = RedisRouter(middlewares=[gate], decoder=decode_body)
     rpc.publisher(  # declared for the AsyncAPI document; marks are sent in batches by `ready`

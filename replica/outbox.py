@@ -22,7 +22,7 @@ from redis.asyncio import Redis
 
 from schemas.events import Event
 from services.db import Database
-from transport.pipelined import Entry, PipelinedAppends
+from transport.pipelined import Entry, Pipelined
 
 log = logging.getLogger("workpools.outbox")
 
@@ -35,7 +35,7 @@ class EventRelay:
         self, db: Database, redis: Redis, stream: str, maxlen: int, batch: int = 500, grace_seconds: float = 5.0
     ) -> None:
         self.db, self.stream, self.maxlen, self.batch, self.grace = db, stream, maxlen, batch, grace_seconds
-        self._appends = PipelinedAppends(redis)
+        self._appends = Pipelined(redis)
         self._published: list[str] = []
         self._forgetter: asyncio.Task[None] | None = None
 

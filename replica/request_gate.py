@@ -14,13 +14,20 @@ of a router for every message, so six of them cost more than the rules they carr
   5. the handler, cancelled and answered 503 after the request timeout (`replica.request_timeout`);
   6. any exception: its reply from the error table (`handlers.errors`), so every request is answered;
   7. the reply stamped with the replica's name (header `replica`);
-  8. counted (with FastStream's message metrics of its stream) and logged with its status
+  8. the reply published and the request acknowledged, pipelined with the other requests answered
+     in the same loop turn (`transport.pipelined`; the subscribers leave both to the gate:
+     `no_reply`, manual acknowledgement); 2 and 3 are acknowledged without a reply;
+  9. counted (with FastStream's message metrics of its stream) and logged with its status
      (`observability.requests`): `expired` for 2 and 3.
+
+A request whose reply or acknowledgement could not be sent (Redis failed) stays pending: the
+reclaimers deliver it again, and a write answers from its stored reply.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import Any
 
@@ -35,6 +42,9 @@ from replica.expired_requests import DropExpired
 from replica.reply_namespace import refuse_foreign_reply_to
 from replica.request_timeout import timed_out
 from schemas.channels import Channels
+from transport.pipelined import Pipelined
+
+log = logging.getLogger("workpools")
 
 
 class RequestGate(BaseMiddleware):
@@ -43,6 +53,7 @@ class RequestGate(BaseMiddleware):
     channels: Channels
     timeout_seconds: float
     max_bytes: int
+    settle: Pipelined
 
     async def consume_scope(self, call_next: Any, msg: Any) -> Any:
         headers = msg.headers
@@ -57,18 +68,30 @@ class RequestGate(BaseMiddleware):
         started = time.perf_counter()
         status = "500"
         try:
-            response = await self._answer(call_next, msg, headers)
-            reply_headers = response.headers
-            reply_headers["replica"] = self.replica
-            status = reply_headers.get("status", "200")
-            return response
-        except IgnoredException:  # AckMessage: refused or expired, acknowledged without a reply
-            status = "expired"
-            raise
-        finally:
+            try:
+                response = await self._answer(call_next, msg, headers)
+            except IgnoredException:  # AckMessage: refused or expired, acknowledged without a reply
+                status, response = "expired", None
+            else:
+                reply_headers = response.headers
+                reply_headers["replica"] = self.replica
+                status = reply_headers.get("status", "200")
+        finally:  # counted and logged before its reply leaves: a caller answered sees it counted
             self.recorder.record(op, status, time.perf_counter() - started, message)
             request_message.reset(message_token)
             request_ids.reset(ids_token)
+        await self._reply_and_ack(msg, response)
+        return response
+
+    async def _reply_and_ack(self, msg: Any, response: Any) -> None:
+        try:
+            await self.settle.answer(msg, response, self.channels.rpc_group)
+        except Exception:
+            log.warning(
+                "could not answer or acknowledge request %s; left pending for redelivery",
+                msg.correlation_id,
+                exc_info=True,
+            )
 
     async def _answer(self, call_next: Any, msg: Any, headers: dict[str, Any]) -> Any:
         try:
@@ -87,7 +110,7 @@ class RequestGate(BaseMiddleware):
 
 
 def request_gate(
-    recorder: RequestRecorder, channels: Channels, timeout_seconds: float, max_bytes: int
+    recorder: RequestRecorder, channels: Channels, timeout_seconds: float, max_bytes: int, settle: Pipelined
 ) -> type[RequestGate]:
     return type(
         "RequestGateOf",
@@ -98,5 +121,6 @@ def request_gate(
             "channels": channels,
             "timeout_seconds": timeout_seconds,
             "max_bytes": max_bytes,
+            "settle": settle,
         },
     )
