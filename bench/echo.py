@@ -6,12 +6,14 @@ It is built like a replica — the same broker (`replica.app.make_broker`: the J
 the same connection settings), one request stream read by the same consumer group with the same
 batch size and concurrency, replies through `respond` stamped with the replica's name — but its
 handler returns the request body. Its CPU per request is the floor the service's own CPU per
-request is compared with (bench/targets.py runs both in one run)."""
+request is compared with (bench/targets.py runs both in one run). With `WORKPOOLS_ECHO_PIPELINED`
+set it answers as a replica's request gate does (`PIPELINED_ENV`): the floor of that reply path."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -19,31 +21,45 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from faststream import FastStream
+from faststream import AckPolicy, FastStream
 from faststream.redis import RedisResponse
+from faststream.redis.message import RedisStreamMessage
 from redis.asyncio import Redis
 
 from replica.app import create_groups, make_broker
 from schemas.channels import Channels
 from schemas.settings import Settings
 from transport.envelope import JSONEnvelope, respond
+from transport.pipelined import Pipelined
 from transport.streams import request_stream
 
 ECHO = "echo"
 """The operation name of the echo stream: `{prefix}.rpc.echo`."""
 
 
+PIPELINED_ENV = "WORKPOOLS_ECHO_PIPELINED"
+"""Set (to anything) for the echo to answer as a replica's request gate does: its reply and its
+acknowledgement pipelined with the other requests of the loop turn (`transport.pipelined`),
+instead of FastStream's publish and XACK per request."""
+
+
 def build_echo_app(settings: Settings) -> FastStream:
     channels = Channels(settings.prefix)
     broker = make_broker(settings, 1)
+    settle = Pipelined(Redis.from_url(settings.redis_url)) if os.environ.get(PIPELINED_ENV) else None
 
     @broker.subscriber(
         stream=request_stream(channels, ECHO, settings),
         max_workers=settings.rpc_concurrency,
         message_format=JSONEnvelope,
+        **({"no_reply": True, "ack_policy": AckPolicy.MANUAL} if settle else {}),
     )
-    async def echo(body: dict[str, Any]) -> RedisResponse:
-        return respond(200, body, {"replica": settings.consumer_name})
+    async def echo(body: dict[str, Any], message: RedisStreamMessage) -> RedisResponse | None:
+        response = respond(200, body, {"replica": settings.consumer_name})
+        if settle is None:
+            return response
+        await settle.answer(message, response, channels.rpc_group)
+        return None
 
     app = FastStream(broker, logger=logging.getLogger("workpools.echo"))
 

@@ -2,12 +2,14 @@
 and Prefect, measured side by side.
 
     .venv/bin/python bench/targets.py [--prefect-url http://127.0.0.1:4200/api] [--compare REV ...]
-                                      [--without-metrics] [--scale 1.0] [--rounds 3]
+                                      [--without-metrics] [--pipelined-floor] [--scale 1.0] [--rounds 3]
 
 Systems, all started first and kept running:
 
   floor      bench/echo.py, a replica that only echoes (same broker, envelope, stream settings
-             and event loop as `workpools serve`, no database);
+             and event loop as `workpools serve`, no database), answering through FastStream;
+  floor-piped  with --pipelined-floor, the echo answering as the request gate does (its reply
+             and XACK pipelined with the loop turn's others): the floor of that reply path;
   workpools  1 replica of this checkout (fresh database); with --compare, one more replica per
              revision (exported with git archive, its own database), labelled wp@<sha>;
   Prefect    with --prefect-url, its HTTP API (start it as bench/prefect_http.py says);
@@ -124,6 +126,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--without-metrics",
         action="store_true",
         help="also a replica of this checkout without metrics (WORKPOOLS_HTTP_ENABLED=false), as wp-nometrics",
+    )
+    parser.add_argument(
+        "--pipelined-floor",
+        action="store_true",
+        help="also the echo answering as the request gate does (reply and XACK pipelined), as floor-piped",
     )
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every case's request count")
     parser.add_argument("--rounds", type=int, default=3, help="rounds per case, the systems taking turns")
@@ -243,7 +250,9 @@ async def measure(systems: list[System], args: argparse.Namespace) -> list[dict[
     return rows
 
 
-async def floor(stack: contextlib.AsyncExitStack, args: argparse.Namespace) -> System:
+async def floor(stack: contextlib.AsyncExitStack, args: argparse.Namespace, pipelined: bool = False) -> System:
+    """The echo (`name` floor); `pipelined`: the echo answering as the request gate does, as
+    floor-piped (not the floor the targets are stated against)."""
     prefix = new_prefix("wpecho")
     stack.push_async_callback(delete_prefix_keys, args.redis_url, prefix)
     echoes = await stack.enter_async_context(
@@ -255,6 +264,7 @@ async def floor(stack: contextlib.AsyncExitStack, args: argparse.Namespace) -> S
             command=echo.command(),
             streams=1,
             probe=echo.probe,
+            env={echo.PIPELINED_ENV: "1"} if pipelined else None,
         )
     )
     transport = RpcTransport(args.redis_url, prefix, timeout=60)
@@ -267,7 +277,7 @@ async def floor(stack: contextlib.AsyncExitStack, args: argparse.Namespace) -> S
         if status != 200:
             raise RuntimeError(f"echo answered {status}")
 
-    return System("floor", echoes.pids, None, {"echo_c1": op, "echo_c32": op})
+    return System("floor-piped" if pipelined else "floor", echoes.pids, None, {"echo_c1": op, "echo_c32": op})
 
 
 async def workpools(
@@ -498,6 +508,8 @@ async def main(argv: list[str] | None = None) -> int:
     try:
         async with contextlib.AsyncExitStack() as stack:
             systems = [await floor(stack, args)]
+            if args.pipelined_floor:
+                systems.append(await floor(stack, args, pipelined=True))
             for rev in args.compare:
                 sha, directory = export_revision(rev)
                 exported.append(directory)
