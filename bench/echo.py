@@ -21,9 +21,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from faststream import AckPolicy, FastStream
-from faststream.redis import RedisResponse
-from faststream.redis.message import RedisStreamMessage
+from faststream import AckPolicy, BaseMiddleware, FastStream
+from faststream.redis import RedisResponse, RedisRouter
 from redis.asyncio import Redis
 
 from replica.app import create_groups, make_broker
@@ -46,20 +45,36 @@ instead of FastStream's publish and XACK per request."""
 def build_echo_app(settings: Settings) -> FastStream:
     channels = Channels(settings.prefix)
     broker = make_broker(settings, 1)
-    settle = Pipelined(Redis.from_url(settings.redis_url)) if os.environ.get(PIPELINED_ENV) else None
 
-    @broker.subscriber(
-        stream=request_stream(channels, ECHO, settings),
-        max_workers=settings.rpc_concurrency,
-        message_format=JSONEnvelope,
-        **({"no_reply": True, "ack_policy": AckPolicy.MANUAL} if settle else {}),
-    )
-    async def echo(body: dict[str, Any], message: RedisStreamMessage) -> RedisResponse | None:
-        response = respond(200, body, {"replica": settings.consumer_name})
-        if settle is None:
-            return response
-        await settle.answer(message, response, channels.rpc_group)
-        return None
+    stream = request_stream(channels, ECHO, settings)
+    if not os.environ.get(PIPELINED_ENV):
+
+        @broker.subscriber(stream=stream, max_workers=settings.rpc_concurrency, message_format=JSONEnvelope)
+        async def echo(body: dict[str, Any]) -> RedisResponse:
+            return respond(200, body, {"replica": settings.consumer_name})
+
+    else:  # the reply and its XACK as the request gate sends them, from a middleware as there
+        settle = Pipelined(Redis.from_url(settings.redis_url))
+
+        class Answer(BaseMiddleware):
+            async def consume_scope(self, call_next: Any, msg: Any) -> Any:
+                response = await call_next(msg)
+                await settle.answer(msg, response, channels.rpc_group)
+                return response
+
+        router = RedisRouter(middlewares=[Answer])
+
+        @router.subscriber(
+            stream=stream,
+            max_workers=settings.rpc_concurrency,
+            message_format=JSONEnvelope,
+            no_reply=True,
+            ack_policy=AckPolicy.MANUAL,
+        )
+        async def echo_pipelined(body: dict[str, Any]) -> RedisResponse:
+            return respond(200, body, {"replica": settings.consumer_name})
+
+        broker.include_router(router)
 
     app = FastStream(broker, logger=logging.getLogger("workpools.echo"))
 

@@ -48,9 +48,10 @@ class ReadyMarkPublisher:
     stream, without FastStream's publish pipeline per mark (its middlewares, a deep copy of the
     stream settings), which cost a sixth of a replica's CPU per poll."""
 
-    def __init__(self, redis: Redis, stream: str, maxlen: int) -> None:
+    def __init__(self, redis: Redis, stream: str, maxlen: int, pipelined: Pipelined | None = None) -> None:
+        """`pipelined`: the replica's batcher, shared with its replies (else one of its own)."""
         self.stream, self.maxlen = stream, maxlen
-        self._appends = Pipelined(redis)
+        self._appends = pipelined or Pipelined(redis)
 
     async def publish(self, mark: ReadyMark) -> None:
         data = wire.encode_raw(mark.model_dump_json().encode(), HEADERS)

@@ -104,12 +104,15 @@ def build_app(
     # Requests: every one gets an answer (errors included); stale ones are dropped (both in the
     # request gate); slow ones are kept from the reclaimers while this replica works on them;
     # writes run once per request id (in the subscribers, `handlers.operations`).
+    # one batcher for the replica's pipelined commands: replies and acknowledgements, ready
+    # marks and events share round trips
+    pipelined = Pipelined(redis)
     gate = request_gate(
         observability.request_recorder(),
         channels,
         settings.request_timeout_seconds,
         settings.max_message_bytes,
-        Pipelined(redis),
+        pipelined,
     )
     rpc = RedisRouter(middlewares=[gate], decoder=decode_body)
     rpc.publisher(  # declared for the AsyncAPI document; marks are sent in batches by `ready`
@@ -119,7 +122,7 @@ def build_app(
         title=f"{channels.ready}:publish",
         description="One ready mark per poll, after the poll's commit.",
     )
-    ready = readiness.ReadyMarkPublisher(redis, channels.ready, settings.ready_maxlen)
+    ready = readiness.ReadyMarkPublisher(redis, channels.ready, settings.ready_maxlen, pipelined)
     operations.register(rpc, channels, settings, Deps(db, ready.publish))
 
     # Background consumers: a failure leaves the message pending, for the reclaimer.
@@ -143,7 +146,14 @@ def build_app(
         settings.heartbeat_flush_seconds,
         tolerance=lambda interval: float(multiple * (interval or fallback)),
     )
-    relay = EventRelay(db, redis, channels.events, settings.events_maxlen, grace_seconds=settings.outbox_grace_seconds)
+    relay = EventRelay(
+        db,
+        redis,
+        channels.events,
+        settings.events_maxlen,
+        grace_seconds=settings.outbox_grace_seconds,
+        pipelined=pipelined,
+    )
 
     async def announce(tx: Tx) -> None:
         """After a commit: publish its events, and wake the pollers waiting on its pools. A

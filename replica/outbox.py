@@ -32,10 +32,18 @@ FORGET_LINGER_SECONDS = 0.05
 
 class EventRelay:
     def __init__(
-        self, db: Database, redis: Redis, stream: str, maxlen: int, batch: int = 500, grace_seconds: float = 5.0
+        self,
+        db: Database,
+        redis: Redis,
+        stream: str,
+        maxlen: int,
+        batch: int = 500,
+        grace_seconds: float = 5.0,
+        pipelined: Pipelined | None = None,
     ) -> None:
+        """`pipelined`: the replica's batcher, shared with its replies (else one of its own)."""
         self.db, self.stream, self.maxlen, self.batch, self.grace = db, stream, maxlen, batch, grace_seconds
-        self._appends = Pipelined(redis)
+        self._appends = pipelined or Pipelined(redis)
         self._published: list[str] = []
         self._forgetter: asyncio.Task[None] | None = None
 
