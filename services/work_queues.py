@@ -174,6 +174,9 @@ committed before the lock was granted. It sets the pool's `next_priority`: n + 2
 is then gapless, else unknown (a priority asked for is re-balanced next: unknown too)."""
 
 
+_QUEUE_COLUMN_NAMES = tuple(work_queue.c.keys())
+
+
 async def create_work_queue(db: Database, work_pool_name: str, data: WorkQueueCreate) -> WorkQueue:
     params = {
         "id": uuid4(),
@@ -197,7 +200,7 @@ async def create_work_queue(db: Database, work_pool_name: str, data: WorkQueueCr
             row = await tx.fetchrow(INSERT_QUEUE, {**params, "pool_id": pool["id"]})
         if row is None or row["id"] is None:
             raise AlreadyExists(f"A work queue with this name already exists in work pool {work_pool_name!r}.")
-        queue = {column: row[column] for column in work_queue.c.keys()}
+        queue = {column: row[column] for column in _QUEUE_COLUMN_NAMES}
         tx.emit(events.queue_event("created", queue, pool, tx.now))
         if data.priority is not None:
             await _apply_rebalance(tx, pool["id"], queue["id"])
