@@ -86,12 +86,16 @@ class Pipelined:
         while self._waiting:
             batch, self._waiting = self._waiting, []
             pipe = self.redis.pipeline(transaction=False)
-            ends = []
-            for commands, _ in batch:
-                commands(pipe)
+            ends: list[int] = []
+            refused: dict[int, Exception] = {}
+            for k, (commands, _) in enumerate(batch):
+                try:
+                    commands(pipe)
+                except Exception as exc:  # a command redis-py would not build: that caller fails alone
+                    refused[k] = exc
                 ends.append(len(pipe))
             try:
-                results = await pipe.execute(raise_on_error=False)
+                results = await pipe.execute(raise_on_error=False) if len(pipe) else []
             except asyncio.CancelledError:  # the process stops: nobody waits for nothing
                 for _, done in [*batch, *self._waiting]:
                     done.cancel()
@@ -99,8 +103,8 @@ class Pipelined:
             except Exception as exc:  # the connection failed: every caller of the batch sees it
                 results = [exc] * (ends[-1] if ends else 0)
             start = 0
-            for (_, done), end in zip(batch, ends, strict=True):
-                error = next((r for r in results[start:end] if isinstance(r, Exception)), None)
+            for k, ((_, done), end) in enumerate(zip(batch, ends, strict=True)):
+                error = refused.get(k) or next((r for r in results[start:end] if isinstance(r, Exception)), None)
                 start = end
                 if done.done():  # its caller was cancelled
                     continue

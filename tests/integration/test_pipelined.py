@@ -8,6 +8,7 @@ from contextlib import contextmanager
 
 from redis.exceptions import ResponseError
 
+from schemas.channels import Channels
 from transport.pipelined import Entry, Pipelined
 
 
@@ -33,7 +34,8 @@ async def _pending(redis, stream: str, group: str) -> int:
 
 
 async def test_replies_and_acknowledgements_of_one_loop_turn_share_a_round_trip(redis, prefix):
-    stream, group, channel = f"{prefix}.rpc.op", "g", f"{prefix}.replies"
+    channels = Channels(prefix)
+    stream, group, channel = channels.rpc("op"), channels.rpc_group, channels.reply("client")
     await redis.xgroup_create(stream, group, id="0", mkstream=True)
     for k in range(20):
         await redis.xadd(stream, {"data": f"request {k}"})
@@ -63,7 +65,7 @@ async def test_replies_and_acknowledgements_of_one_loop_turn_share_a_round_trip(
 
 
 async def test_a_failed_command_fails_its_caller_only(redis, prefix):
-    good, bad = f"{prefix}.events", f"{prefix}.not-a-stream"
+    good, bad = Channels(prefix).events, Channels(prefix).rpc("not-a-stream")
     await redis.set(bad, "a string")  # XADD to it: WRONGTYPE
     pipelined = Pipelined(redis)
 
@@ -78,6 +80,26 @@ async def test_a_failed_command_fails_its_caller_only(redis, prefix):
     assert isinstance(results[1], ResponseError)
     assert "WRONGTYPE" in str(results[1])
     assert [fields[b"n"] for _, fields in await redis.xrange(good)] == [b"1", b"2", b"3"]
+
+
+async def test_commands_that_cannot_be_built_fail_their_caller_only(redis, prefix):
+    stream = Channels(prefix).events
+    pipelined = Pipelined(redis)
+
+    def unbuildable(pipe):
+        pipe.xadd(stream, {"n": "2"})
+        raise ValueError("no such command")
+
+    results = await asyncio.gather(
+        pipelined.append([Entry(stream, {"n": "1"}, 100)]),
+        pipelined.run(unbuildable),
+        pipelined.append([Entry(stream, {"n": "3"}, 100)]),
+        return_exceptions=True,
+    )
+
+    assert results[0] is None and results[2] is None
+    assert isinstance(results[1], ValueError)
+    assert [fields[b"n"] for _, fields in await redis.xrange(stream)] == [b"1", b"2", b"3"]
 
 
 async def test_nothing_to_append_sends_nothing(redis):
