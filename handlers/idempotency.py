@@ -29,11 +29,25 @@ def request_id(message: RedisStreamMessage) -> str:
     return message.headers.get("request_id") or wire.entry_request_id(raw["channel"], raw["message_ids"][0])
 
 
+InOne = Callable[[idempotency.Logged], Awaitable[bytes | None]]
+"""An operation's write in one statement, its record included (`handlers.rpc.in_one_statement`):
+the stored reply's JSON text, or None when it did nothing and the write goes the usual way."""
+
+
 async def answer_once(
-    db: Database, request_id: str, operation: Operation, handle: Callable[[], Awaitable[Any]]
+    db: Database,
+    request_id: str,
+    operation: Operation,
+    handle: Callable[[], Awaitable[Any]],
+    in_one: InOne | None = None,
 ) -> RedisResponse:
     """Run `handle()` once per request id, its reply stored with its effect; a repeat waits for
-    the first to finish and gets the stored reply. A failure rolls back, record included."""
+    the first to finish and gets the stored reply. A failure rolls back, record included.
+    `in_one`, when the operation has it, is tried first."""
+    if in_one is not None:
+        reply = await in_one(idempotency.Logged(request_id, operation.op, operation.status, operation.dump_reply))
+        if reply is not None:
+            return respond_json(operation.status, reply)
     try:
         async with idempotency.once(db, request_id, operation.op) as record:
             result = await handle()

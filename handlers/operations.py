@@ -15,7 +15,7 @@ from faststream.redis import RedisResponse, RedisRouter
 
 from handlers import deployments, flow_runs, work_pools, work_queues, workers
 from handlers.idempotency import answer_once, request_id
-from handlers.rpc import Deps, Handler, request_message
+from handlers.rpc import Deps, Handler, InOneHandler, request_message
 from schemas.channels import Channels, Op
 from schemas.operations import OPERATIONS, Operation
 from schemas.settings import Settings
@@ -47,14 +47,41 @@ def collect(modules: tuple[ModuleType, ...]) -> dict[Op, Handler]:
 HANDLERS: dict[Op, Handler] = collect(MODULES)
 
 
+def collect_in_one(modules: tuple[ModuleType, ...]) -> dict[Op, InOneHandler]:
+    """The writes that have a one-statement form (functions marked `@in_one_statement(op)`)."""
+    found: dict[Op, InOneHandler] = {}
+    for module in modules:
+        for handler in vars(module).values():
+            op = getattr(handler, "in_one_op", None)
+            if not isinstance(op, Op) or getattr(handler, "__module__", None) != module.__name__:
+                continue
+            if op in found:
+                raise LookupError(f"{op} has two one-statement forms")
+            if not OPERATIONS[op].writes:
+                raise TypeError(f"{op} does not write: it has no one-statement form")
+            found[op] = handler
+    return found
+
+
+IN_ONE: dict[Op, InOneHandler] = collect_in_one(MODULES)
+
+
 def subscriber(operation: Operation, handler: Handler, deps: Deps) -> Any:
     """`(body: <the request model>) -> reply`, as FastStream calls it (the message itself, for
     its request id, from `request_message`)."""
 
+    in_one = IN_ONE.get(operation.op)
+
     async def serve(body: Any) -> RedisResponse:
         if operation.is_write(body):
             message = request_message.get()
-            return await answer_once(deps.db, request_id(message), operation, lambda: handler(deps, body))
+            return await answer_once(
+                deps.db,
+                request_id(message),
+                operation,
+                lambda: handler(deps, body),
+                None if in_one is None else lambda logged: in_one(deps, body, logged),
+            )
         result = await handler(deps, body)
         if operation.reply is None:
             return respond(operation.status)

@@ -12,6 +12,7 @@ from pydantic import BaseModel
 from schemas.channels import Op
 from schemas.scheduling import ReadyMark
 from services.db import Database
+from services.idempotency import Logged
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,7 @@ Handler = Callable[[Deps, Any], Awaitable[Any]]
 """`(deps, request) -> result`: a typed body in, one service call, the result out."""
 
 H = TypeVar("H", bound=Handler)
+W = TypeVar("W", bound=Callable[..., Awaitable[bytes | None]])
 
 
 def handles(op: Op) -> Callable[[H], H]:
@@ -39,6 +41,22 @@ def handles(op: Op) -> Callable[[H], H]:
 
     def mark(handler: H) -> H:
         handler.op = op  # type: ignore[attr-defined]
+        return handler
+
+    return mark
+
+
+InOneHandler = Callable[[Deps, Any, Logged], Awaitable[bytes | None]]
+"""`(deps, request, logged) -> stored reply | None`: an operation's write, its request record and
+its events in one statement (`services.db.Database.one_statement`) when it can be; None sends
+the request to the operation's handler, in a unit of work."""
+
+
+def in_one_statement(op: Op) -> Callable[[W], W]:
+    """Marks a function as the one-statement form of `op`'s write (`InOneHandler`)."""
+
+    def mark(handler: W) -> W:
+        handler.in_one_op = op  # type: ignore[attr-defined]
         return handler
 
     return mark

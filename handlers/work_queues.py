@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from handlers.rpc import Deps, handles
+from handlers.rpc import Deps, handles, in_one_statement
 from schemas.channels import Op
 from schemas.work_queues import (
     CreateWorkQueue,
@@ -13,11 +13,17 @@ from schemas.work_queues import (
     WorkQueue,
 )
 from services import work_queues
+from services.idempotency import Logged
 
 
 @handles(Op.CREATE_WORK_QUEUE)
 async def create_work_queue(deps: Deps, body: CreateWorkQueue) -> WorkQueue:
     return await work_queues.create_work_queue(deps.db, body.work_pool_name, body.work_queue)
+
+
+@in_one_statement(Op.CREATE_WORK_QUEUE)
+async def create_work_queue_in_one(deps: Deps, body: CreateWorkQueue, logged: Logged) -> bytes | None:
+    return await work_queues.create_work_queue_in_one(deps.db, body.work_pool_name, body.work_queue, logged)
 
 
 @handles(Op.READ_WORK_QUEUE)

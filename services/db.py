@@ -93,6 +93,11 @@ class Tx:
         pending, self._written = self.events[self._written :], len(self.events)
         return _EVENTS.dump_json(pending).decode()
 
+    def discard_events(self) -> None:
+        """Forget what was emitted: the statement that was to write it did nothing."""
+        self.events.clear()
+        self._written = 0
+
     def wake(self, work_pool_name: str | None) -> None:
         """Runs may have become available in this pool (new, rescheduled, or a slot freed)."""
         if work_pool_name is not None:
@@ -209,6 +214,22 @@ class ReadTx(Tx):
             except asyncpg.InterfaceError:
                 pass  # asyncpg found it closed and took it back already
         await self._db.read_connections_lost()
+
+
+class OneStatementTx(Tx):
+    """A write of one statement (`Database.one_statement`), in autocommit: PostgreSQL runs a
+    statement atomically, its data-modifying CTEs included, so one that writes an effect, its
+    request's record and its events into the outbox needs no transaction around it. Hot-path
+    statements (`fetch`) only."""
+
+    async def execute(self, statement: Executable, params: ExecuteParams | None = None) -> CursorResult[Any]:
+        raise TypeError("a write of one statement runs a `Statement` (Tx.fetch), not a SQLAlchemy one")
+
+    async def _driver(self) -> asyncpg.Connection:
+        if self._raw is None:
+            assert self._pooled is not None
+            self._raw = self._pooled.dbapi_connection.driver_connection  # type: ignore[union-attr]
+        return self._raw
 
 
 @dataclass(frozen=True)
@@ -513,11 +534,36 @@ class Database:
             raise
         except _DRIVER_FAILURES as exc:
             raise self._failed(exc, kind) from exc
+        await self._announce(tx)
+
+    async def _announce(self, tx: Tx) -> None:
+        """After a commit: what it has to announce (events, wakes), by `after_commit`."""
         if (tx.events or tx.wakes) and self.after_commit is not None:
             try:
                 await self.after_commit(tx)
             except Exception:  # committed is committed: the outbox sweep publishes what is left
                 log.warning("after-commit step failed; left to the outbox sweep", exc_info=True)
+
+    @asynccontextmanager
+    async def one_statement(self) -> AsyncIterator[Tx]:
+        """A request's write of one statement (`OneStatementTx`): on a request connection in
+        autocommit, so the statement commits on its own, without a BEGIN and a COMMIT round
+        trip, and the locks it takes are held for the statement only. What the block emits is
+        announced afterwards, as after a transaction's commit; a block that finds its statement
+        did nothing discards its events (`Tx.discard_events`)."""
+        try:
+            pooled = await self.engine.raw_connection()
+            tx = OneStatementTx(self.clock(), self.engine, pooled)
+            try:
+                yield tx
+            finally:
+                await tx._release()
+        except TimedOut as exc:
+            self._timed_out(exc, Kind.REQUEST)
+            raise
+        except _DRIVER_FAILURES as exc:
+            raise self._failed(exc, Kind.REQUEST) from exc
+        await self._announce(tx)
 
     @asynccontextmanager
     async def _begun(self, engine: AsyncEngine, now: datetime | None = None) -> AsyncIterator[Tx]:

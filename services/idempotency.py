@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -37,6 +38,17 @@ RECORD_REPLY = with_outbox(
 )
 """The reply, stored as the JSON text it is sent as (serialised once), and the request's events
 into the outbox: the last round trip of every write before its commit (services.db.Statement)."""
+
+
+@dataclass(frozen=True)
+class Logged:
+    """The record of a write done in one statement (`Database.one_statement`), which writes it
+    itself: the request's id and operation, its reply's status, and how the reply is serialised."""
+
+    request_id: str
+    op: str
+    status: int
+    dump: Callable[[Any], bytes]
 
 
 class Replayed(Exception):

@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid4
 
+import asyncpg
 from sqlalchemy import case, delete, func, select, update
 from sqlalchemy.engine import RowMapping
 
@@ -16,6 +17,7 @@ from services import events
 from services.db import Database, Row, Statement, Tx
 from services.errors import AlreadyExists, Conflict, pool_not_found, queue_not_found
 from services.filters import check_limit, queue_condition
+from services.idempotency import Logged
 from services.priorities import rebalance
 from services.tables import flow_run, work_pool, work_queue
 from services.work_pools import ACTIVE_STATES, pool_by_name
@@ -174,11 +176,70 @@ committed before the lock was granted. It sets the pool's `next_priority`: n + 2
 is then gapless, else unknown (a priority asked for is re-balanced next: unknown too)."""
 
 
-_QUEUE_COLUMN_NAMES = tuple(work_queue.c.keys())
+CREATE_QUEUE_IN_ONE = Statement.of(
+    f"""
+    WITH pool AS (
+        SELECT id, next_priority FROM work_pool
+         WHERE name = :pool_name AND id = :pool_id AND type = :pool_type
+           FOR NO KEY UPDATE
+    ), known AS (
+        SELECT pool.id, pool.next_priority AS priority FROM pool
+         WHERE pool.next_priority IS NOT NULL
+           AND NOT EXISTS (SELECT 1 FROM work_queue q
+                            WHERE q.work_pool_id = pool.id AND q.priority >= pool.next_priority)
+           AND NOT EXISTS (SELECT 1 FROM request_log WHERE request_id = :request_id)
+    ), created AS (
+        {_NEW_QUEUE_COLUMNS}
+        SELECT {_NEW_QUEUE_VALUES.format(pool_id="known.id", priority="known.priority")}
+          FROM known
+        ON CONFLICT (work_pool_id, name) DO NOTHING
+        RETURNING priority
+    ), counted AS (
+        UPDATE work_pool SET next_priority = created.priority + 1 FROM created
+         WHERE work_pool.id = CAST(:pool_id AS uuid)
+    ), logged AS (
+        INSERT INTO request_log (request_id, op, created, status, reply)
+        SELECT CAST(:request_id AS text), CAST(:op AS text), CAST(:now AS timestamptz), CAST(:reply_status AS integer),
+               CAST(:reply AS jsonb) || jsonb_build_object('priority', created.priority)
+          FROM created
+        RETURNING reply::text AS reply
+    ), outbox AS (
+        INSERT INTO event_outbox (event)
+        SELECT e.event FROM logged, jsonb_array_elements(CAST(:events AS jsonb)) WITH ORDINALITY AS e(event, n)
+         ORDER BY e.n
+    )
+    SELECT reply FROM logged
+    """
+)
+"""A queue create as one autocommit statement (`Database.one_statement`), when its pool's id and
+type are as the replica last saw them (`_POOL_HINTS`) and the pool knows the priority the queue
+gets: the pool row locked, the queue inserted with `next_priority`, which advances, the request
+recorded with its reply, and the queue's event into the outbox. The pool row is locked for this
+statement only, not across round trips: creates into one pool take turns far faster.
+
+The reply and the event are written before the statement; the priority is set in the stored
+reply by the statement, and the reply sent is the one stored. When it cannot do all of it, it
+does nothing (`created` empty) and the create goes the usual way (`create_work_queue`): a pool
+unknown or changed, a gap, a taken name, a request id already recorded. The last is checked
+against the statement's snapshot; a repeat whose first committed while this one waited for the
+pool row finds the name taken, or (the queue deleted meanwhile) fails on the record's key."""
+
+_POOL_HINTS: dict[str, tuple[UUID, str]] = {}
+"""Pools' ids and types by name, as this replica's creates last found them: what a create in one
+statement needs to write the queue's event beforehand. The statement checks them, so a stale one
+only sends the create the usual way, which writes the hint anew."""
+POOL_HINTS_KEPT = 10_000
 
 
-async def create_work_queue(db: Database, work_pool_name: str, data: WorkQueueCreate) -> WorkQueue:
-    params = {
+def _remember_pool(name: str, pool_id: UUID, pool_type: str) -> None:
+    if len(_POOL_HINTS) >= POOL_HINTS_KEPT and name not in _POOL_HINTS:
+        _POOL_HINTS.clear()
+    _POOL_HINTS[name] = (pool_id, pool_type)
+
+
+def _new_queue(work_pool_name: str, data: WorkQueueCreate) -> dict[str, Any]:
+    """The parameters of a new queue's row."""
+    return {
         "id": uuid4(),
         "pool_name": work_pool_name,
         "name": data.name,
@@ -190,6 +251,61 @@ async def create_work_queue(db: Database, work_pool_name: str, data: WorkQueueCr
         # Prefect leaves a queue created paused NOT_READY; we start it PAUSED (docs/statuses.md#queue-status).
         "status": WorkQueueStatus.PAUSED if data.is_paused else WorkQueueStatus.NOT_READY,
     }
+
+
+async def create_work_queue_in_one(
+    db: Database, work_pool_name: str, data: WorkQueueCreate, logged: Logged
+) -> bytes | None:
+    """`create_work_queue` in one statement (`CREATE_QUEUE_IN_ONE`), its request recorded by
+    `logged`: the stored reply's JSON text, or None when it did nothing."""
+    hint = _POOL_HINTS.get(work_pool_name)
+    if hint is None or data.priority is not None:
+        return None
+    params = _new_queue(work_pool_name, data)
+    pool = {"id": hint[0], "name": work_pool_name, "type": hint[1]}
+    async with db.one_statement() as tx:
+        queue = {
+            **params,
+            "created": tx.now,
+            "updated": tx.now,
+            "work_pool_id": pool["id"],
+            "priority": 1,  # set by the statement
+            "filter": None if data.filter is None else data.filter.model_dump(mode="json"),
+            "last_polled": None,
+        }
+        # a new queue has no runs: its active slots are 0 when it has a limit
+        active = None if data.concurrency_limit is None else 0
+        reply = logged.dump(to_work_queue({**queue, "work_pool_name": work_pool_name, "active_slots": active}))
+        tx.emit(events.queue_event("created", queue, pool, tx.now))
+        record = {"request_id": logged.request_id, "op": logged.op, "reply_status": logged.status, "reply": reply.decode()}
+        try:
+            row = await tx.fetchrow(
+                CREATE_QUEUE_IN_ONE,
+                {
+                    **params,
+                    **record,
+                    "now": tx.now,
+                    "pool_id": pool["id"],
+                    "pool_type": pool["type"],
+                    "events": tx.unwritten_events(),
+                },
+            )
+        except AlreadyExists as exc:
+            if not isinstance(exc.__cause__, asyncpg.UniqueViolationError):
+                raise
+            row = None  # the request's record (a repeat), or a priority taken by other means
+        if row is None:
+            tx.discard_events()
+            return None
+    stored: str = row["reply"]
+    return stored.encode()
+
+
+_QUEUE_COLUMN_NAMES = tuple(work_queue.c.keys())
+
+
+async def create_work_queue(db: Database, work_pool_name: str, data: WorkQueueCreate) -> WorkQueue:
+    params = _new_queue(work_pool_name, data)
     async with db.transaction() as tx:
         params["now"] = tx.now
         row = await tx.fetchrow(CREATE_QUEUE, params)
@@ -201,6 +317,7 @@ async def create_work_queue(db: Database, work_pool_name: str, data: WorkQueueCr
         if row is None or row["id"] is None:
             raise AlreadyExists(f"A work queue with this name already exists in work pool {work_pool_name!r}.")
         queue = {column: row[column] for column in _QUEUE_COLUMN_NAMES}
+        _remember_pool(pool["name"], pool["id"], pool["type"])
         tx.emit(events.queue_event("created", queue, pool, tx.now))
         if data.priority is not None:
             await _apply_rebalance(tx, pool["id"], queue["id"])
