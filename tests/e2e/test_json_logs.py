@@ -36,7 +36,16 @@ async def test_json_log_lines_carry_ids_and_never_the_password(settings):
                         return entry
                 return None
 
+            def read_and_serving_lines() -> bool:
+                """The 404's line, and the replica's own line saying it serves: the latter is
+                logged once its start has returned, which can be after it answered requests."""
+                lines = [json.loads(line) for line in replica.output().splitlines()]
+                read = any(line.get("operation") == "read_work_pool" and line.get("status") == "404" for line in lines)
+                up = any(line["message"].startswith("status page:") or "serving" in line["message"] for line in lines)
+                return read and up
+
             entry = await wait_until(request_line, timeout=10, interval=0.1)
+            await wait_until(read_and_serving_lines, timeout=10, interval=0.1)
         output = replica.output()
     lines = [json.loads(line) for line in output.splitlines()]  # every line is one JSON object
     assert entry["operation"] == "create_work_pool"
