@@ -10,6 +10,8 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from redis.asyncio import Redis
+
 from client import ServiceUnavailable, WorkPoolClient
 from schemas.channels import Op
 from schemas.settings import Settings
@@ -57,6 +59,14 @@ class Replica:
     def output(self) -> str:
         with open(self.log.name) as handle:
             return handle.read()
+
+
+async def listening(redis: Redis, channel: str) -> bool:
+    """True once a replica is subscribed to the pub/sub `channel` (for `wait_until`): a replica
+    answers its request streams before its worker channel is subscribed, and a heartbeat
+    published before that is heard by no one."""
+    [(_, subscribers)] = await redis.pubsub_numsub(channel)
+    return subscribers > 0
 
 
 async def serving(client: WorkPoolClient, names: set[str]) -> bool:

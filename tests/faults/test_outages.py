@@ -13,7 +13,7 @@ from client import ServiceUnavailable, WorkerClient, WorkPoolClient
 from schemas.channels import Op
 from tests.factories import make_pool, wait_until
 from tests.faults.tools import FAST_RECLAIM
-from tests.replicas import replicas, serving
+from tests.replicas import listening, replicas, serving
 
 pytestmark = pytest.mark.faults
 
@@ -73,6 +73,7 @@ async def test_postgres_restart_requests_get_503_at_once_then_succeed_again(sett
             ) as worker,
         ):
             await wait_until(lambda: serving(client, {"rep-a"}), timeout=30, interval=0.2)
+            await wait_until(lambda: listening(redis, worker.heartbeat_channel), timeout=30, interval=0.1)
             await client.create_work_pool(make_pool(name="before"))
             await worker.heartbeat(ack=True)
 
