@@ -28,13 +28,14 @@ def payload(model: type[M], value: M | dict[str, Any] | None) -> dict[str, Any] 
         raise InvalidRequest(422, [{"type": "serialization", "loc": [], "msg": str(exc)}]) from None
 
 
-def request_body(op: Op, body: dict[str, Any] | None) -> dict[str, Any] | None:
-    """The body of a request as its operation's request model reads it: every argument a client
-    method was given is checked before anything is sent, so a wrong type (a string where a
-    datetime goes, a name that is not text) raises InvalidRequest naming it, as the service would."""
+def request_body(op: Op, body: dict[str, Any] | None) -> str:
+    """The body of a request as its operation's request model reads it, as JSON text: every
+    argument a client method was given is checked before anything is sent, so a wrong type (a
+    string where a datetime goes, a name that is not text) raises InvalidRequest naming it, as
+    the service would."""
     try:
         checked = OPERATIONS[op].request.model_validate({} if body is None else body)
-        return checked.model_dump(mode="json", exclude_unset=True)
+        return checked.model_dump_json(exclude_unset=True)
     except ValidationError as exc:
         raise InvalidRequest(422, error_details(exc)) from None
     except PydanticSerializationError as exc:

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+import os
 import time
 import uuid
 from collections.abc import Callable
@@ -184,9 +186,15 @@ async def _cancel(task: asyncio.Task) -> None:
         await task
 
 
-def _decode_envelope(raw: bytes) -> tuple[str, tuple[int, Any, dict[str, str]]]:
-    body, headers = wire.decode(raw)
-    return headers["correlation_id"], (int(headers.get("status", 200)), body, headers)
+def _decode_envelope(raw: bytes) -> tuple[str, tuple[int, str, dict[str, str]]]:
+    """The envelope only: the body stays JSON text, for its reader to parse by its type."""
+    text, headers = wire.decode_envelope(raw)
+    return headers["correlation_id"], (int(headers.get("status", 200)), text, headers)
+
+
+def new_id() -> str:
+    """A random 128-bit id, as 32 hex digits (a uuid4's randomness, without building a UUID)."""
+    return os.urandom(16).hex()
 
 
 class RpcTransport:
@@ -251,11 +259,19 @@ class RpcTransport:
     ) -> tuple[int, Any, dict[str, str]]:
         """Send one request and wait for its reply: (status, body, headers). Writes with the
         same `request_id` act once; a repeat gets the first reply."""
+        status, text, headers = await self.exchange_text(op, body, timeout, request_id)
+        return status, json.loads(text) if text else None, headers
+
+    async def exchange_text(
+        self, op: Op | str, body: Any, timeout: float | None = None, request_id: str | None = None
+    ) -> tuple[int, str, dict[str, str]]:
+        """`exchange`, the reply's body left as its JSON text ("" when empty); `body` may be
+        JSON text already (a `str`)."""
         self.check_open()
         timeout = timeout or self.timeout
         deadline = time.time() + timeout  # the service drops the request after it; we stop waiting then
         await self.replies.subscribed(deadline - time.time())
-        correlation_id = uuid.uuid4().hex
+        correlation_id = new_id()
         future = self.replies.expect(correlation_id)
         headers = {
             "correlation_id": correlation_id,
@@ -265,13 +281,13 @@ class RpcTransport:
             "request_id": request_id or correlation_id,
         }
         try:
+            envelope = wire.encode_raw(body, headers) if isinstance(body, str) else wire.encode(body, headers)
             await self.redis.xadd(
-                self.channels.rpc(op),
-                {wire.DATA_FIELD: wire.encode(body, headers)},
-                maxlen=self.maxlen,
-                approximate=True,
+                self.channels.rpc(op), {wire.DATA_FIELD: envelope}, maxlen=self.maxlen, approximate=True
             )
-            return await asyncio.wait_for(future, max(0.0, deadline - time.time()))
+            async with asyncio.timeout(max(0.0, deadline - time.time())):
+                reply: tuple[int, str, dict[str, str]] = await future
+            return reply
         except TimeoutError:
             raise ServiceUnavailable(
                 504,

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
+import json
 from typing import Any
 
 from client.deployments import DeploymentMethods
 from client.errors import ServiceUnavailable, error_for
 from client.flow_runs import FlowRunMethods
 from client.payloads import payload, request_body
-from client.transport import RpcTransport
+from client.transport import RpcTransport, new_id
 from schemas import wire
 from schemas.channels import Op
 from schemas.events import Event
@@ -47,11 +47,11 @@ class WorkPoolClient(DeploymentMethods, FlowRunMethods):
     async def _call(self, op: Op, body: dict[str, Any] | None) -> Any:
         """Send `op`; its success reply comes back as the operation's reply type (the operation
         table), an error reply raises. Retried with the same request id (see `retries`)."""
-        body = request_body(op, body)
-        request_id = uuid.uuid4().hex
+        text = request_body(op, body)
+        request_id = new_id()
         for attempt in range(self.retries + 1):
             try:
-                status, result, headers = await self._rpc.exchange(op, body, request_id=request_id)
+                status, reply, headers = await self._rpc.exchange_text(op, text, request_id=request_id)
             except ServiceUnavailable:
                 if attempt == self.retries:
                     raise
@@ -61,9 +61,10 @@ class WorkPoolClient(DeploymentMethods, FlowRunMethods):
                 break
             await asyncio.sleep(0.2 * 2**attempt)
         if status >= 400:
+            result = json.loads(reply) if reply else None
             detail = (result or {}).get("detail") if isinstance(result, dict) else result
             raise error_for(status, detail, headers.get(wire.ERROR_HEADER))
-        return OPERATIONS[op].parse_reply(result)
+        return OPERATIONS[op].parse_reply_json(reply)
 
     # work pools
 

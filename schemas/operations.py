@@ -70,6 +70,13 @@ class Operation:
         """A success reply's body as its type (None for an empty body)."""
         return None if self.reply is None else _adapter(self.reply).validate_python(body)
 
+    def parse_reply_json(self, text: str) -> Any:
+        """`parse_reply` of a body still in its JSON text ("" for an empty body), parsed by its
+        type in one pass."""
+        if self.reply is None:
+            return None
+        return _adapter(self.reply).validate_json(text or "null")
+
 
 _adapters: dict[Any, TypeAdapter[Any]] = {}
 

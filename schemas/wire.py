@@ -50,9 +50,16 @@ def encode(body: Any, headers: dict[str, str]) -> bytes:
     return encode_raw(data, headers)
 
 
-def encode_raw(data: bytes, headers: dict[str, str]) -> bytes:
+def encode_raw(data: bytes | str, headers: dict[str, str]) -> bytes:
     """The envelope around an already serialised body."""
-    return json.dumps({"data": data.decode(), "headers": headers}, separators=(",", ":")).encode()
+    text = data.decode() if isinstance(data, bytes) else data
+    return json.dumps({"data": text, "headers": headers}, separators=(",", ":")).encode()
+
+
+def decode_envelope(raw: bytes | str) -> tuple[str, dict[str, str]]:
+    """Return (body as JSON text, headers), the body not parsed: "" for an empty body."""
+    envelope = json.loads(raw)
+    return envelope.get("data") or "", envelope.get("headers") or {}
 
 
 def decode(raw: bytes | str) -> tuple[Any, dict[str, str]]:
