@@ -73,8 +73,8 @@ PLAN = {
     "heartbeat_c32": (32, 4000, 1000),
     "poll_c1": (1, 300, 30),
     "poll_c32": (32, 1500, 100),
-    "create_into_10": (32, 300, 0),
-    "create_into_1000": (32, 300, 0),
+    "create_into_10": (32, 1200, 100),
+    "create_into_1000": (32, 1200, 100),
 }
 PREFECT_PLAN = {  # Prefect serves several times fewer requests: fewer, at the same concurrency
     "read_c1": (1, 300, 50),
