@@ -5,7 +5,9 @@ one effect, and every reply its caller gets is the same."""
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
+from typing import Any
 
 import pytest
 
@@ -29,7 +31,12 @@ async def _send_raw(client: WorkPoolClient, redis, op: Op, body, **headers: str)
     reply = client._rpc.replies.expect(correlation_id)
     headers = {"correlation_id": correlation_id, "reply_to": client._rpc.reply_channel, **headers}
     await redis.xadd(client._rpc.channels.rpc(op), {wire.DATA_FIELD: wire.encode(body, headers)})
-    return reply
+
+    async def decoded() -> tuple[int, Any, dict[str, str]]:
+        status, text, reply_headers = await reply  # the reply channel leaves the body as JSON text
+        return status, json.loads(text) if text else None, reply_headers
+
+    return asyncio.ensure_future(decoded())
 
 
 async def test_one_request_id_sent_twice_to_two_replicas_acts_once(settings, db, redis):
