@@ -28,6 +28,14 @@ class ShallowStreamSub(StreamSub):
     def __deepcopy__(self, memo: dict[int, Any]) -> ShallowStreamSub:
         return copy.copy(self)
 
+    def add_prefix(self, prefix: str) -> ShallowStreamSub:
+        """Itself under no prefix (the service's routers have none: the prefix is in the stream
+        names): FastStream only reads the copy it asks for here, so there is nothing to copy."""
+        if not prefix:
+            return self
+        copied: ShallowStreamSub = super().add_prefix(prefix)
+        return copied
+
 
 def request_stream(channels: Channels, op: Op | str, settings: Settings) -> StreamSub:
     """The stream of `op`, read by the request consumer group in batches of `rpc_concurrency`."""
