@@ -7,6 +7,7 @@ missing, doubled or mistyped handler fails at import.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from types import ModuleType
 from typing import Any, get_type_hints
 
@@ -25,20 +26,29 @@ from transport.streams import request_stream
 MODULES: tuple[ModuleType, ...] = (work_pools, work_queues, workers, deployments, flow_runs)
 
 
+def _marked(modules: tuple[ModuleType, ...], mark: str, what: str) -> Iterator[tuple[Op, Any]]:
+    """The functions of `modules` marked with an `Op` under `mark` (defined there, not imported);
+    an operation marked twice fails."""
+    seen: dict[Op, Any] = {}
+    for module in modules:
+        for function in vars(module).values():
+            op = getattr(function, mark, None)
+            if not isinstance(op, Op) or getattr(function, "__module__", None) != module.__name__:
+                continue
+            if op in seen:
+                raise LookupError(f"{op} has two {what}: {seen[op].__qualname__} and {function.__qualname__}")
+            seen[op] = function
+            yield op, function
+
+
 def collect(modules: tuple[ModuleType, ...]) -> dict[Op, Handler]:
     """Each operation's handler (functions marked `@handles(op)`), checked against the table."""
     found: dict[Op, Handler] = {}
-    for module in modules:
-        for handler in vars(module).values():
-            op = getattr(handler, "op", None)
-            if not isinstance(op, Op) or getattr(handler, "__module__", None) != module.__name__:
-                continue
-            if op in found:
-                raise LookupError(f"{op} has two handlers: {found[op].__qualname__} and {handler.__qualname__}")
-            body = get_type_hints(handler).get("body")
-            if body is not OPERATIONS[op].request:
-                raise TypeError(f"the handler of {op} takes {body}, the table says {OPERATIONS[op].request}")
-            found[op] = handler
+    for op, handler in _marked(modules, "op", "handlers"):
+        body = get_type_hints(handler).get("body")
+        if body is not OPERATIONS[op].request:
+            raise TypeError(f"the handler of {op} takes {body}, the table says {OPERATIONS[op].request}")
+        found[op] = handler
     if missing := set(Op) - set(found):
         raise LookupError(f"operations without a handler: {sorted(missing)}")
     return found
@@ -50,16 +60,10 @@ HANDLERS: dict[Op, Handler] = collect(MODULES)
 def collect_in_one(modules: tuple[ModuleType, ...]) -> dict[Op, InOneHandler]:
     """The writes that have a one-statement form (functions marked `@in_one_statement(op)`)."""
     found: dict[Op, InOneHandler] = {}
-    for module in modules:
-        for handler in vars(module).values():
-            op = getattr(handler, "in_one_op", None)
-            if not isinstance(op, Op) or getattr(handler, "__module__", None) != module.__name__:
-                continue
-            if op in found:
-                raise LookupError(f"{op} has two one-statement forms")
-            if not OPERATIONS[op].writes:
-                raise TypeError(f"{op} does not write: it has no one-statement form")
-            found[op] = handler
+    for op, handler in _marked(modules, "in_one_op", "one-statement forms"):
+        if not OPERATIONS[op].writes:
+            raise TypeError(f"{op} does not write: it has no one-statement form")
+        found[op] = handler
     return found
 
 

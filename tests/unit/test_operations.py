@@ -6,12 +6,13 @@ import types
 
 import pytest
 
-from handlers.operations import HANDLERS, MODULES, collect
-from handlers.rpc import Deps, handles
+from handlers.operations import HANDLERS, IN_ONE, MODULES, collect, collect_in_one
+from handlers.rpc import Deps, handles, in_one_statement
 from schemas.channels import Op
 from schemas.operations import OPERATIONS, Operation, _index
 from schemas.scheduling import GetScheduledFlowRuns
 from schemas.work_pools import ReadWorkPool, WorkPool
+from services.idempotency import Logged
 
 
 def test_every_operation_has_one_row_and_one_handler_taking_its_request():
@@ -73,3 +74,21 @@ def test_a_row_declared_twice_or_missing_fails():
     with pytest.raises(ValueError, match="operations without a row"):
         _index(rows[1:])
     assert isinstance(rows[0], Operation)
+
+
+async def create_queue_in_one(deps: Deps, body: object, logged: Logged) -> bytes | None:
+    raise NotImplementedError
+
+
+async def read_pool_in_one(deps: Deps, body: object, logged: Logged) -> bytes | None:
+    raise NotImplementedError
+
+
+def test_only_a_write_has_a_one_statement_form_and_only_one():
+    assert set(IN_ONE) == {Op.CREATE_WORK_QUEUE}
+    twice = _module("twice_in_one", a=in_one_statement(Op.CREATE_WORK_QUEUE)(create_queue_in_one))
+    with pytest.raises(LookupError, match="create_work_queue has two one-statement forms"):
+        collect_in_one((*MODULES, twice))
+    read = _module("read_in_one", a=in_one_statement(Op.READ_WORK_POOL)(read_pool_in_one))
+    with pytest.raises(TypeError, match="read_work_pool does not write"):
+        collect_in_one((read,))
