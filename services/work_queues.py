@@ -277,7 +277,12 @@ async def create_work_queue_in_one(
         active = None if data.concurrency_limit is None else 0
         reply = logged.dump(to_work_queue({**queue, "work_pool_name": work_pool_name, "active_slots": active}))
         tx.emit(events.queue_event("created", queue, pool, tx.now))
-        record = {"request_id": logged.request_id, "op": logged.op, "reply_status": logged.status, "reply": reply.decode()}
+        record = {
+            "request_id": logged.request_id,
+            "op": logged.op,
+            "reply_status": logged.status,
+            "reply": reply.decode(),
+        }
         try:
             row = await tx.fetchrow(
                 CREATE_QUEUE_IN_ONE,
