@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import time
@@ -260,7 +259,7 @@ class RpcTransport:
         """Send one request and wait for its reply: (status, body, headers). Writes with the
         same `request_id` act once; a repeat gets the first reply."""
         status, text, headers = await self.exchange_text(op, body, timeout, request_id)
-        return status, json.loads(text) if text else None, headers
+        return status, wire.parse_body(text), headers
 
     async def exchange_text(
         self, op: Op | str, body: Any, timeout: float | None = None, request_id: str | None = None

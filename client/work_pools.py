@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import Any
 
 from client.deployments import DeploymentMethods
@@ -61,7 +60,7 @@ class WorkPoolClient(DeploymentMethods, FlowRunMethods):
                 break
             await asyncio.sleep(0.2 * 2**attempt)
         if status >= 400:
-            result = json.loads(reply) if reply else None
+            result = wire.parse_body(reply)
             detail = (result or {}).get("detail") if isinstance(result, dict) else result
             raise error_for(status, detail, headers.get(wire.ERROR_HEADER))
         return OPERATIONS[op].parse_reply_json(reply)

@@ -62,11 +62,15 @@ def decode_envelope(raw: bytes | str) -> tuple[str, dict[str, str]]:
     return envelope.get("data") or "", envelope.get("headers") or {}
 
 
+def parse_body(text: str) -> Any:
+    """A body's JSON text as its value; an empty body is None."""
+    return json.loads(text) if text else None
+
+
 def decode(raw: bytes | str) -> tuple[Any, dict[str, str]]:
     """Return (body, headers); an empty body decodes to None."""
-    envelope = json.loads(raw)
-    data = envelope.get("data") or ""
-    return (json.loads(data) if data else None), envelope.get("headers") or {}
+    text, headers = decode_envelope(raw)
+    return parse_body(text), headers
 
 
 def entry_request_id(stream: str, entry_id: bytes | str) -> str:

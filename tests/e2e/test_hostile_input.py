@@ -236,7 +236,7 @@ async def send(client, op: Op, data: bytes, *, binary: bool = False) -> tuple[in
         pytest.fail(f"no reply to {op} within 5 s for {data[:200]!r}")
     finally:
         client._rpc.replies.forget(correlation_id)
-    return status, json.loads(body) if body else None  # the reply channel leaves the body as JSON text
+    return status, wire.parse_body(body)  # the reply channel leaves the body as JSON text
 
 
 async def refused_and_nothing_changed(client, db, before, op: Op, data: bytes, **kwargs) -> None:

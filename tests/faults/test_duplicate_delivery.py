@@ -5,7 +5,6 @@ one effect, and every reply its caller gets is the same."""
 from __future__ import annotations
 
 import asyncio
-import json
 import uuid
 from typing import Any
 
@@ -34,7 +33,7 @@ async def _send_raw(client: WorkPoolClient, redis, op: Op, body, **headers: str)
 
     async def decoded() -> tuple[int, Any, dict[str, str]]:
         status, text, reply_headers = await reply  # the reply channel leaves the body as JSON text
-        return status, json.loads(text) if text else None, reply_headers
+        return status, wire.parse_body(text), reply_headers
 
     return asyncio.ensure_future(decoded())
 
