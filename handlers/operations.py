@@ -20,6 +20,7 @@ from handlers.rpc import Deps, Handler, InOneHandler, request_message
 from schemas.channels import Channels, Op
 from schemas.operations import OPERATIONS, Operation
 from schemas.settings import Settings
+from transport.dispatch import task_per_request
 from transport.envelope import JSONEnvelope, respond, respond_json
 from transport.streams import request_stream
 
@@ -99,7 +100,7 @@ def subscriber(operation: Operation, handler: Handler, deps: Deps) -> Any:
 def register(router: RedisRouter, channels: Channels, settings: Settings, deps: Deps) -> None:
     """One subscriber per operation, on its stream, in the request consumer group."""
     for op, operation in OPERATIONS.items():
-        router.subscriber(
+        reader = router.subscriber(
             stream=request_stream(channels, op, settings),
             max_workers=settings.rpc_concurrency,
             message_format=JSONEnvelope,
@@ -108,4 +109,5 @@ def register(router: RedisRouter, channels: Channels, settings: Settings, deps: 
             ack_policy=AckPolicy.MANUAL,
             title=channels.rpc(op),
             description=operation.description,
-        )(subscriber(operation, HANDLERS[op], deps))
+        )
+        task_per_request(reader)(subscriber(operation, HANDLERS[op], deps))
