@@ -6,8 +6,9 @@ It is built like a replica — the same broker (`replica.app.make_broker`: the J
 the same connection settings), one request stream read by the same consumer group with the same
 batch size and concurrency, replies through `respond` stamped with the replica's name — but its
 handler returns the request body. Its CPU per request is the floor the service's own CPU per
-request is compared with (bench/targets.py runs both in one run). With `WORKPOOLS_ECHO_PIPELINED`
-set it answers as a replica's request gate does (`PIPELINED_ENV`): the floor of that reply path."""
+request is compared with (bench/targets.py runs both in one run); it hands requests to its
+handler as FastStream does. With `WORKPOOLS_ECHO_PIPELINED` set it reads and answers as a replica
+does (`PIPELINED_ENV`): the floor of the replica's own transport path."""
 
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ from redis.asyncio import Redis
 from replica.app import create_groups, make_broker
 from schemas.channels import Channels
 from schemas.settings import Settings
+from transport.dispatch import task_per_request
 from transport.envelope import JSONEnvelope, respond
 from transport.pipelined import Pipelined
 from transport.streams import request_stream
@@ -37,9 +39,11 @@ ECHO = "echo"
 
 
 PIPELINED_ENV = "WORKPOOLS_ECHO_PIPELINED"
-"""Set (to anything) for the echo to answer as a replica's request gate does: its reply and its
-acknowledgement pipelined with the other requests of the loop turn (`transport.pipelined`),
-instead of FastStream's publish and XACK per request."""
+"""Set (to anything) for the echo to read and answer as a replica does: each request started by
+the reading task in a task of its own (`transport.dispatch`), instead of FastStream's queue and
+task group; its reply and its acknowledgement pipelined with the other requests of the loop turn
+(`transport.pipelined`), as the request gate sends them, instead of FastStream's publish and XACK
+per request."""
 
 
 def build_echo_app(settings: Settings) -> FastStream:
@@ -53,7 +57,7 @@ def build_echo_app(settings: Settings) -> FastStream:
         async def echo(body: dict[str, Any]) -> RedisResponse:
             return respond(200, body, {"replica": settings.consumer_name})
 
-    else:  # the reply and its XACK as the request gate sends them, from a middleware as there
+    else:  # read as a replica reads; the reply and its XACK as the request gate sends them
         settle = Pipelined(Redis.from_url(settings.redis_url))
 
         class Answer(BaseMiddleware):
@@ -64,12 +68,14 @@ def build_echo_app(settings: Settings) -> FastStream:
 
         router = RedisRouter(middlewares=[Answer])
 
-        @router.subscriber(
-            stream=stream,
-            max_workers=settings.rpc_concurrency,
-            message_format=JSONEnvelope,
-            no_reply=True,
-            ack_policy=AckPolicy.MANUAL,
+        @task_per_request(
+            router.subscriber(
+                stream=stream,
+                max_workers=settings.rpc_concurrency,
+                message_format=JSONEnvelope,
+                no_reply=True,
+                ack_policy=AckPolicy.MANUAL,
+            )
         )
         async def echo_pipelined(body: dict[str, Any]) -> RedisResponse:
             return respond(200, body, {"replica": settings.consumer_name})

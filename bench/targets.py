@@ -8,8 +8,9 @@ Systems, all started first and kept running:
 
   floor      bench/echo.py, a replica that only echoes (same broker, envelope, stream settings
              and event loop as `workpools serve`, no database), answering through FastStream;
-  floor-piped  with --pipelined-floor, the echo answering as the request gate does (its reply
-             and XACK pipelined with the loop turn's others): the floor of that reply path;
+  floor-piped  with --pipelined-floor, the echo reading and answering as a replica does (each
+             request in a task the reading task starts; its reply and XACK pipelined with the
+             loop turn's others): the floor of the replica's own transport path;
   workpools  1 replica of this checkout (fresh database); with --compare, one more replica per
              revision (exported with git archive, its own database), labelled wp@<sha>;
   Prefect    with --prefect-url, its HTTP API (start it as bench/prefect_http.py says);
@@ -130,7 +131,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--pipelined-floor",
         action="store_true",
-        help="also the echo answering as the request gate does (reply and XACK pipelined), as floor-piped",
+        help="also the echo reading and answering as a replica does (task per request, reply and XACK "
+        "pipelined), as floor-piped",
     )
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every case's request count")
     parser.add_argument("--rounds", type=int, default=3, help="rounds per case, the systems taking turns")
@@ -251,7 +253,7 @@ async def measure(systems: list[System], args: argparse.Namespace) -> list[dict[
 
 
 async def floor(stack: contextlib.AsyncExitStack, args: argparse.Namespace, pipelined: bool = False) -> System:
-    """The echo (`name` floor); `pipelined`: the echo answering as the request gate does, as
+    """The echo (`name` floor); `pipelined`: the echo reading and answering as a replica does, as
     floor-piped (not the floor the targets are stated against)."""
     prefix = new_prefix("wpecho")
     stack.push_async_callback(delete_prefix_keys, args.redis_url, prefix)
@@ -468,6 +470,17 @@ def report(rows: list[dict[str, Any]]) -> None:
                 f"≤ {limit}×",
                 ratio <= limit,
             )
+    piped = find("floor-piped", "echo_c32")
+    read = find("workpools", "read_c32")
+    if piped and read:  # the replica's transport path without the service: no target, for comparison
+        ratio = read["server_ms"] / piped["server_ms"]
+        add(
+            f"replica CPU ms per read_c32 ÷ floor-piped's ({ratio:.2f}×)",
+            read["server_ms"],
+            piped["server_ms"],
+            "",
+            None,
+        )
     for key, what, limit, better in (
         ("read_c32", "ops_per_s", 8, "higher"),
         ("read_c1", "p50_ms", 5, "lower"),
