@@ -51,16 +51,22 @@ async def _start(redis_url: str, stream: str, group: str, handler: Handler) -> t
     return broker, subscriber
 
 
+async def _requests(redis, prefix: str, count: int) -> tuple[str, str]:
+    """A request stream with its consumer group and `count` requests `{"k": 0..count-1}`."""
+    channels = Channels(prefix)
+    stream, group = channels.rpc("dispatch"), channels.rpc_group
+    await redis.xgroup_create(stream, group, id="0", mkstream=True)
+    for k in range(count):
+        await redis.xadd(stream, {"__data__": f'{{"k": {k}}}'.encode()})
+    return stream, group
+
+
 async def _pending(redis, stream: str, group: str) -> int:
     return (await redis.xpending(stream, group))["pending"]
 
 
 async def test_at_most_max_workers_at_once_and_every_request_handled(redis, redis_url, prefix):
-    channels = Channels(prefix)
-    stream, group = channels.rpc("dispatch"), channels.rpc_group
-    await redis.xgroup_create(stream, group, id="0", mkstream=True)
-    for k in range(10):
-        await redis.xadd(stream, {"__data__": f'{{"k": {k}}}'.encode()})
+    stream, group = await _requests(redis, prefix, 10)
     handler = Handler()
     broker, subscriber = await _start(redis_url, stream, group, handler)
     try:
@@ -85,11 +91,7 @@ async def _none_pending(redis, stream: str, group: str) -> bool:
 
 
 async def test_a_stop_lets_running_requests_finish_and_leaves_the_rest_pending(redis, redis_url, prefix):
-    channels = Channels(prefix)
-    stream, group = channels.rpc("dispatch"), channels.rpc_group
-    await redis.xgroup_create(stream, group, id="0", mkstream=True)
-    for k in range(5):
-        await redis.xadd(stream, {"__data__": f'{{"k": {k}}}'.encode()})
+    stream, group = await _requests(redis, prefix, 5)
     handler = Handler()
     broker, subscriber = await _start(redis_url, stream, group, handler)
     await wait_until(lambda: handler.running == WORKERS)
