@@ -379,6 +379,15 @@ class Kind(StrEnum):
     """Alembic migrations: a connection of their own (`migrations.upgrade`)."""
 
 
+READ_POOL_SETTINGS = {"plan_cache_mode": "force_generic_plan"}
+"""What the read pool's connections set beside the request timeouts: each statement keeps the one
+plan made for it at its first execution. The read pool runs only the hot path's `Statement`s (a
+pool read, a pool's queue ids, the read-only poll, the outbox's forget), each written so that the
+plan does not depend on the values given: keys by equality, the poll's time bounds as index
+conditions. Left to choose, PostgreSQL plans the poll afresh at every execution: its generic
+plan's cost, estimated for a pool of average size, never beats a custom plan's. That planning
+was half the database's CPU per poll (bench/README.md, "Generic plans for the read pool")."""
+
 _DRIVER_FAILURES = (DBAPIError, OSError, asyncpg.PostgresConnectionError, PoolTimeout, TimeoutError)
 """What `Database._failed` turns into service errors (503 for every way the database fails to answer)."""
 _WHAT = ("statement", "lock", "idle_in_transaction")
@@ -651,7 +660,7 @@ class Database:
                     reset=_unchanged,
                     timeout=self.timeouts.connect,
                     command_timeout=bounds.client_timeout(),
-                    server_settings=bounds.server_settings(),
+                    server_settings=bounds.server_settings() | READ_POOL_SETTINGS,
                 )
             return self._read_pool
 

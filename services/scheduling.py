@@ -7,7 +7,13 @@ more than `limit` runs of one queue, so the answer is the same while a poll with
 at most 10 rows per queue instead of 1,000 (Prefect's over-locking:
 docs/poll.md#differences-from-prefect).
 Served by `ix_flow_run__scheduled` (work_queue_id, next_scheduled_start_time, id)
-WHERE state_type = 'SCHEDULED', and by `ix_flow_run__active` for slot counts.
+WHERE state_type = 'SCHEDULED', with both time bounds as index conditions (a SCHEDULED run
+always has its time: `ck_flow_run__scheduled_has_time`), and by `ix_flow_run__active` for slot
+counts. The read-only poll runs on the read pool, whose connections use one generic plan per
+statement (services.db); the plan does not depend on the values the bounds take, and a claim's
+count of leased runs is a subquery of its own that a plain poll never runs (as one condition,
+`:claim AND ...`, a generic plan could not drop it, and counted slots by reading the queue's
+scheduled runs).
 
 Claim mode leases what it selects in the same statement (`UPDATE ... FROM picked RETURNING`),
 counts leased runs as slots, and holds the pool row for the statement's transaction, so
@@ -47,9 +53,12 @@ AVAILABLE_RUNS_SQL = """
     WITH queues AS (
         SELECT q.id, q.priority, q.concurrency_limit,
                (SELECT count(*) FROM flow_run a
-                 WHERE a.work_queue_id = q.id
-                   AND (a.state_type IN ('PENDING', 'RUNNING')
-                        OR (:claim AND a.state_type = 'SCHEDULED' AND a.lease_expires IS NOT NULL))) AS active
+                 WHERE a.work_queue_id = q.id AND a.state_type IN ('PENDING', 'RUNNING'))
+               + CASE WHEN :claim
+                      THEN (SELECT count(*) FROM flow_run a
+                             WHERE a.work_queue_id = q.id AND a.state_type = 'SCHEDULED'
+                               AND a.lease_expires IS NOT NULL)
+                      ELSE 0 END AS active
           FROM work_queue q
          WHERE q.work_pool_id = :pool_id AND NOT q.is_paused
     ),
@@ -72,8 +81,8 @@ AVAILABLE_RUNS_SQL = """
                AND r.state_type = 'SCHEDULED'
                AND r.lease_expires IS NULL
                AND coalesce(r.empirical_policy ->> 'retry_type', '') <> 'in_process'
-               AND (CAST(:after AS timestamptz) IS NULL OR r.next_scheduled_start_time >= :after)
-               AND (CAST(:before AS timestamptz) IS NULL OR r.next_scheduled_start_time <= :before)
+               AND r.next_scheduled_start_time >= coalesce(CAST(:after AS timestamptz), '-infinity')
+               AND r.next_scheduled_start_time <= coalesce(CAST(:before AS timestamptz), 'infinity')
              ORDER BY r.next_scheduled_start_time, r.id
              LIMIT least(:limit, CASE WHEN q.concurrency_limit IS NULL THEN :cap
                                       ELSE greatest(0, q.concurrency_limit - q.active) END)

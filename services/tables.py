@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    CheckConstraint,
     Column,
     DateTime,
     Float,
@@ -142,6 +143,11 @@ flow_run = _entity(
     Column("lease_token", BigInteger),
     _timestamp("lease_expires"),
     Column("lease_seconds", Float),
+    # The poll's time bounds are index conditions that a run without a time would fail.
+    CheckConstraint(
+        "state_type <> 'SCHEDULED' OR next_scheduled_start_time IS NOT NULL",
+        name="ck_flow_run__scheduled_has_time",
+    ),
     # The poll walks this per queue in time order (see services/scheduling.py).
     Index(
         "ix_flow_run__scheduled",
