@@ -6,6 +6,11 @@ Each per-queue pick is also capped at the request's limit: the overall result ca
 more than `limit` runs of one queue, so the answer is the same while a poll with limit=10 locks
 at most 10 rows per queue instead of 1,000 (Prefect's over-locking:
 docs/poll.md#differences-from-prefect).
+Nor does it lock rows of queues it will not reach: priorities are unique in a pool, so the
+hand-out order is the queues' picks one after another in priority order. The queues are walked
+in that order (a sorted subquery on the outer side of the lateral join, whose nested loop keeps
+it) and the walk stops at the overall limit: a poll of limit 10 locks the 10 runs it hands out,
+not 10 in every queue of the pool. The picked runs are then sorted into hand-out order.
 Served by `ix_flow_run__scheduled` (work_queue_id, next_scheduled_start_time, id)
 WHERE state_type = 'SCHEDULED', with both time bounds as index conditions (a SCHEDULED run
 always has its time: `ck_flow_run__scheduled_has_time`), and by `ix_flow_run__active` for slot
@@ -73,7 +78,7 @@ AVAILABLE_RUNS_SQL = """
       FROM pool_slots
      CROSS JOIN LATERAL (
         SELECT r.*, q.priority AS queue_priority
-          FROM queues q
+          FROM (SELECT * FROM queues ORDER BY priority) q
          CROSS JOIN LATERAL (
             SELECT r.*
               FROM flow_run r
@@ -89,7 +94,6 @@ AVAILABLE_RUNS_SQL = """
                FOR UPDATE SKIP LOCKED
          ) r
          WHERE CAST(:queue_ids AS uuid[]) IS NULL OR q.id = ANY(CAST(:queue_ids AS uuid[]))
-         ORDER BY q.priority, r.next_scheduled_start_time, r.id
          LIMIT least(:limit, pool_slots.available)
      ) picked
 """

@@ -1,5 +1,6 @@
-"""The read-only poll's plan on the read pool: one generic plan kept for every execution, and time
-bounds that stop the index scan instead of filtering what it reads."""
+"""The read-only poll's plan on the read pool: one generic plan kept for every execution, time
+bounds that stop the index scan instead of filtering what it reads, and a walk of the queues that
+stops, rows locked, at the limit."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any
 from schemas.flow_runs import FlowRunCreate
 from schemas.work_pools import WorkPoolCreate
 from schemas.work_queues import WorkQueueCreate
-from services import flow_runs, work_pools, work_queues
+from services import flow_runs, scheduling, work_pools, work_queues
 from services.scheduling import INTERNAL_CAP, SCHEDULED_RUNS
 
 SCHEDULED = "ix_flow_run__scheduled"
@@ -100,3 +101,20 @@ async def test_time_bounds_stop_the_index_scan(db, clock):
     assert [(node["Actual Loops"], node["Actual Rows"], node.get("Rows Removed by Filter", 0)) for node in scans] == [
         (4, 0, 0)
     ]
+
+
+async def test_the_walk_locks_the_runs_it_hands_out_and_stops(db, clock):
+    now = clock()
+    pool = await a_pool_with_due_and_future_runs(db, now, future=30)
+    async with db.read_connection() as conn:
+        plan = await explain(conn, poll_args(pool.id, before=now, limit=7))
+    # the walk scans the default queue (no runs), q1 (its 5 due runs) and q2 (its first 2), and
+    # stops: q3 is never scanned (test_poll_race: what it locks, and what it leaves free)
+    assert [
+        node["Actual Loops"] for node in nodes(plan) if node.get("Index Name") == SCHEDULED and node["Actual Loops"]
+    ] == [3]
+    assert [node["Actual Loops"] for node in nodes(plan) if node["Node Type"] == "LockRows"] == [3]
+    runs, _ = await scheduling.get_scheduled_flow_runs(db, "plan", scheduled_before=now, limit=7)
+    assert [item.flow_run.work_queue_name for item in runs] == ["q1"] * 5 + ["q2"] * 2
+    times = [item.flow_run.next_scheduled_start_time for item in runs]
+    assert times[:5] == sorted(times[:5]) and times[5:] == sorted(times[5:])

@@ -49,17 +49,20 @@ async def test_overlapping_polls_never_return_the_same_run(db, clock):
         first = await held.fetch(SCHEDULED_RUNS, params(pool.id, 2))
         second, _ = await scheduling.get_scheduled_flow_runs(db, "race", limit=200)
     assert len(first) == 2
-    # the first poll locked 2 runs per queue (its limit), not 1,000: the others stay available
-    assert len(second) == 9
+    # the first poll locked the 2 runs it took, not 2 per queue, nor 1,000: the others stay available
+    assert len(second) == 13
     assert not {r["id"] for r in first} & {item.flow_run.id for item in second}
 
 
-async def test_a_poll_that_could_take_everything_locks_everything(db, clock):
+async def test_a_poll_locks_what_it_takes_in_priority_order_and_no_further(db, clock):
     pool = await three_queues_of_five(db, clock())
     async with db.transaction() as held:
         first = await held.fetch(SCHEDULED_RUNS, params(pool.id, 7))
         second, _ = await scheduling.get_scheduled_flow_runs(db, "race", limit=200)
-    assert (len(first), second) == (7, [])
+    # q1's five and q2's first two; q2's other three and all of q3 stay free
+    taken = Counter(row["work_queue_name"] for row in first)
+    left = Counter(item.flow_run.work_queue_name for item in second)
+    assert (taken, left) == (Counter(q1=5, q2=2), Counter(q2=3, q3=5))
 
 
 async def test_racing_pollers_each_run_is_won_by_exactly_one_pending(db, clock):
