@@ -379,14 +379,22 @@ class Kind(StrEnum):
     """Alembic migrations: a connection of their own (`migrations.upgrade`)."""
 
 
-READ_POOL_SETTINGS = {"plan_cache_mode": "force_generic_plan"}
-"""What the read pool's connections set beside the request timeouts: each statement keeps the one
-plan made for it at its first execution. The read pool runs only the hot path's `Statement`s (a
-pool read, a pool's queue ids, the read-only poll, the outbox's forget), each written so that the
-plan does not depend on the values given: keys by equality, the poll's time bounds as index
-conditions. Left to choose, PostgreSQL plans the poll afresh at every execution: its generic
-plan's cost, estimated for a pool of average size, never beats a custom plan's. That planning
-was half the database's CPU per poll (bench/README.md, "Generic plans for the read pool")."""
+READ_POOL_SETTINGS = {"plan_cache_mode": "force_generic_plan", "synchronous_commit": "off"}
+"""What the read pool's connections set beside the request timeouts.
+
+- Each statement keeps the one plan made for it at its first execution. The read pool runs only
+  the hot path's `Statement`s (a pool read, a pool's queue ids, the read-only poll, the outbox's
+  forget), each written so that the plan does not depend on the values given: keys by equality,
+  the poll's time bounds as index conditions. Left to choose, PostgreSQL plans the poll afresh at
+  every execution: its generic plan's cost, estimated for a pool of average size, never beats a
+  custom plan's. That planning was half the database's CPU per poll.
+- Commits do not wait for the WAL flush. What the read pool commits is never state a caller
+  relies on: a read-only poll's row locks (they end with its statement) and the deletion of
+  outbox rows whose events were published (lost in a database crash, the events are published
+  again by the sweep, as publication is at least once). Every write of state commits on the
+  engines' connections, durably.
+
+bench/README.md, "The read-only poll on one plan", has the measurements."""
 
 _DRIVER_FAILURES = (DBAPIError, OSError, asyncpg.PostgresConnectionError, PoolTimeout, TimeoutError)
 """What `Database._failed` turns into service errors (503 for every way the database fails to answer)."""

@@ -44,6 +44,16 @@ async def test_connections_are_reused_with_the_request_timeouts(db):
     assert (db.timeouts.request.statement, first["statement_timeout"]) == (5.0, "5s")
 
 
+async def test_only_the_read_pool_commits_without_waiting_for_the_wal_flush(db):
+    settings = "SELECT current_setting('synchronous_commit') AS sync, current_setting('plan_cache_mode') AS plans"
+    async with db.read() as tx:
+        pooled = dict(await tx.fetchrow(Statement.of(settings), {}))
+    async with db.transaction() as tx:  # where every write of state commits
+        engine = dict(await tx.fetchrow(Statement.of(settings), {}))
+    assert pooled == {"sync": "off", "plans": "force_generic_plan"}
+    assert engine == {"sync": "on", "plans": "auto"}
+
+
 async def test_an_idle_connection_postgresql_dropped_costs_at_most_one_503(db):
     async with db.read() as tx:
         pid = (await tx.fetchrow(BACKEND, {}))["pid"]
