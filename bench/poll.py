@@ -455,8 +455,8 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace, version: str
         unit="poll",
         caption="CPU % of one core (200 % = both cores busy). postgres = the benchmark database's "
         "backends (not the server's shared writers). other = the rest of the machine: other sessions and "
-        "their databases, and PostgreSQL backends that exited during the window (e.g. the "
-        "replicas' overflow connections under the claim rounds: the meter cannot see their CPU). "
+        "their databases, and PostgreSQL backends that exited during the window (the meter cannot see "
+        "their CPU). "
         "Per-poll CPU is the robust number on a shared machine.",
     )
     for r in results:

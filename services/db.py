@@ -45,8 +45,9 @@ TIMEOUT_REASONS = {"57014": "statement", "55P03": "lock", "25P03": "idle_in_tran
 """The label each timeout is counted under (`workpools_db_timeouts_total{reason}`)."""
 NOT_ANSWERED = "Service Unavailable (the database did not answer in time)"
 BACKGROUND_POOL_SIZE = 2
-"""Connections kept for background work (plus as many overflow): one per loop that writes
-(foreman, lease sweep, outbox sweep, housekeeping) at most."""
+"""Half the connections background work may have (as `pool_size` is half a replica's request
+connections): one per loop that writes (foreman, lease sweep, outbox sweep, housekeeping) at
+most."""
 Observer = Callable[..., None]
 """`observe(what, **facts)`: told what a service did once it is done (runs handed out, a run
 started, leases ended …); the replica turns it into metrics. Never raises, never blocks."""
@@ -482,7 +483,9 @@ class DbTimeouts:
 
 
 class Database:
-    """Owns the engines. `transaction()` commits the work and its events atomically (outbox)."""
+    """Owns the engines. `transaction()` commits the work and its events atomically (outbox).
+    `pool_size` sizes the connections: up to twice as many for writes, claims, heartbeats and
+    SQLAlchemy reads (`engine`), half as many, at least 2, for hot-path reads (the read pool)."""
 
     def __init__(
         self,
@@ -497,9 +500,9 @@ class Database:
         self.clock = clock
         self.timeouts = timeouts
         waiting = timeouts.connect if pool_timeout is None else pool_timeout
-        self.engine: AsyncEngine = _engine(url, timeouts.request, timeouts.connect, pool_size, waiting)
+        self.engine: AsyncEngine = _engine(url, timeouts.request, timeouts.connect, 2 * pool_size, waiting)
         self.background: AsyncEngine = _engine(
-            url, timeouts.background, timeouts.connect, BACKGROUND_POOL_SIZE, timeouts.connect
+            url, timeouts.background, timeouts.connect, 2 * BACKGROUND_POOL_SIZE, timeouts.connect
         )
         """Background work's own connections: it never waits for a request's, nor a request for its."""
         self.reader = self.engine.execution_options(isolation_level="AUTOCOMMIT")
@@ -722,12 +725,16 @@ def connect_options(url: str) -> dict[str, Any]:
     return {**target.translate_connect_args(username="user"), **target.query}
 
 
-def _engine(url: str, bounds: Bounds, connect: float, pool_size: int, pool_timeout: float) -> AsyncEngine:
-    """An engine whose connections PostgreSQL holds to `bounds` (`server_settings`)."""
+def _engine(url: str, bounds: Bounds, connect: float, connections: int, pool_timeout: float) -> AsyncEngine:
+    """An engine of at most `connections` connections, each kept once opened, which PostgreSQL
+    holds to `bounds` (`server_settings`). None is an overflow connection, closed when given
+    back: under load the pool's use swings around its size, and every swing would open one again
+    (a connection, asyncpg's type introspection, five custom plans of each statement before a
+    generic one), a third of the database's CPU per queue create at concurrency 32."""
     return create_async_engine(
         asyncpg_url(url),
-        pool_size=pool_size,
-        max_overflow=pool_size,
+        pool_size=connections,
+        max_overflow=0,
         pool_pre_ping=False,
         pool_timeout=pool_timeout,
         connect_args={

@@ -60,7 +60,7 @@ async def _pending(redis, channels: Channels, count: int) -> bool:
 async def test_a_full_connection_pool_is_a_503(database_url):
     db = Database(database_url, pool_size=1, pool_timeout=0.2)
     try:
-        async with db.engine.connect(), db.engine.connect():  # the pool and its overflow, all taken
+        async with db.engine.connect(), db.engine.connect():  # both of its connections taken
             with pytest.raises(Unavailable):
                 async with db.transaction():
                     pass

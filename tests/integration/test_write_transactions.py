@@ -1,8 +1,8 @@
 """Write transactions (`Database.transaction`, `Tx`): begun and committed on asyncpg over a
 connection of SQLAlchemy's pool. Hot-path statements and SQLAlchemy statements share the one
 transaction, commit and roll back together, and a connection goes back to its pool with no
-transaction left open: after a failure, a cancellation, a lost connection, or as an overflow
-connection the pool closes."""
+transaction left open: after a failure, a cancellation or a lost connection. Connections opened
+for a burst stay in the pool."""
 
 from __future__ import annotations
 
@@ -98,23 +98,23 @@ async def _sleep_ended(db: Database, pid: int) -> bool:
     return row is None or (row["state"], row["query"]) != ("active", "SELECT pg_sleep(30)")
 
 
-async def test_overflow_connections_are_closed_on_return_and_the_pool_keeps_its_size(database_url):
-    db = Database(database_url, pool_size=1)  # one pooled connection and one overflow
+async def test_connections_opened_for_a_burst_are_kept(database_url):
+    db = Database(database_url, pool_size=1)  # up to two connections for transactions
     try:
         inside = asyncio.Barrier(2)
 
         async def write() -> int:
             async with db.transaction() as tx:
                 pid = (await tx.fetchrow(BACKEND, {}))["pid"]
-                await inside.wait()  # both at once: the overflow connection is in use
+                await inside.wait()  # both at once: both connections in use
                 return pid
 
         pids = await asyncio.gather(write(), write())
         assert len(set(pids)) == 2
         pool = db.engine.sync_engine.pool
-        assert (pool.checkedout(), pool.checkedin()) == (0, 1)  # the overflow one closed on its return
-        async with db.transaction() as tx:
-            assert (await tx.fetchrow(BACKEND, {}))["pid"] in pids
+        assert (pool.checkedout(), pool.checkedin()) == (0, 2)  # both given back, neither closed
+        again = await asyncio.gather(write(), write())
+        assert set(again) == set(pids)  # the next burst reuses them: no connection opened
     finally:
         await db.dispose()
 
