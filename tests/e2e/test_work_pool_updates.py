@@ -163,6 +163,7 @@ async def test_delete_pool_cascades_to_queues_and_workers(client, db):
                 work_queue_name="default",
                 state_type="SCHEDULED",
                 state_name="Scheduled",
+                next_scheduled_start_time=db.clock(),
             )
         )
 

@@ -302,6 +302,7 @@ async def _insert_runs(db, queue_id, *state_types: str) -> None:
             "work_queue_id": queue_id,
             "state_type": state,
             "state_name": state.title(),
+            "next_scheduled_start_time": now if state == "SCHEDULED" else None,
         }
         for i, state in enumerate(state_types)
     ]
