@@ -75,6 +75,11 @@ def nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
         yield from nodes(child)
 
 
+def scans_run(plan: dict[str, Any]) -> list[dict[str, Any]]:
+    """The plan's scans of `ix_flow_run__scheduled` that ran at least once."""
+    return [node for node in nodes(plan) if node.get("Index Name") == SCHEDULED and node["Actual Loops"]]
+
+
 async def test_the_read_pool_keeps_one_generic_plan_for_the_poll(db, clock):
     pool = await a_pool_with_due_and_future_runs(db, clock(), future=0)
     async with db.read_connection() as conn:
@@ -97,10 +102,9 @@ async def test_time_bounds_stop_the_index_scan(db, clock):
         plan = await explain(conn, poll_args(pool.id, before=now - timedelta(hours=1), limit=10))
     # nothing is due an hour ago: the walk's scan of each queue (default, q1, q2, q3) reads no
     # row, q1's 30 future runs included, and counting slots reads no scheduled run either
-    scans = [node for node in nodes(plan) if node.get("Index Name") == SCHEDULED and node["Actual Loops"]]
-    assert [(node["Actual Loops"], node["Actual Rows"], node.get("Rows Removed by Filter", 0)) for node in scans] == [
-        (4, 0, 0)
-    ]
+    assert [
+        (node["Actual Loops"], node["Actual Rows"], node.get("Rows Removed by Filter", 0)) for node in scans_run(plan)
+    ] == [(4, 0, 0)]
 
 
 async def test_the_walk_locks_the_runs_it_hands_out_and_stops(db, clock):
@@ -110,9 +114,7 @@ async def test_the_walk_locks_the_runs_it_hands_out_and_stops(db, clock):
         plan = await explain(conn, poll_args(pool.id, before=now, limit=7))
     # the walk scans the default queue (no runs), q1 (its 5 due runs) and q2 (its first 2), and
     # stops: q3 is never scanned (test_poll_race: what it locks, and what it leaves free)
-    assert [
-        node["Actual Loops"] for node in nodes(plan) if node.get("Index Name") == SCHEDULED and node["Actual Loops"]
-    ] == [3]
+    assert [node["Actual Loops"] for node in scans_run(plan)] == [3]
     assert [node["Actual Loops"] for node in nodes(plan) if node["Node Type"] == "LockRows"] == [3]
     runs, _ = await scheduling.get_scheduled_flow_runs(db, "plan", scheduled_before=now, limit=7)
     assert [item.flow_run.work_queue_name for item in runs] == ["q1"] * 5 + ["q2"] * 2
