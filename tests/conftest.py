@@ -56,6 +56,15 @@ def database_url() -> Iterator[str]:
         container.stop()
 
 
+@pytest.fixture
+async def empty_database_url(database_url: str) -> AsyncIterator[str]:
+    """A database of its own for one test, not migrated (`migrations.upgrade` creates it), dropped
+    at the end: for tests of the migrations themselves."""
+    url = make_url(database_url).set(database=f"workpools_test_{uuid.uuid4().hex[:8]}")
+    yield url.render_as_string(hide_password=False)
+    await _drop_database(url)
+
+
 async def _drop_database(url) -> None:
     import asyncpg
 
