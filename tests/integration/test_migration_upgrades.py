@@ -8,16 +8,16 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
-from sqlalchemy.engine import make_url
 
 import migrations
+from services.db import connect_options
 
 BECAME_SCHEDULED = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 
 
 async def test_scheduled_runs_without_a_time_are_given_one_before_the_rule_is_checked(empty_database_url):
     await migrations.upgrade(empty_database_url, "0005")
-    conn = await asyncpg.connect(make_url(empty_database_url).set(drivername="postgresql").render_as_string(False))
+    conn = await asyncpg.connect(**connect_options(empty_database_url))
     try:
         created = BECAME_SCHEDULED - timedelta(hours=1)
         runs = {
